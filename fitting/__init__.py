@@ -1,0 +1,1 @@
+"""Fitting the paper's scaling laws from run results. Never imports JAX."""

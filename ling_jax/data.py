@@ -1,0 +1,161 @@
+"""Token pipelines on grain: every source yields int32 windows of seq_len + 1 tokens.
+
+Sources (config.data.source):
+  * 'stdlib'       -- the built-in offline corpus: this Python's standard-library sources as
+                      bytes (vocab 256), files split train/eval by a hash of their path;
+  * 'synthetic'    -- deterministic arithmetic sequences, for tests;
+  * 'tokens'       -- pre-tokenized .npy or raw .bin files (memory-mapped);
+  * 'array_record' -- one document of tokens per record, packed into windows.
+Each window is one example; a batch is `batch_size / process_count` windows of this process's
+shard. The iterator state (a position in a deterministic order) is checkpointed with the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sysconfig
+import zlib
+
+import grain
+import jax
+import numpy as np
+
+DOCUMENT_SEPARATOR = 0  # NUL byte between stdlib files; never occurs in Python source
+
+
+class WindowSource(grain.sources.RandomAccessDataSource):
+  """Non-overlapping windows of `length` + 1 tokens (each shares its last token with the next)
+  over one or more 1-D token arrays; windows never cross array boundaries."""
+
+  def __init__(self, arrays, length: int):
+    self._arrays = list(arrays)
+    self._length = length
+    counts = [max(0, (len(a) - 1) // length) for a in self._arrays]
+    self._ends = np.cumsum(counts)
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if len(self._ends) else 0
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    which = int(np.searchsorted(self._ends, index, side='right'))
+    start = (index - (self._ends[which - 1] if which else 0)) * self._length
+    return np.asarray(self._arrays[which][start:start + self._length + 1], dtype=np.int32)
+
+
+class SyntheticSource(grain.sources.RandomAccessDataSource):
+  """Record i is (a + b * j) mod vocab for j = 0..length, with (a, b) drawn from seed and i:
+  learnable from two tokens of context, identical on every machine."""
+
+  def __init__(self, num_records: int, length: int, vocab_size: int, seed: int):
+    self._n, self._length, self._vocab, self._seed = num_records, length, vocab_size, seed
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    a, b = np.random.default_rng((self._seed, int(index))).integers(0, self._vocab, size=2)
+    return ((a + b * np.arange(self._length + 1)) % self._vocab).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=2)
+def stdlib_corpus(eval_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
+  """(train bytes, eval bytes, fingerprint) of this interpreter's standard-library sources."""
+  root = sysconfig.get_paths()['stdlib']
+  paths = []
+  for directory, subdirs, files in os.walk(root):
+    subdirs[:] = sorted(d for d in subdirs if d not in ('site-packages', '__pycache__'))
+    paths += [os.path.join(directory, f) for f in sorted(files) if f.endswith('.py')]
+  splits = {True: [], False: []}
+  digest = hashlib.sha256()
+  for path in sorted(paths):
+    relative = os.path.relpath(path, root)
+    with open(path, 'rb') as f:
+      text = f.read().replace(bytes([DOCUMENT_SEPARATOR]), b'')
+    held_out = zlib.crc32(relative.encode()) % 10_000 < eval_fraction * 10_000
+    splits[held_out].append(text + bytes([DOCUMENT_SEPARATOR]))
+    digest.update(relative.encode() + b'\0' + text)
+  train, held = (np.frombuffer(b''.join(splits[k]), np.uint8) for k in (False, True))
+  fingerprint = f'stdlib-py{sysconfig.get_python_version()}-{digest.hexdigest()[:16]}'
+  return train, held, fingerprint
+
+
+def _load_token_file(path: str, dtype: str) -> np.ndarray:
+  if path.endswith('.npy'):
+    return np.load(path, mmap_mode='r').reshape(-1)
+  return np.memmap(path, dtype=np.dtype(dtype), mode='r')
+
+
+def _file_fingerprint(paths) -> str:
+  digest = hashlib.sha256()
+  for path in paths:
+    digest.update(f'{path}:{os.path.getsize(path)}'.encode())
+  return digest.hexdigest()[:16]
+
+
+class Dataset:
+  """Train and eval pipelines of one config, with the fingerprint of the data behind them."""
+
+  def __init__(self, config):
+    d, length = config.data, config.train.seq_len
+    self.seq_len = length
+    if d.source == 'stdlib':
+      train, held, self.fingerprint = stdlib_corpus(d.eval_fraction)
+      self.train_source, self.eval_source = WindowSource([train], length), WindowSource([held], length)
+    elif d.source == 'synthetic':
+      n_eval = max(64, int(65_536 * d.eval_fraction))
+      self.train_source = SyntheticSource(65_536, length, config.model.vocab_size, d.seed)
+      self.eval_source = SyntheticSource(n_eval, length, config.model.vocab_size, d.seed + 1)
+      self.fingerprint = f'synthetic-v{config.model.vocab_size}-s{d.seed}'
+    elif d.source == 'tokens':
+      self.train_source = WindowSource([_load_token_file(p, d.token_dtype) for p in d.paths],
+                                       length)
+      self.eval_source = WindowSource(
+          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length)
+      self.fingerprint = f'tokens-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
+    else:
+      self.train_source = grain.sources.ArrayRecordDataSource(list(d.paths))
+      self.eval_source = (grain.sources.ArrayRecordDataSource(list(d.eval_paths))
+                          if d.eval_paths else None)
+      self.fingerprint = f'array_record-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
+    self._config = config
+    if len(self.train_source) == 0:
+      from ling_jax.config import ConfigError
+      raise ConfigError(f'config.data: source {d.source!r} holds no training window of '
+                        f'train.seq_len + 1 = {length + 1} tokens; add data or shorten seq_len.')
+
+  def _batched(self, source, batch_size: int, seed: int | None, repeat: bool) -> grain.IterDataset:
+    d = self._config.data
+    per_process = batch_size // jax.process_count()
+    ds = grain.MapDataset.source(source)
+    if d.source == 'array_record':
+      dtype = np.dtype(d.token_dtype)
+      ds = ds.map(lambda record: {'tokens': np.frombuffer(record, dtype).astype(np.int32)})
+    if seed is not None:
+      ds = ds.shuffle(seed=seed)
+    if repeat:
+      ds = ds.repeat()
+    ds = ds[jax.process_index()::jax.process_count()]
+    if d.source == 'array_record':
+      iter_ds = grain.experimental.ConcatThenSplitIterDataset(
+          ds.to_iter_dataset(), length_struct={'tokens': self.seq_len + 1})
+      return iter_ds.map(lambda x: x['tokens']).batch(per_process, drop_remainder=True)
+    return ds.batch(per_process, drop_remainder=True).to_iter_dataset()
+
+  def train_iterator(self):
+    """Endless shuffled batches [batch_size / process_count, seq_len + 1]; checkpointable."""
+    t = self._config.train
+    return iter(self._batched(self.train_source, t.batch_size, self._config.data.seed, True))
+
+  def eval_batches(self) -> list[np.ndarray]:
+    """The same `train.eval_batches` held-out batches at every evaluation."""
+    t = self._config.train
+    if self.eval_source is None or len(self.eval_source) == 0:
+      return []
+    batches = []
+    for batch in self._batched(self.eval_source, t.batch_size, None, True):
+      batches.append(batch)
+      if len(batches) == t.eval_batches:
+        break
+    return batches

@@ -1,0 +1,79 @@
+"""Dense building blocks: RMSNorm, rotary embeddings, GQA attention, SwiGLU.
+
+Shape letters: B batch, L sequence, D d_model, N query heads, G kv heads, H head dim, F width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(d_in, d_out, use_bias=False, rngs=rngs,
+                    kernel_init=nnx.initializers.normal(cfg.init_std),
+                    dtype=jnp.dtype(cfg.compute_dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+
+
+def rms_norm(dim: int, cfg, rngs: nnx.Rngs) -> nnx.RMSNorm:
+  return nnx.RMSNorm(dim, epsilon=cfg.norm_eps, rngs=rngs, dtype=jnp.dtype(cfg.compute_dtype),
+                     param_dtype=jnp.dtype(cfg.param_dtype))
+
+
+class SwiGLU(nnx.Module):
+  """silu(x W_gate) * (x W_up) W_out: the FFN of dense layers and of shared experts."""
+
+  def __init__(self, d_model: int, width: int, cfg, *, rngs: nnx.Rngs):
+    self.gate = linear(d_model, width, cfg, rngs)
+    self.up = linear(d_model, width, cfg, rngs)
+    self.out = linear(width, d_model, cfg, rngs)
+
+  def __call__(self, x_BxLxD):
+    return self.out(jax.nn.silu(self.gate(x_BxLxD)) * self.up(x_BxLxD))
+
+
+def apply_rope(x_BxLxNxH, base: float, rotated_dims: int):
+  """Rotary embedding on the first `rotated_dims` of each head (half-split convention)."""
+  if rotated_dims == 0:
+    return x_BxLxNxH
+  L = x_BxLxNxH.shape[1]
+  half = rotated_dims // 2
+  inv_freq_h = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_Lxh = jnp.arange(L, dtype=jnp.float32)[:, None] * inv_freq_h[None, :]
+  cos, sin = jnp.cos(angle_Lxh)[None, :, None, :], jnp.sin(angle_Lxh)[None, :, None, :]
+  x = x_BxLxNxH.astype(jnp.float32)
+  x1, x2, rest = x[..., :half], x[..., half:rotated_dims], x[..., rotated_dims:]
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
+  return rotated.astype(x_BxLxNxH.dtype)
+
+
+class Attention(nnx.Module):
+  """Causal grouped-query attention with RoPE and optional QK-norm."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
+    self.head_dim = cfg.head_dim or cfg.d_model // cfg.n_heads
+    self.rope_base = cfg.rope_base
+    self.rotated_dims = int(self.head_dim * cfg.rope_fraction)
+    self.impl = cfg.attention_impl or None
+    D, H = cfg.d_model, self.head_dim
+    self.q = linear(D, self.n_heads * H, cfg, rngs)
+    self.k = linear(D, self.n_kv_heads * H, cfg, rngs)
+    self.v = linear(D, self.n_kv_heads * H, cfg, rngs)
+    self.o = linear(self.n_heads * H, D, cfg, rngs)
+    self.q_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
+    self.k_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
+
+  def __call__(self, x_BxLxD):
+    B, L, _ = x_BxLxD.shape
+    q_BxLxNxH = self.q(x_BxLxD).reshape(B, L, self.n_heads, self.head_dim)
+    k_BxLxGxH = self.k(x_BxLxD).reshape(B, L, self.n_kv_heads, self.head_dim)
+    v_BxLxGxH = self.v(x_BxLxD).reshape(B, L, self.n_kv_heads, self.head_dim)
+    if self.q_norm is not None:
+      q_BxLxNxH, k_BxLxGxH = self.q_norm(q_BxLxNxH), self.k_norm(k_BxLxGxH)
+    q_BxLxNxH = apply_rope(q_BxLxNxH, self.rope_base, self.rotated_dims)
+    k_BxLxGxH = apply_rope(k_BxLxGxH, self.rope_base, self.rotated_dims)
+    out_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxGxH, v_BxLxGxH, is_causal=True,
+                                               implementation=self.impl)
+    return self.o(out_BxLxNxH.reshape(B, L, self.n_heads * self.head_dim))

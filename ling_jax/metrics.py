@@ -1,0 +1,165 @@
+"""Metrics for a workdir that is a local folder or gs://.
+
+Process 0 writes JSON lines. Locally they are appended to `metrics.jsonl`; on object stores,
+which cannot append, every `flush_every` records become one immutable chunk file under
+`metrics/`. Readers keep the last record per (kind, step), so steps repeated after a resume
+replace the earlier ones. Whole files (config, summary) are written to a temporary name and
+renamed, so they are complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+METRICS_FILE = 'metrics.jsonl'
+CHUNK_DIR = 'metrics'
+SUMMARY_FILE = 'summary.json'
+CONFIG_FILE = 'config.json'
+
+# bf16 dense peak FLOP/s per chip, for MFU when config.metrics.peak_flops_per_device is 0.
+PEAK_FLOPS_BY_DEVICE_KIND = {
+    'TPU v4': 275e12,
+    'TPU v5 lite': 197e12,
+    'TPU v5e': 197e12,
+    'TPU v5': 459e12,
+    'TPU v5p': 459e12,
+    'TPU v6 lite': 918e12,
+    'TPU v6e': 918e12,
+    'NVIDIA H100': 989e12,
+    'NVIDIA H200': 989e12,
+    'NVIDIA A100': 312e12,
+}
+
+
+def peak_flops_per_device(configured: float) -> float | None:
+  if configured:
+    return configured
+  kind = jax.devices()[0].device_kind
+  for prefix in sorted(PEAK_FLOPS_BY_DEVICE_KIND, key=len, reverse=True):
+    if kind.startswith(prefix):
+      return PEAK_FLOPS_BY_DEVICE_KIND[prefix]
+  return None
+
+
+def is_remote(path: str) -> bool:
+  return '://' in str(path)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return _jsonable(np.asarray(value).tolist())
+  if isinstance(value, (np.floating, float)):
+    value = float(value)
+    return value if math.isfinite(value) else str(value)  # 'nan' / 'inf' stay readable
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_whole(path: epath.Path, text: str) -> None:
+  """Writes a complete file or nothing (rename locally; single-object upload remotely)."""
+  if is_remote(path):
+    path.write_text(text)
+    return
+  tmp = path.parent / f'.{path.name}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """JSONL (and optional TensorBoard) metrics of one run; a no-op except on process 0."""
+
+  def __init__(self, workdir: str, tensorboard: bool = False, flush_every: int = 10):
+    self.active = jax.process_index() == 0
+    self.workdir = epath.Path(workdir)
+    self.remote = is_remote(workdir)
+    self.flush_every = flush_every
+    self._buffer: list[str] = []
+    self._file = None
+    self._tb = None
+    if not self.active:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    if self.remote:
+      (self.workdir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+    else:
+      self._file = open(self.workdir / METRICS_FILE, 'a+')
+      self._file.seek(0, os.SEEK_END)
+      if self._file.tell():  # end a line a crash cut off, so the next record parses
+        self._file.seek(self._file.tell() - 1)
+        if self._file.read(1) != '\n':
+          self._file.write('\n')
+    if tensorboard:
+      import tensorboardX  # optional dependency: pip install ling-jax[tensorboard]
+      self._tb = tensorboardX.SummaryWriter(str(self.workdir / 'tensorboard'))
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.active:
+      return
+    line = json.dumps(_jsonable(record))
+    if self._file is not None:
+      self._file.write(line + '\n')
+      self._file.flush()
+    else:
+      self._buffer.append(line)
+      if len(self._buffer) >= self.flush_every:
+        self.flush()
+    if self._tb is not None:
+      prefix = record.get('kind', 'train')
+      for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != 'step':
+          self._tb.add_scalar(f'{prefix}/{key}', value, record['step'])
+
+  def flush(self) -> None:
+    if not self.active or not self._buffer:
+      return
+    first = json.loads(self._buffer[0]).get('step', 0)
+    name = f'{time.time_ns():020d}-step{first:09d}.jsonl'
+    write_whole(self.workdir / CHUNK_DIR / name, '\n'.join(self._buffer) + '\n')
+    self._buffer = []
+
+  def write_json(self, name: str, payload: dict[str, Any]) -> None:
+    if self.active:
+      write_whole(self.workdir / name, json.dumps(_jsonable(payload), indent=2, sort_keys=True))
+
+  def close(self) -> None:
+    self.flush()
+    if self._file is not None:
+      self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All records of a run in step order, the last one kept per (kind, step)."""
+  root = epath.Path(workdir)
+  texts = []
+  if (root / METRICS_FILE).exists():
+    texts.append((root / METRICS_FILE).read_text())
+  if (root / CHUNK_DIR).exists():
+    texts += [p.read_text() for p in sorted((root / CHUNK_DIR).iterdir())]
+  latest = {}
+  for text in texts:
+    for line in text.splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:  # a line cut off by a crash mid-write
+        continue
+      if isinstance(record, dict):
+        latest[(record.get('kind', 'train'), record.get('step'))] = record
+  return sorted(latest.values(), key=lambda r: (r.get('step', 0), r.get('kind', '')))

@@ -1,0 +1,35 @@
+"""ling-jax: Mixture-of-Experts scaling laws in JAX (arXiv 2507.17702, reproduced and extended)."""
+
+import setuptools
+
+setuptools.setup(
+    name='ling-jax',
+    version='0.1.0',
+    description='Efficiency Leverage scaling laws for MoE language models: training and fitting.',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['ling_jax*', 'experiments*', 'configs*',
+                                               'fitting*', 'benchmarks*']),
+    install_requires=[
+        # JAX 0.10.2 is the newest on Python 3.11; 0.11 needs Python >= 3.12. Both work.
+        'jax>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'orbax-checkpoint>=0.12.8',
+        'grain>=0.2.18',
+        'einops>=0.8',
+        'ml-collections>=1.1.0',
+        'etils[epath]>=1.15.0',
+        'absl-py>=2.1',
+        'numpy>=2.0',
+        'scipy>=1.14',
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+        'gcs': ['gcsfs>=2025.1'],
+        'tensorboard': ['tensorboardX>=2.6'],
+        'notebook': ['matplotlib>=3.8', 'jupyter', 'nbconvert', 'ipykernel'],
+        'plots': ['matplotlib>=3.8'],
+    },
+)
