@@ -24,6 +24,6 @@ def get_config(arg=None):
                                  compute_budget=2e20)
   if scale == 'local':
     c.model.update(n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, d_ffn=192)
-    return common.local_training(c, compute_budget=5e12)
+    return common.local_training(c, compute_budget=1.5e13)
   c.model.update(d_ffn=48)
   return common.smoke_training(c)

@@ -29,7 +29,7 @@ def get_config(arg=None):
                                  compute_budget=2e20)
   if scale == 'local':
     c.model.update(n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, num_dense_layers=1,
-                   d_ffn=384, n_experts=16, top_k=2, n_shared=1, granularity=4.0)
-    return common.local_training(c, compute_budget=5e12)
+                   d_ffn=192, n_experts=16, top_k=2, n_shared=1, granularity=4.0)
+    return common.local_training(c, compute_budget=1.5e13)
   c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=16)
   return common.smoke_training(c)

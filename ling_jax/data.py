@@ -3,7 +3,7 @@
 Sources (config.data.source):
   * 'stdlib'       -- the built-in offline corpus: this Python's standard-library sources as
                       bytes (vocab 256), files split train/eval by a hash of their path;
-  * 'synthetic'    -- deterministic arithmetic sequences, for tests;
+  * 'synthetic'    -- a fixed random Markov chain (loss floor ln 2), for tests;
   * 'tokens'       -- pre-tokenized .npy or raw .bin files (memory-mapped);
   * 'array_record' -- one document of tokens per record, packed into windows.
 Each window is one example; a batch is `batch_size / process_count` windows of this process's
@@ -45,18 +45,24 @@ class WindowSource(grain.sources.RandomAccessDataSource):
 
 
 class SyntheticSource(grain.sources.RandomAccessDataSource):
-  """Record i is (a + b * j) mod vocab for j = 0..length, with (a, b) drawn from seed and i:
-  learnable from two tokens of context, identical on every machine."""
+  """A fixed random Markov chain: each token is followed by one of `branching` successors, so the
+  best achievable loss is ln(branching) nats. Record i depends only on (seed, i)."""
 
-  def __init__(self, num_records: int, length: int, vocab_size: int, seed: int):
+  def __init__(self, num_records: int, length: int, vocab_size: int, seed: int, branching: int = 2):
     self._n, self._length, self._vocab, self._seed = num_records, length, vocab_size, seed
+    self.successors = np.random.default_rng(seed).integers(0, vocab_size, (vocab_size, branching))
 
   def __len__(self) -> int:
     return self._n
 
   def __getitem__(self, index: int) -> np.ndarray:
-    a, b = np.random.default_rng((self._seed, int(index))).integers(0, self._vocab, size=2)
-    return ((a + b * np.arange(self._length + 1)) % self._vocab).astype(np.int32)
+    rng = np.random.default_rng((self._seed, int(index)))
+    choices = rng.integers(0, self.successors.shape[1], self._length)
+    tokens = np.empty(self._length + 1, np.int32)
+    tokens[0] = rng.integers(0, self._vocab)
+    for j, choice in enumerate(choices):
+      tokens[j + 1] = self.successors[tokens[j], choice]
+    return tokens
 
 
 @functools.lru_cache(maxsize=2)
@@ -106,7 +112,9 @@ class Dataset:
     elif d.source == 'synthetic':
       n_eval = max(64, int(65_536 * d.eval_fraction))
       self.train_source = SyntheticSource(65_536, length, config.model.vocab_size, d.seed)
-      self.eval_source = SyntheticSource(n_eval, length, config.model.vocab_size, d.seed + 1)
+      # Same chain (seed), records past the training range: held out, same distribution.
+      self.eval_source = grain.MapDataset.source(SyntheticSource(
+          65_536 + n_eval, length, config.model.vocab_size, d.seed))[65_536:]
       self.fingerprint = f'synthetic-v{config.model.vocab_size}-s{d.seed}'
     elif d.source == 'tokens':
       self.train_source = WindowSource([_load_token_file(p, d.token_dtype) for p in d.paths],
@@ -128,7 +136,7 @@ class Dataset:
   def _batched(self, source, batch_size: int, seed: int | None, repeat: bool) -> grain.IterDataset:
     d = self._config.data
     per_process = batch_size // jax.process_count()
-    ds = grain.MapDataset.source(source)
+    ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
     if d.source == 'array_record':
       dtype = np.dtype(d.token_dtype)
       ds = ds.map(lambda record: {'tokens': np.frombuffer(record, dtype).astype(np.int32)})

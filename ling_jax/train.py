@@ -56,7 +56,7 @@ class Program:
   def init_state(self) -> dict:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
-    params, router_bias = params.to_pure_dict(), router_bias.to_pure_dict()
+    params, router_bias = nnx.to_pure_dict(params), nnx.to_pure_dict(router_bias)
     return dict(params=params, router_bias=router_bias, opt_state=self.optimizer.init(params),
                 step=jnp.zeros((), jnp.int32))
 
@@ -100,7 +100,7 @@ class Program:
       rate = self.config.moe.bias_update_rate
       router_bias = jax.tree.map(lambda b: moe_lib.bias_update(b, counts_LxE, rate), router_bias)
     metrics = dict(loss=aux['ce'].mean(), objective=objectives.mean(),
-                   grad_norm=optax.global_norm(grads), learning_rate=self.schedule(state['step']),
+                   grad_norm=optax.tree.norm(grads), learning_rate=self.schedule(state['step']),
                    **{k: v for k, v in stats.items() if k != 'expert_counts'})
     new_state = dict(params=params, router_bias=router_bias, opt_state=opt_state,
                      step=state['step'] + 1)

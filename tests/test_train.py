@@ -1,0 +1,122 @@
+"""Training loop: learning, exact resume, equivalences of the step's options, the schedule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dense as dense_config
+from configs import moe as moe_config
+from ling_jax import data as data_lib
+from ling_jax import metrics as metrics_lib
+from ling_jax import moe as moe_lib
+from ling_jax import optim
+from ling_jax import train as train_lib
+
+
+def smoke(kind='moe', steps=10, **sections):
+  c = (moe_config if kind == 'moe' else dense_config).get_config('smoke')
+  c.train.tokens = steps * c.train.batch_size * c.train.seq_len
+  c.train.async_checkpoint = False
+  for section, fields in sections.items():
+    c[section].update(fields)
+  return c
+
+
+def train_losses(workdir):
+  return [r['loss'] for r in metrics_lib.read_metrics(workdir) if r['kind'] == 'train']
+
+
+@pytest.mark.parametrize('kind,router', [('moe', 'softmax'), ('moe', 'sigmoid_bias'),
+                                         ('dense', 'softmax')])
+def test_fifty_steps_lower_the_loss(tmp_path, kind, router):
+  c = smoke(kind, steps=50, moe=dict(router=router), train=dict(checkpoint_every=50))
+  summary = train_lib.train(c, str(tmp_path))
+  losses = train_losses(tmp_path)
+  assert len(losses) == 50 and summary['status'] == 'finished'
+  assert np.mean(losses[-5:]) < losses[0] - 1.0  # uniform over 64 tokens starts at ln 64 = 4.16
+  assert summary['final_eval_loss'] < losses[0] - 1.0
+
+
+def test_stopped_and_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
+  c = smoke(steps=20, moe=dict(router='sigmoid_bias'), train=dict(checkpoint_every=5))
+  train_lib.train(c, str(tmp_path / 'straight'))
+  stopped = train_lib.train(c, str(tmp_path / 'resumed'), stop_at_step=10)
+  assert stopped['status'] == 'stopped' and stopped['final_step'] == 10
+  assert not (tmp_path / 'resumed' / metrics_lib.SUMMARY_FILE).exists()
+  resumed = train_lib.train(c, str(tmp_path / 'resumed'))
+  assert resumed['status'] == 'finished'
+  np.testing.assert_allclose(train_losses(tmp_path / 'resumed'), train_losses(tmp_path / 'straight'),
+                             rtol=1e-6)
+  # A finished run asked again returns its summary without training.
+  assert train_lib.train(c, str(tmp_path / 'resumed'))['final_train_loss'] == resumed[
+      'final_train_loss']
+
+
+def first_batch(c):
+  return jnp.asarray(next(data_lib.Dataset(c).train_iterator()))
+
+
+@pytest.mark.parametrize('remat', ['none', 'full', 'dots'])
+def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
+  results = []
+  for scan in (True, False):
+    c = smoke(model=dict(scan_layers=scan, remat=remat, n_layers=3, num_dense_layers=1))
+    program = train_lib.Program.build(c)
+    state = program.init_state()
+    grad_fn = jax.value_and_grad(program.loss, has_aux=True)
+    (loss, _), grads = grad_fn(state['params'], state['router_bias'], first_batch(c))
+    results.append((loss, grads))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  states = []
+  for accum in (1, 2):
+    c = smoke('dense', train=dict(grad_accum_steps=accum))
+    program = train_lib.Program.build(c)
+    state, metrics = program.train_step(program.init_state(), first_batch(c))
+    states.append((state, metrics))
+  np.testing.assert_allclose(states[0][1]['loss'], states[1][1]['loss'], rtol=1e-6)
+  np.testing.assert_allclose(states[0][1]['grad_norm'], states[1][1]['grad_norm'], rtol=1e-5)
+  # Adam's first update is about lr * sign(g): compare against the 1e-2 step, not relatively.
+  for a, b in zip(jax.tree.leaves(states[0][0]['params']), jax.tree.leaves(states[1][0]['params'])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_router_bias_moves_only_by_the_sign_rule():
+  c = smoke(moe=dict(router='sigmoid_bias', bias_update_rate=0.01, load_balance_coef=0.0))
+  program = train_lib.Program.build(c)
+  state = program.init_state()
+  batch = first_batch(c)
+  _, aux = program.loss(state['params'], state['router_bias'], batch)
+  bias_before = state['router_bias']['moe_layers']['ffn']['router_bias']
+  expected = moe_lib.bias_update(bias_before, aux['stats']['expert_counts'], 0.01)
+  assert 'router_bias' not in str(jax.tree_util.tree_structure(state['opt_state']))
+  new_state, _ = program.train_step(state, batch)
+  np.testing.assert_allclose(new_state['router_bias']['moe_layers']['ffn']['router_bias'], expected,
+                             atol=1e-7)
+
+
+def test_weight_decay_skips_norm_scales():
+  c = smoke()
+  params = train_lib.Program.build(c).init_state()['params']
+  mask = optim.decay_mask(params)
+  flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
+  assert not any(m for path, m in flat.items() if 'norm' in path)
+  assert all(m for path, m in flat.items() if 'kernel' in path or 'router' in path)
+
+
+@pytest.mark.parametrize('shape', ['exponential', 'linear', 'cosine'])
+def test_wsd_schedule_shape(shape):
+  schedule = optim.wsd_schedule(1.0, 1000, warmup_fraction=0.01, decay_fraction=0.2,
+                                decay_shape=shape, final_fraction=0.1)
+  assert float(schedule(0)) == pytest.approx(0.1)  # 1 / 10 warmup steps
+  assert float(schedule(9)) == pytest.approx(1.0)
+  assert float(schedule(10)) == pytest.approx(1.0)
+  assert float(schedule(799)) == pytest.approx(1.0)
+  assert float(schedule(1000)) == pytest.approx(0.1, rel=1e-5)
+  midpoint = {'exponential': 0.1 ** 0.5, 'linear': 0.55, 'cosine': 0.55}[shape]
+  assert float(schedule(900)) == pytest.approx(midpoint, rel=1e-4)
