@@ -78,18 +78,22 @@ class Program:
 
   # --- Steps ---------------------------------------------------------------------------------
 
-  def train_step(self, state: dict, tokens_BxL1) -> tuple[dict, dict]:
+  def gradients(self, params, router_bias, tokens_BxL1):
+    """(mean gradient of the objective, aux per microbatch) over `grad_accum_steps` microbatches."""
     accum = self.config.train.grad_accum_steps
     micro_MxbxL1 = tokens_BxL1.reshape(accum, -1, tokens_BxL1.shape[-1])
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
 
     def micro_step(grads_sum, tokens_bxL1):
-      (objective, aux), grads = grad_fn(state['params'], state['router_bias'], tokens_bxL1)
-      return jax.tree.map(jnp.add, grads_sum, grads), (objective, aux)
+      (objective, aux), grads = grad_fn(params, router_bias, tokens_bxL1)
+      return jax.tree.map(jnp.add, grads_sum, grads), dict(objective=objective, **aux)
 
-    zeros = jax.tree.map(jnp.zeros_like, state['params'])
-    grads, (objectives, aux) = jax.lax.scan(micro_step, zeros, micro_MxbxL1)
-    grads = jax.tree.map(lambda g: g / accum, grads)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, aux = jax.lax.scan(micro_step, zeros, micro_MxbxL1)
+    return jax.tree.map(lambda g: g / accum, grads), aux
+
+  def train_step(self, state: dict, tokens_BxL1) -> tuple[dict, dict]:
+    grads, aux = self.gradients(state['params'], state['router_bias'], tokens_BxL1)
     updates, opt_state = self.optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
 
@@ -99,7 +103,7 @@ class Program:
       counts_LxE = aux['stats']['expert_counts'].sum(axis=0)
       rate = self.config.moe.bias_update_rate
       router_bias = jax.tree.map(lambda b: moe_lib.bias_update(b, counts_LxE, rate), router_bias)
-    metrics = dict(loss=aux['ce'].mean(), objective=objectives.mean(),
+    metrics = dict(loss=aux['ce'].mean(), objective=aux['objective'].mean(),
                    grad_norm=optax.tree.norm(grads), learning_rate=self.schedule(state['step']),
                    **{k: v for k, v in stats.items() if k != 'expert_counts'})
     new_state = dict(params=params, router_bias=router_bias, opt_state=opt_state,

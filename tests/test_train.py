@@ -73,17 +73,16 @@ def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
 
 
 def test_gradient_accumulation_matches_the_full_batch():
-  states = []
+  results = []
   for accum in (1, 2):
     c = smoke('dense', train=dict(grad_accum_steps=accum))
     program = train_lib.Program.build(c)
-    state, metrics = program.train_step(program.init_state(), first_batch(c))
-    states.append((state, metrics))
-  np.testing.assert_allclose(states[0][1]['loss'], states[1][1]['loss'], rtol=1e-6)
-  np.testing.assert_allclose(states[0][1]['grad_norm'], states[1][1]['grad_norm'], rtol=1e-5)
-  # Adam's first update is about lr * sign(g): compare against the 1e-2 step, not relatively.
-  for a, b in zip(jax.tree.leaves(states[0][0]['params']), jax.tree.leaves(states[1][0]['params'])):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    state = program.init_state()
+    grads, aux = program.gradients(state['params'], state['router_bias'], first_batch(c))
+    results.append((grads, aux['ce'].mean()))
+  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
 
 
 def test_router_bias_moves_only_by_the_sign_rule():
