@@ -5,8 +5,8 @@
 Scales (the ':arg'):
   paper -- the default. 16 layers, d_model 1024, d_ffn 3072 (= (E_a + E_s) * d_expert of
            configs/moe.py, so M is equal), 2e20 FLOPs, lr 8.1e-4, 531 x 4096-token batches.
-  local -- 4 layers, d_model 128, d_ffn 192 (equal M to configs/moe.py:local), 5e12 FLOPs on
-           the stdlib corpus, about 4 minutes on 2 CPU cores.
+  local -- 4 layers, d_model 128, d_ffn 192 (equal M to configs/moe.py:local), 1.5e13 FLOPs on
+           the stdlib corpus, about 3 minutes on 2 CPU cores.
   smoke -- seconds, synthetic data, for tests.
 """
 

@@ -119,3 +119,16 @@ def test_wsd_schedule_shape(shape):
   assert float(schedule(1000)) == pytest.approx(0.1, rel=1e-5)
   midpoint = {'exponential': 0.1 ** 0.5, 'linear': 0.55, 'cosine': 0.55}[shape]
   assert float(schedule(900)) == pytest.approx(midpoint, rel=1e-4)
+
+
+def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    c = smoke(steps=20, model=dict(compute_dtype=dtype), train=dict(checkpoint_every=20),
+              metrics=dict(tensorboard=dtype == 'bfloat16'))
+    train_lib.train(c, str(tmp_path / dtype))
+    losses[dtype] = train_losses(tmp_path / dtype)
+  params = train_lib.Program.build(c).init_state()['params']
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  np.testing.assert_allclose(losses['bfloat16'], losses['float32'], atol=0.1)
+  assert any(p.name.startswith('events') for p in (tmp_path / 'bfloat16' / 'tensorboard').iterdir())
