@@ -1,10 +1,13 @@
-"""Runs one training job from an ml-collections config file.
+"""Runs a config: one training job, or every member of a study in sequence.
 
   python -m experiments.run --config=configs/moe.py:local --workdir=/tmp/ling_jax/moe_local
-  python -m experiments.run --config=configs/dense.py:local --config.train.learning_rate=1e-3 \
-      --workdir=gs://bucket/runs/dense
+  python -m experiments.run --config=configs/granularity.py:local --workdir=/tmp/studies --list
+  python -m experiments.run --config=configs/granularity.py --workdir=gs://B/studies \
+      --config.data.paths=gs://B/tokens/train.bin --sweep_index=7     # one member, job arrays
 
-The config is validated before anything is compiled; a rerun on the same workdir resumes.
+Every config (every member of a study) is validated before anything is compiled; a rerun on the
+same workdir resumes: finished members are skipped, interrupted ones continue from their
+checkpoint.
 """
 
 import logging as std_logging
@@ -18,8 +21,10 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, with an optional ":arg".',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Local folder or gs:// path for this run.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Local folder or gs:// path.')
+_SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Run only this member of a study.')
+_LIST = flags.DEFINE_bool('list', False, "Print the study's members and their cost; train nothing.")
+_RETRY_FAILED = flags.DEFINE_bool('retry_failed', False, 'Rerun members recorded as failed.')
 
 
 def _quiet_libraries() -> None:
@@ -34,24 +39,46 @@ def _quiet_libraries() -> None:
   progress.propagate = False
 
 
-def main(argv):
-  del argv
-  _quiet_libraries()
-  from ling_jax import config as config_lib  # after flags: JAX reads its env vars on import
-  from ling_jax import train
-
-  config = _CONFIG.value
-  try:
-    config_lib.validate(config)
-  except config_lib.ConfigError as error:
-    sys.exit(f'Invalid config: {error}')
-  logging.info('Config:\n%s', config)
-  summary = train.train(config, _WORKDIR.value)
+def _run_one(config, workdir):
+  from ling_jax import train  # pylint: disable=import-outside-toplevel
+  summary = train.train(config, workdir)
   print(f"{summary['status']}: {summary['final_step']} steps, final train loss "
         f"{summary['final_train_loss']:.4f}, eval loss {summary['final_eval_loss']}, "
         f"{summary['wall_time_s']:.0f} s")
-  print(f'Metrics: {os.path.join(_WORKDIR.value, "metrics.jsonl")} '
-        f'(summary.json and config.json beside it)')
+  print(f'Metrics: {os.path.join(workdir, "metrics.jsonl")} '
+        '(summary.json and config.json beside it)')
+
+
+def main(argv):
+  del argv
+  _quiet_libraries()
+  # Imported after flag parsing: JAX reads its environment when first imported.
+  from experiments import sweep  # pylint: disable=import-outside-toplevel
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+  config = _CONFIG.value
+  try:
+    members = sweep.load_members(config)
+    if members is None:
+      config_lib.validate(config)
+      if _LIST.value:
+        print(f'{config.name}: a single run, not a study.')
+        return
+      if _WORKDIR.value is None:
+        sys.exit('--workdir is required.')
+      _run_one(config, _WORKDIR.value)
+      return
+    if _LIST.value:
+      print(sweep.table(config, members, _WORKDIR.value))
+      return
+    if _WORKDIR.value is None:
+      sys.exit('--workdir is required.')
+    outcome = sweep.run(config, members, _WORKDIR.value, _SWEEP_INDEX.value, _RETRY_FAILED.value)
+  except config_lib.ConfigError as error:
+    sys.exit(f'Invalid config: {error}')
+  counts = {s: list(outcome.values()).count(s) for s in sorted(set(outcome.values()))}
+  print(f'{config.name}: {counts} in {os.path.join(_WORKDIR.value, config.name)}; gather with '
+        f'python -m experiments.collect --workdir={_WORKDIR.value}')
 
 
 if __name__ == '__main__':

@@ -97,6 +97,11 @@ def base_config() -> ml_collections.ConfigDict:
       async_checkpoint=True,
   ))
 
+  c.sweep = ml_collections.ConfigDict(dict(
+      source='',  # a study's config file, which defines get_sweep(arg); empty for one run
+      arg='',
+  ))
+
   c.metrics = ml_collections.ConfigDict(dict(
       tensorboard=False,
       flush_every=10,  # records per chunk file on remote (gs://) workdirs

@@ -11,7 +11,7 @@ from fitting import laws
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import model as model_lib
-from tests import paper_tables as tables
+from configs import paper_tables as tables
 
 
 def arch(n_layers, d_model, n_heads, n_kv_heads, n_experts=0, top_k=0, n_shared=0, d_expert=0,

@@ -1,4 +1,4 @@
-"""Configuration tables printed in arXiv 2507.17702 (v1), typed in by hand from the paper.
+"""Configuration tables printed in arXiv 2507.17702 (v1), typed in by hand (paper.md 4, 7).
 
 Each group lists (n_layers, d_model, n_heads, n_kv_heads) and the rows that vary within it.
 Table 8 prints no KV-head column; Table 7's values for the same groups are used.
@@ -34,3 +34,25 @@ TABLE_11 = [
     ((16, 16, 4), [(896, 1378), (1024, 1024), (1088, 876), (1152, 742), (1184, 680)]),
     ((22, 20, 4), [(1120, 1686), (1280, 1280), (1360, 1110), (1440, 956), (1520, 816)]),
 ]
+
+# Table 10: 60 layers, first n_dense of {0, 1, 2, 3} dense, E = 64, E_a = 2, E_s = 1;
+# (d_model, d_ffn, heads, d_expert). KV heads are not printed; Table 7's are used.
+TABLE_10_DENSE = [0, 1, 2, 3]
+TABLE_10 = [(384, 1280, 8, 384), (512, 2048, 8, 512), (640, 2560, 10, 640),
+            (768, 3072, 12, 768), (1024, 4096, 16, 1024), (1280, 5120, 20, 1280)]
+
+# Per group of Tables 7-11 (same order): printed peak learning rate, batch in 4096-token
+# sequences, and "Max training FLOPs". Table 11 prints other batches (96, 160, 224, 320, 512,
+# 768) and 10x learning rates for its last three groups (typos for e-4; paper.md 4.5).
+GROUP_LR = [1.52e-3, 1.31e-3, 1.11e-3, 9.5e-4, 8.1e-4, 7.0e-4]
+GROUP_BATCH = [98, 147, 228, 342, 531, 795]
+TABLE_11_BATCH = [96, 160, 224, 320, 512, 768]
+GROUP_MAX_FLOPS = [2e18, 6e18, 2e19, 6e19, 2e20, 6e20]
+TABLE_7_KV = [2, 2, 2, 4, 4, 4]
+
+# Table 3: the validation pair, 1T tokens of 8192-token sequences.
+LING_MINI_BETA = dict(n_layers=20, d_model=2048, d_ffn=5120, d_expert=384, n_heads=16,
+                      n_kv_heads=4, n_experts=384, top_k=12, n_shared=1, num_dense_layers=1,
+                      learning_rate=3.78e-4, batch_size=1792)
+DENSE_6P1B = dict(n_layers=28, d_model=4096, d_ffn=14336, n_heads=32, n_kv_heads=8,
+                  learning_rate=2.93e-4, batch_size=2048)

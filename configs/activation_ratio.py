@@ -1,0 +1,37 @@
+"""Activation ratio (paper Sec. 4.1.1, Table 7): E in {2, ..., 256}, E_a = 2, E_s = 1.
+
+  python -m experiments.run --config=configs/activation_ratio.py --workdir=gs://BUCKET/studies \
+      --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID   # one member
+  python -m experiments.run --config=configs/activation_ratio.py:local --workdir=/tmp/studies
+
+Sweeps 8 expert counts at fixed active compute in each of 6 backbone groups (48 members); only
+total parameters change, so M is equal within a group. Scales: `paper` (default; Table 7's
+backbones, budgets 2e18-6e20 FLOPs, its learning rates and batches; TPU pod), `local` (CPU, six
+backbones at 5e11-1.6e13 FLOPs, about 1 hour in all; `--list` estimates each member), `smoke`.
+The paper found the loss falling monotonically as A falls, 0.8% best at every budget, and EL
+growing as A falls and as C grows (Eq. 10).
+"""
+
+from configs import common
+from configs import paper_tables as tables
+from experiments.sweep import Member
+
+EXPERTS = {'paper': tables.TABLE_7_EXPERTS, 'local': tables.TABLE_7_EXPERTS, 'smoke': [2, 4, 8]}
+
+
+def get_config(arg=None):
+  scale = common.parse_scale(arg)
+  c = common.study_config('activation_ratio', scale, __file__)
+  c.model.update(n_experts=2, top_k=2, n_shared=1, d_expert=64, d_ffn=0)
+  return c
+
+
+def get_sweep(arg=None):
+  scale = common.parse_scale(arg)
+  members = []
+  for group in common.groups(scale):
+    d_expert = tables.TABLE_7[group.index][2] if scale == 'paper' else group.d_model
+    for experts in EXPERTS[scale]:
+      members.append(Member(f'{group.name}_E{experts}', group.overrides(
+          n_experts=experts, top_k=2, n_shared=1, d_expert=d_expert), group.name))
+  return members

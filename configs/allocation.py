@@ -1,0 +1,50 @@
+"""Model/data allocation (paper Sec. 2.3, Table 1): IsoFLOP profiles, D = C / M, dense and MoE.
+
+  python -m experiments.run --config=configs/allocation.py --workdir=gs://BUCKET/studies \
+      --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
+  python -m experiments.run --config=configs/allocation.py:local --workdir=/tmp/studies
+
+At each budget, five models with M = M_opt(C) x {1/4, 1/2, 1, 2, 4} (ling_jax.design picks the
+backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rate and batch from
+Eq. 3. `paper` (default): budgets 1e18, 3e18, 1e19, 3e19, 1e20 FLOPs, 50 members. `local`:
+5e11 .. 8e12 FLOPs on CPU, about 1 hour. `smoke`: 1 budget, 3 sizes. The paper fitted
+M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905 for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578
+for dense: compute-optimal MoE models are smaller and see more data.
+"""
+
+from configs import common
+from configs import hparams
+from fitting import laws
+from ling_jax import design as design_lib
+
+BUDGETS = {'paper': [1e18, 3e18, 1e19, 3e19, 1e20], 'local': [5e11, 1e12, 2e12, 4e12, 8e12],
+           'smoke': [3e8]}
+SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
+
+
+def get_config(arg=None):
+  scale = common.parse_scale(arg)
+  c = common.study_config('allocation', scale, __file__)
+  if scale == 'smoke':
+    c.train.tokens = 0
+  return c
+
+
+def get_sweep(arg=None):
+  scale = common.parse_scale(arg)
+  members = []
+  for kind, shape in hparams.SHAPES.items():
+    m_law = laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M
+    for budget in BUDGETS[scale]:
+      optimum = common.scaled_optimal_m(budget, scale, kind == 'moe') or m_law(budget)
+      chosen = set()
+      for factor in SIZES[scale]:
+        d = design_lib.design(budget, shape, m_target=factor * optimum,
+                              **hparams.design_options(scale))
+        key = (d.model['n_layers'], d.model['d_model'])
+        if key in chosen:  # the ladder is discrete: two targets may pick one backbone
+          continue
+        chosen.add(key)
+        members.append(common.design_member(
+            f'{kind}_C{budget:.0e}_M{d.M:.2e}', f'{kind}_C{budget:.0e}', d, scale))
+  return members

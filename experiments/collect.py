@@ -1,0 +1,84 @@
+"""Gathers every study member's summary into one results table (JSONL and CSV) for fitting/.
+
+  python -m experiments.collect --workdir=/tmp/studies [--out=/tmp/studies/results]
+
+Reads WORKDIR/<study>/<member>/{member.json, summary.json, failure.json, config.json}; members
+still running or interrupted are listed as such. Writes OUT.jsonl and OUT.csv (default
+WORKDIR/results.*), each whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from absl import app
+from absl import flags
+from etils import epath
+
+from experiments import sweep
+from ling_jax import metrics as metrics_lib
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The workdir the studies ran in.', required=True)
+_OUT = flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
+
+COLUMNS = ['study', 'member', 'group', 'status', 'budget', 'n_layers', 'd_model', 'n_heads',
+           'n_kv_heads', 'd_ffn', 'num_dense_layers', 'n_experts', 'top_k', 'n_shared', 'd_expert',
+           'N', 'N_a', 'M', 'D', 'C', 'A', 'A_routed', 'G', 'S', 'learning_rate', 'batch_size',
+           'seq_len', 'final_train_loss', 'final_eval_loss', 'wall_time_s', 'tokens_per_s',
+           'steps', 'data_fingerprint', 'reason']
+MODEL_FIELDS = ['n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ffn', 'num_dense_layers',
+                'n_experts', 'top_k', 'n_shared', 'd_expert']
+
+
+def _read_json(path: epath.Path):
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def rows(workdir: str) -> list[dict]:
+  out = []
+  root = epath.Path(workdir)
+  for member_json in sorted(root.glob(f'*/*/{sweep.MEMBER_FILE}')):
+    directory = member_json.parent
+    member = _read_json(member_json)
+    summary = _read_json(directory / metrics_lib.SUMMARY_FILE) or {}
+    failure = _read_json(directory / sweep.FAILURE_FILE) or {}
+    config = _read_json(directory / metrics_lib.CONFIG_FILE) or {}
+    row = dict(study=member['study'], member=member['member'], group=member['group'],
+               status=summary.get('status') or sweep.status(directory),
+               budget=config.get('train', {}).get('compute_budget'),
+               reason=failure.get('reason'))
+    row.update({k: config.get('model', {}).get(k) for k in MODEL_FIELDS})
+    if config.get('model', {}).get('n_experts') and not row['d_expert']:
+      row['d_expert'] = summary.get('d_expert')
+    row.update({k: v for k, v in summary.items() if k in COLUMNS and k not in row or
+                (k in COLUMNS and row.get(k) is None)})
+    out.append(row)
+  return out
+
+
+def write(table: list[dict], out: str) -> None:
+  jsonl = ''.join(json.dumps(r) + '\n' for r in table)
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction='ignore')
+  writer.writeheader()
+  writer.writerows(table)
+  metrics_lib.write_whole(epath.Path(out + '.jsonl'), jsonl)
+  metrics_lib.write_whole(epath.Path(out + '.csv'), buffer.getvalue())
+
+
+def main(argv):
+  del argv
+  table = rows(_WORKDIR.value)
+  if not table:
+    sys.exit(f'No study members under {_WORKDIR.value} (expected <study>/<member>/member.json).')
+  out = _OUT.value or str(epath.Path(_WORKDIR.value) / 'results')
+  write(table, out)
+  counts = {s: sum(r['status'] == s for r in table) for s in sorted({r['status'] for r in table})}
+  print(f'{len(table)} members {counts} -> {out}.jsonl, {out}.csv')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,152 @@
+"""Sweeps: a study config lists its members; each runs in WORKDIR/<study>/<member>/.
+
+A config file is a study when it defines `get_sweep(arg)` beside `get_config(arg)`; the config
+records where it came from in `config.sweep.source` and `config.sweep.arg`. Finished members
+(summary.json present) are skipped, interrupted ones resume from their checkpoint, and a member
+that fails is recorded in failure.json with its reason while the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import traceback
+from typing import Any
+
+from etils import epath
+
+from ling_jax import config as config_lib
+from ling_jax import flops
+from ling_jax import metrics as metrics_lib
+
+log = logging.getLogger('ling_jax')
+
+MEMBER_FILE = 'member.json'
+FAILURE_FILE = 'failure.json'
+# Paper-convention FLOPs per second the local configs reach on 2 CPU cores (configs/moe.py:local:
+# 1.5e13 FLOPs in 207 s, 2026-11-24), for the cost column of --list; the first ~10 s compile.
+LOCAL_FLOPS_PER_S = 7e10
+COMPILE_S = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of a study: config overrides (dotted keys) on top of the study's base config."""
+
+  name: str
+  overrides: dict[str, Any]
+  group: str = ''  # members of a group share a budget (and, by design, M)
+
+
+def load_members(config) -> list[Member] | None:
+  """The members of a study config, or None for a single-run config."""
+  if 'sweep' not in config or not config.sweep.source:
+    return None
+  spec = importlib.util.spec_from_file_location('_ling_jax_study', config.sweep.source)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_sweep(config.sweep.arg or None)
+
+
+def member_config(base, member: Member):
+  c = base.copy_and_resolve_references()
+  c.unlock()
+  for key, value in member.overrides.items():
+    section, field = key.split('.')
+    if field not in c[section]:
+      raise config_lib.ConfigError(f'sweep member {member.name}: config.{key} does not exist.')
+    c[section][field] = value
+  c.name = f'{base.name}/{member.name}'
+  c.lock()
+  return c
+
+
+def member_dir(workdir: str, base, member: Member) -> epath.Path:
+  return epath.Path(workdir) / base.name / member.name
+
+
+def status(directory: epath.Path) -> str:
+  if (directory / metrics_lib.SUMMARY_FILE).exists():
+    return 'finished'
+  if (directory / FAILURE_FILE).exists():
+    return 'failed'
+  if (directory / 'checkpoints').exists():
+    return 'interrupted'
+  return 'pending'
+
+
+def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.Architecture]]:
+  """Every member's config, validated before any member compiles."""
+  out = []
+  for member in members:
+    c = member_config(base, member)
+    try:
+      out.append((member, c, config_lib.validate(c)))
+    except config_lib.ConfigError as error:
+      raise config_lib.ConfigError(f'sweep member {member.name}: {error}') from None
+  return out
+
+
+def table(base, members: list[Member], workdir: str | None = None) -> str:
+  """One line per member: N, N_a, M, D, C, A, G, S, learning rate, batch, cost here, status."""
+  header = (f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '
+            f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status')
+  lines = [header]
+  total_hours = 0.0
+  for i, (member, c, arch) in enumerate(validate_all(base, members)):
+    s = flops.summary(arch)
+    steps = config_lib.num_steps(c, arch)
+    tokens = steps * c.train.batch_size * c.train.seq_len
+    compute = s['M'] * tokens
+    hours = (compute / LOCAL_FLOPS_PER_S + COMPILE_S) / 3600
+    total_hours += hours
+    state = status(member_dir(workdir, base, member)) if workdir else '-'
+    lines.append(f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
+                 f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
+                 f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
+                 f'{c.train.batch_size:>5} {hours:>9.3g}h {state}')
+  lines.append(f'{len(members)} members, C in FLOPs (paper convention), D in tokens; cost_here '
+               f'estimates 2 CPU cores at {LOCAL_FLOPS_PER_S:.0e} FLOP/s: {total_hours:.3g} h in all')
+  return '\n'.join(lines)
+
+
+def run(base, members: list[Member], workdir: str, index: int | None = None,
+        retry_failed: bool = False, train_fn=None) -> dict[str, str]:
+  """Runs the members (all, or the one at `index`) in order; returns member -> status."""
+  if train_fn is None:
+    from ling_jax import train as train_lib  # JAX only when something trains
+    train_fn = train_lib.train
+  validated = validate_all(base, members)
+  if index is not None:
+    if not 0 <= index < len(members):
+      raise config_lib.ConfigError(f'--sweep_index={index}: the study has {len(members)} members '
+                                   f'(0..{len(members) - 1}); see --list.')
+    validated = [validated[index]]
+  outcome = {}
+  for member, c, _ in validated:
+    directory = member_dir(workdir, base, member)
+    state = status(directory)
+    if state == 'finished' or (state == 'failed' and not retry_failed):
+      log.info('%s: %s, skipped', member.name, state)
+      outcome[member.name] = state
+      continue
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics_lib.write_whole(directory / MEMBER_FILE, json.dumps(dict(
+        study=base.name, member=member.name, group=member.group, overrides=member.overrides),
+        indent=2))
+    if (directory / FAILURE_FILE).exists():
+      (directory / FAILURE_FILE).unlink()
+    log.info('%s: %s', member.name, 'resuming' if state == 'interrupted' else 'starting')
+    try:
+      summary = train_fn(c, str(directory))
+      outcome[member.name] = summary['status']
+    except Exception as error:  # pylint: disable=broad-except
+      reason = f'{type(error).__name__}: {error}'
+      log.error('%s failed: %s', member.name, reason)
+      metrics_lib.write_whole(directory / FAILURE_FILE, json.dumps(dict(
+          study=base.name, member=member.name, reason=reason,
+          traceback=traceback.format_exc()[-4000:]), indent=2))
+      outcome[member.name] = 'failed'
+  return outcome
