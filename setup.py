@@ -26,7 +26,7 @@ setuptools.setup(
         'scipy>=1.14',
     ],
     extras_require={
-        'test': ['pytest>=8', 'tensorboardX>=2.6', 'matplotlib>=3.8'],
+        'test': ['pytest>=8', 'tensorboardX>=2.6', 'matplotlib>=3.8', 'ipython'],
         'gcs': ['gcsfs>=2025.1'],
         'tensorboard': ['tensorboardX>=2.6'],
         'notebook': ['matplotlib>=3.8', 'jupyter', 'nbconvert', 'ipykernel'],

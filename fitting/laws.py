@@ -1,21 +1,29 @@
 """Every functional form of the paper's laws, in one place.
 
-Pure Python + math only: importable from the training side (designs, configs) and from any
+Pure Python + numpy: importable from the training side (designs, configs) and from any
 scientific Python (Colab) without JAX.
+
+Each fittable law is a `Law`: named parameters with bounds, a formula, and `log_predict`, the
+natural log of its prediction, with its exact Jacobian (fits minimise residuals of log y).
+Log bases are part of each formula and stated there: the paper's unified law reproduces its own
+numbers only with log10 for C and log2 for G (paper.md 5.3). Natural logs otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+# --- Published point laws (used by designs and configs) ----------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
-  """y = coefficient * x ** exponent.
-
-  Used for the hyperparameter laws (x = C in FLOPs, paper Eq. 3) and the allocation laws
-  (x = C, y = M_opt in FLOPs/token or D_opt in tokens, paper Table 1).
-  """
+  """y = coefficient * x ** exponent, with fixed published coefficients."""
 
   name: str
   coefficient: float
@@ -47,3 +55,256 @@ MOE_OPTIMAL_M = PowerLaw('moe_optimal_M', 0.1915, 0.5095, 'FLOPs', 'FLOPs/token'
                          'arXiv 2507.17702 Table 1')
 MOE_OPTIMAL_D = PowerLaw('moe_optimal_D', 5.2232, 0.4905, 'FLOPs', 'tokens',
                          'arXiv 2507.17702 Table 1')
+
+
+# --- Fittable laws -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Law:
+  """A functional form y = f(X; theta), fitted in log space (residual log f - log y)."""
+
+  name: str
+  params: tuple[str, ...]
+  covariates: tuple[str, ...]
+  target: str
+  bounds: tuple[tuple[float, float], ...]
+  grid: tuple[tuple[float, ...], ...]  # starting values per parameter (their product is searched)
+  formula: str
+
+  def log_predict(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
+    raise NotImplementedError
+
+  def jacobian(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
+    """d log_predict / d theta, shape [n, len(params)]."""
+    raise NotImplementedError
+
+  def predict(self, theta, X) -> np.ndarray:
+    return np.exp(self.log_predict(np.asarray(theta, float), X))
+
+  def named(self, theta) -> dict[str, float]:
+    return dict(zip(self.params, map(float, theta)))
+
+  def vector(self, values: Mapping[str, float]) -> np.ndarray:
+    return np.array([values[p] for p in self.params], float)
+
+
+def _lse_weights(*terms):
+  """log(sum(exp(terms))) and each term's share, stably."""
+  stacked = np.stack(terms)
+  top = stacked.max(axis=0)
+  shares = np.exp(stacked - top)
+  total = shares.sum(axis=0)
+  return top + np.log(total), shares / total
+
+
+class LogLinear(Law):
+  """ln y = c0 + sum_i c_i ln x_i: power laws y = e^c0 * prod x_i^c_i (hyperparameter laws,
+  allocation laws, the v1 frontier L = alpha C^-beta with c1 = -beta)."""
+
+  def log_predict(self, theta, X):
+    out = np.full(len(X[self.covariates[0]]), theta[0], float)
+    for c, name in zip(theta[1:], self.covariates):
+      out = out + c * np.log(X[name])
+    return out
+
+  def jacobian(self, theta, X):
+    n = len(X[self.covariates[0]])
+    return np.column_stack([np.ones(n)] + [np.log(X[c]) for c in self.covariates])
+
+
+def log_linear(name: str, covariates: Sequence[str], target: str) -> LogLinear:
+  k = len(covariates)
+  return LogLinear(
+      name, ('log_coefficient',) + tuple(f'exponent_{c}' for c in covariates), tuple(covariates),
+      target, ((-100.0, 100.0),) + ((-5.0, 5.0),) * k, ((0.0,),) + ((0.0,),) * k,
+      f'ln {target} = log_coefficient + ' + ' + '.join(f'exponent_{c} ln {c}' for c in covariates))
+
+
+class FrontierWithFloor(Law):
+  """L(C) = b + alpha C^-beta, as ln L = LSE(log_b, log_alpha - beta ln C) (ICLR form)."""
+
+  def log_predict(self, theta, X):
+    log_b, log_alpha, beta = theta
+    return _lse_weights(np.full(len(X['C']), log_b), log_alpha - beta * np.log(X['C']))[0]
+
+  def jacobian(self, theta, X):
+    log_b, log_alpha, beta = theta
+    _, w = _lse_weights(np.full(len(X['C']), log_b), log_alpha - beta * np.log(X['C']))
+    return np.column_stack([w[0], w[1], -w[1] * np.log(X['C'])])
+
+
+FRONTIER = log_linear('frontier', ['C'], 'loss')  # L = alpha C^-beta: exponent_C = -beta
+FRONTIER_WITH_FLOOR = FrontierWithFloor(
+    'frontier_with_floor', ('log_b', 'log_alpha', 'beta'), ('C',), 'loss',
+    ((-10.0, 5.0), (-20.0, 60.0), (0.0, 2.0)),
+    ((-2.0, 0.0, 0.5, 1.0), (0.0, 5.0, 10.0, 20.0), (0.05, 0.1, 0.2, 0.4)),
+    'L = exp(log_b) + exp(log_alpha) C^-beta; C in FLOPs, ln natural')
+
+
+class Chinchilla(Law):
+  """L(N, D) = E + A N^-alpha + B D^-beta (Hoffmann et al. 2022), as ln L = LSE(e, a - alpha ln N,
+  b - beta ln D) with E = e^e, A = e^a, B = e^b. N may be the paper's M."""
+
+  def _terms(self, theta, X):
+    e, a, b, alpha, beta = theta
+    return (np.full(len(X['N']), e), a - alpha * np.log(X['N']), b - beta * np.log(X['D']))
+
+  def log_predict(self, theta, X):
+    return _lse_weights(*self._terms(theta, X))[0]
+
+  def jacobian(self, theta, X):
+    _, w = _lse_weights(*self._terms(theta, X))
+    return np.column_stack([w[0], w[1], w[2], -w[1] * np.log(X['N']), -w[2] * np.log(X['D'])])
+
+
+CHINCHILLA = Chinchilla(
+    'chinchilla', ('e', 'a', 'b', 'alpha', 'beta'), ('N', 'D'), 'loss',
+    ((-5.0, 5.0), (-10.0, 40.0), (-10.0, 40.0), (0.0, 2.5), (0.0, 2.5)),
+    ((-1.0, -0.5, 0.0, 0.5, 1.0), (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+     (0.0, 5.0, 10.0, 15.0, 20.0, 25.0), (0.0, 0.5, 1.0, 1.5, 2.0), (0.0, 0.5, 1.0, 1.5, 2.0)),
+    'L = exp(e) + exp(a) N^-alpha + exp(b) D^-beta; ln natural')
+
+
+def saturated_activation(A, log_A_start, inv_A_max):
+  """ln A_hat with 1/A_hat = 1/(A + s) + 1/A_max, s = (1/A_start - 1/A_max)^-1 (paper Eq. 10,
+  Clark et al.'s transform with the lower bound 0), and its derivatives in
+  (log_A_start, inv_A_max)."""
+  A = np.asarray(A, float)
+  q = math.exp(-log_A_start)
+  s = 1.0 / (q - inv_A_max)
+  inner = 1.0 / (A + s) + inv_A_max
+  log_hat = -np.log(inner)
+  d_s = (1.0 / (A + s) ** 2) / inner
+  return log_hat, d_s * s * s * q, d_s * s * s - 1.0 / inner
+
+
+_A_PARAMS_BOUNDS = ((-12.0, 0.0), (0.0, 0.999))
+
+
+class ELActivation(Law):
+  """Eq. 10: ln EL = a_A ln A_hat (at fixed C and G)."""
+
+  def log_predict(self, theta, X):
+    a_A, log_start, inv_max = theta
+    return a_A * saturated_activation(X['A'], log_start, inv_max)[0]
+
+  def jacobian(self, theta, X):
+    a_A, log_start, inv_max = theta
+    u, du_ds, du_dm = saturated_activation(X['A'], log_start, inv_max)
+    return np.column_stack([u, a_A * du_ds, a_A * du_dm])
+
+
+EL_ACTIVATION = ELActivation(
+    'el_activation', ('a_A', 'log_A_start', 'inv_A_max'), ('A',), 'EL',
+    ((-5.0, 0.0),) + _A_PARAMS_BOUNDS, ((-1.0, -0.5, -0.2), (-6.0, -4.0, -2.0), (0.0, 0.5)),
+    'ln EL = a_A ln A_hat, 1/A_hat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max')
+
+
+class ELGranularity(Law):
+  """Eq. 11: ln EL = a_G + b_G log2 G (log2 G + c_G) (at fixed C and A); optimum G* = 2^(-c_G/2)
+  when b_G < 0."""
+
+  def log_predict(self, theta, X):
+    a, b, c = theta
+    g = np.log2(X['G'])
+    return a + b * g * (g + c)
+
+  def jacobian(self, theta, X):
+    _, b, c = theta
+    g = np.log2(X['G'])
+    return np.column_stack([np.ones_like(g), g * (g + c), b * g])
+
+
+EL_GRANULARITY = ELGranularity(
+    'el_granularity', ('a_G', 'b_G', 'c_G'), ('G',), 'EL',
+    ((-10.0, 10.0), (-5.0, 5.0), (-20.0, 20.0)), ((0.0, 1.0), (-0.1, -0.01), (-8.0, -4.0, 0.0)),
+    'ln EL = a_G + b_G log2 G (log2 G + c_G)')
+
+
+class ELCompute(Law):
+  """Eq. 12: ln EL = a_C log10 C + c_C (at fixed A and G)."""
+
+  def log_predict(self, theta, X):
+    return theta[0] * np.log10(X['C']) + theta[1]
+
+  def jacobian(self, theta, X):
+    c = np.log10(X['C'])
+    return np.column_stack([c, np.ones_like(c)])
+
+
+EL_COMPUTE = ELCompute('el_compute', ('a_C', 'c_C'), ('C',), 'EL',
+                       ((-5.0, 5.0), (-100.0, 100.0)), ((0.0, 0.1), (0.0,)),
+                       'ln EL = a_C log10 C + c_C')
+
+
+class UnifiedEL(Law):
+  """Eq. 13: EL(A, G, C) = A_hat^(a + d log10 C + gamma (log2 G)^2 + beta log2 G)."""
+
+  def _parts(self, theta, X):
+    a, d, gamma, beta, log_start, inv_max = theta
+    g, c = np.log2(X['G']), np.log10(X['C'])
+    u, du_ds, du_dm = saturated_activation(X['A'], log_start, inv_max)
+    exponent = a + d * c + gamma * g * g + beta * g
+    return u, du_ds, du_dm, exponent, g, c
+
+  def log_predict(self, theta, X):
+    u, _, _, exponent, _, _ = self._parts(theta, X)
+    return u * exponent
+
+  def jacobian(self, theta, X):
+    u, du_ds, du_dm, exponent, g, c = self._parts(theta, X)
+    return np.column_stack([u, u * c, u * g * g, u * g, exponent * du_ds, exponent * du_dm])
+
+  def optimal_granularity(self, theta) -> float:
+    """G* maximising EL at any A < 1: 2^(-beta / (2 gamma))."""
+    return 2.0 ** (-theta[3] / (2 * theta[2]))
+
+
+UNIFIED_EL = UnifiedEL(
+    'unified_el', ('a', 'd', 'gamma', 'beta', 'log_A_start', 'inv_A_max'), ('A', 'G', 'C'), 'EL',
+    ((-10.0, 10.0), (-2.0, 2.0), (-1.0, 1.0), (-2.0, 2.0)) + _A_PARAMS_BOUNDS,
+    ((0.5, 1.5), (-0.1, 0.0), (0.0, 0.02), (-0.1, 0.0), (-5.0, -3.0), (0.0,)),
+    'EL = A_hat^(a + d log10 C + gamma (log2 G)^2 + beta log2 G), A_hat as in Eq. 10')
+
+# Paper Table 2 (log10 C, log2 G: the bases under which it reproduces the paper; paper.md 5.3).
+PAPER_UNIFIED_EL = dict(a=1.23, d=-7.61e-2, gamma=1.67e-2, beta=-1.17e-1,
+                        log_A_start=math.log(1.63e-2), inv_A_max=1 / 5.28e16)
+
+
+class DirectLoss(Law):
+  """Beyond the paper (reviewers' request): a loss law in A, G and C directly,
+  L = E + exp(k + p ln A + q log2 G + w (log2 G)^2) C^-alpha, as ln L = LSE(e, ...)."""
+
+  def _terms(self, theta, X):
+    e, k, alpha, p, q, w = theta
+    g = np.log2(X['G'])
+    return np.full(len(g), e), k - alpha * np.log(X['C']) + p * np.log(X['A']) + q * g + w * g * g
+
+  def log_predict(self, theta, X):
+    return _lse_weights(*self._terms(theta, X))[0]
+
+  def jacobian(self, theta, X):
+    _, s = _lse_weights(*self._terms(theta, X))
+    g = np.log2(X['G'])
+    w2 = s[1]
+    return np.column_stack([s[0], w2, -w2 * np.log(X['C']), w2 * np.log(X['A']), w2 * g,
+                            w2 * g * g])
+
+
+DIRECT_LOSS = DirectLoss(
+    'direct_loss', ('e', 'k', 'alpha', 'p', 'q', 'w'), ('A', 'G', 'C'), 'loss',
+    ((-10.0, 5.0), (-20.0, 60.0), (0.0, 2.0), (-2.0, 2.0), (-2.0, 2.0), (-1.0, 1.0)),
+    ((-1.0, 0.0, 0.5), (2.0, 5.0, 10.0), (0.05, 0.15, 0.3), (0.0, 0.2), (0.0,), (0.0,)),
+    'L = exp(e) + exp(k + p ln A + q log2 G + w (log2 G)^2) C^-alpha')
+
+
+def unified_el(A, G, C, coefficients: Mapping[str, float] = PAPER_UNIFIED_EL):
+  """EL(A, G, C) of Eq. 13; the paper's Table 2 coefficients by default."""
+  X = dict(A=np.atleast_1d(np.asarray(A, float)), G=np.atleast_1d(np.asarray(G, float)),
+           C=np.atleast_1d(np.asarray(C, float)))
+  return UNIFIED_EL.predict(UNIFIED_EL.vector(coefficients), X)
+
+
+LAWS = {law.name: law for law in (FRONTIER, FRONTIER_WITH_FLOOR, CHINCHILLA, EL_ACTIVATION,
+                                  EL_GRANULARITY, EL_COMPUTE, UNIFIED_EL, DIRECT_LOSS)}

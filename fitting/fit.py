@@ -1,0 +1,245 @@
+"""Fits the paper's laws to a results table and writes report.json and figures.
+
+  python -m fitting.fit --results=/tmp/studies/results.jsonl --study=all --out=/tmp/fits
+  python -m fitting.fit --results=gs://B/studies/results.csv --study=granularity --out=/tmp/g
+
+Studies and what is fitted (loss = --loss, final training loss by default, as the paper):
+  dense_baseline    the dense frontier L(C), with (ICLR) and without (v1) an irreducible term;
+  hparams           learning-rate and batch laws over the runs within 0.25% of each budget's best;
+  allocation        IsoFLOP minima, M_opt(C) and D_opt(C) = C / M_opt;
+  activation_ratio, granularity, shared_experts, dense_layers, attention_ratio
+                    EL of every run against the dense frontier (needs dense_baseline rows in the
+                    same table), FLOP EL and wall-clock EL; Eq. 10 per budget, Eq. 11, and the
+                    unified law (Eq. 13) over activation_ratio + granularity points, beside a
+                    direct loss law in A, G and C, both scored on held-out points.
+Failed, unfinished and NaN runs are excluded and listed in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+
+from fitting import allocation
+from fitting import core
+from fitting import el as el_lib
+from fitting import hparams
+from fitting import laws
+from fitting import results as results_lib
+
+EL_STUDIES = ('activation_ratio', 'granularity', 'shared_experts', 'dense_layers',
+              'attention_ratio')
+STUDIES = ('dense_baseline', 'hparams', 'allocation') + EL_STUDIES
+
+
+def _plot(name, fn, *args):
+  try:
+    from fitting import plots  # pylint: disable=import-outside-toplevel
+  except ImportError:  # matplotlib is optional: pip install ling-jax[plots]
+    return None
+  return getattr(plots, fn)(*args)
+
+
+def _by_study(rows):
+  out = collections.defaultdict(list)
+  for row in rows:
+    out[row.get('study')].append(row)
+  return out
+
+
+def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
+  cost, loss, _ = el_lib.frontier_points(rows, loss_key)
+  report = {}
+  for form in ('power', 'floor'):
+    law, result = el_lib.fit_frontier(cost, loss, form, what=f'dense_baseline ({form})')
+    core.bootstrap(law, dict(C=cost), loss, result, n=n_bootstrap)
+    held = np.zeros(len(cost), bool)
+    held[np.argmax(cost)] = True
+    if len(cost) - 1 > len(law.params):  # refit without the largest budget, score it
+      loo = core.fit(law, dict(C=cost[~held]), loss[~held], starts=[result.theta])
+      core.goodness(law, loo, dict(C=cost), loss, held)
+      result.goodness = dict(full=core.goodness(law, result, dict(C=cost), loss)['fitted'],
+                             largest_budget_held_out=loo.goodness['held_out'])
+    else:
+      core.goodness(law, result, dict(C=cost), loss)
+    report[form] = result.to_json()
+    report[form]['formula'] = law.formula
+    _plot('frontier', 'frontier', cost, loss, law, result.theta,
+          os.path.join(out_dir, f'dense_frontier_{form}.png'))
+  return report
+
+
+def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
+  report = {}
+  for kind in ('moe', 'dense'):
+    members = [dict(r, batch_tokens=r['batch_size'] * r['seq_len']) for r in rows
+               if results_lib.is_moe(r) == (kind == 'moe')]
+    if not members:
+      continue
+    fitted = hparams.fit_laws(members, loss_key, group_keys=('budget',), n_bootstrap=n_bootstrap,
+                              what=f'hparams ({kind})')
+    report[kind] = fitted.to_json()
+    near = hparams.near_optimal(members, ('budget',), loss_key)
+    _plot('hp', 'hyperparameter_bands', members, near, (fitted.learning_rate, fitted.batch),
+          os.path.join(out_dir, f'hparams_{kind}.png'))
+  return report
+
+
+def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
+  report = {}
+  for kind in ('moe', 'dense'):
+    members = [r for r in rows if results_lib.is_moe(r) == (kind == 'moe')]
+    if members:
+      report[kind] = allocation.fit_allocation(members, loss_key, n_bootstrap=n_bootstrap,
+                                               what=f'allocation ({kind})')
+      _plot('iso', 'isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
+  return report
+
+
+def el_points(study_rows, dense_rows, loss_key, n_bootstrap, cost_key='C'):
+  law, result, points = el_lib.el_bootstrap(dense_rows, study_rows, loss_key, 'power',
+                                            n=n_bootstrap, cost_key=cost_key)
+  return law, result, points
+
+
+def fit_el_laws(points, what, n_bootstrap):
+  """Eq. 13 with the paper's split (EL < 6 fitted, EL >= 6 held out) and leave-the-largest-budget
+  -out; Eq. 10 per budget when A varies, Eq. 11 when G varies."""
+  usable = [p for p in points if np.isfinite(p['EL']) and p['EL'] > 0 and p.get('A') and p.get('G')]
+  if not usable:
+    raise core.FitError(f'{what}: no finite EL point to fit.')
+  X = {k: np.array([p[k] for p in usable], float) for k in ('A', 'G', 'C')}
+  y = np.array([p['EL'] for p in usable])
+  report = {}
+  train = y < 6
+  if train.sum() > len(laws.UNIFIED_EL.params):
+    result = core.fit(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], what=what)
+    core.bootstrap(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], result,
+                   n=n_bootstrap)
+    core.goodness(laws.UNIFIED_EL, result, X, y, held_out=~train)
+    report['unified_el'] = dict(result.to_json(), split='EL < 6 fitted, EL >= 6 held out',
+                                G_star=laws.UNIFIED_EL.optimal_granularity(result.theta),
+                                draws=result.draws.tolist())
+    largest = X['C'] >= X['C'].max() * (1 - 1e-9)
+    if (~largest).sum() > len(laws.UNIFIED_EL.params):
+      loo = core.fit(laws.UNIFIED_EL, {k: v[~largest] for k, v in X.items()}, y[~largest],
+                     starts=[result.theta], what=what)
+      report['unified_el']['largest_budget_held_out'] = core.goodness(
+          laws.UNIFIED_EL, loo, X, y, held_out=largest)['held_out']
+  else:
+    report['unified_el'] = dict(error=f'{what}: {int(train.sum())} EL points below 6; the '
+                                f'unified law needs more than {len(laws.UNIFIED_EL.params)}.')
+  for budget in sorted({p['C'] for p in usable}):
+    pick = X['C'] == budget
+    for law, key in ((laws.EL_ACTIVATION, 'A'), (laws.EL_GRANULARITY, 'G')):
+      if len(np.unique(X[key][pick])) > len(law.params):
+        try:
+          r = core.fit(law, {k: v[pick] for k, v in X.items()}, y[pick], what=what)
+          report.setdefault(law.name, {})[f'{budget:.3g}'] = r.to_json()
+        except core.FitError as error:
+          report.setdefault(law.name, {})[f'{budget:.3g}'] = dict(error=str(error))
+  return report
+
+
+def fit_direct_loss(rows, loss_key, what):
+  """The reviewers' alternative: one loss law in A, G and C, scored on the largest budget."""
+  X = {k: np.array([r[k] for r in rows], float) for k in ('A', 'G', 'C')}
+  y = np.array([r[loss_key] for r in rows])
+  held = X['C'] >= X['C'].max() * (1 - 1e-9)
+  if (~held).sum() <= len(laws.DIRECT_LOSS.params):
+    raise core.FitError(f'{what}: {(~held).sum()} runs below the largest budget; the direct '
+                        f'loss law needs more than {len(laws.DIRECT_LOSS.params)}.')
+  result = core.fit(laws.DIRECT_LOSS, {k: v[~held] for k, v in X.items()}, y[~held], what=what)
+  core.goodness(laws.DIRECT_LOSS, result, X, y, held_out=held)
+  return result.to_json()
+
+
+def run(results_path, study='all', out_dir='.', loss_key='final_train_loss',
+        n_bootstrap=1000) -> dict:
+  os.makedirs(out_dir, exist_ok=True)
+  rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
+  by_study = _by_study(rows)
+  wanted = [s for s in STUDIES if s in by_study] if study == 'all' else [study]
+  if study != 'all' and study not in STUDIES:
+    raise core.FitError(f'--study={study}: use one of {", ".join(STUDIES)} or all.')
+  report = dict(results=results_path, loss=loss_key, objective='huber (delta 1e-3, summed) on '
+                'log residuals unless stated', bootstrap=n_bootstrap,
+                excluded=[dict(study=r.get('study'), member=r.get('member'), reason=r['reason'])
+                          for r in excluded], studies={})
+  el_all = []
+  for name in wanted:
+    if not by_study.get(name):
+      raise core.FitError(f'--study={name}: no usable run of this study in {results_path}.')
+    try:
+      if name == 'dense_baseline':
+        report['studies'][name] = fit_dense_baseline(by_study[name], loss_key, out_dir,
+                                                     n_bootstrap)
+      elif name == 'hparams':
+        report['studies'][name] = fit_hparams(by_study[name], loss_key, out_dir, n_bootstrap)
+      elif name == 'allocation':
+        report['studies'][name] = fit_allocation_study(by_study[name], loss_key, out_dir,
+                                                       n_bootstrap)
+      else:
+        dense = by_study.get('dense_baseline')
+        if not dense:
+          raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
+        _, _, points = el_points(by_study[name], dense, loss_key, n_bootstrap)
+        entry = dict(definition='per_run: C_dense(L_run) / C_run, dense frontier L = alpha '
+                     'C^-beta fitted to dense_baseline', points=points)
+        if all(r.get('wall_time_s') for r in by_study[name] + dense):
+          _, _, wall = el_points(by_study[name], dense, loss_key, 0, cost_key='wall_time_s')
+          entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
+        if name == 'granularity':
+          _plot('g', 'loss_vs_granularity', by_study[name], loss_key,
+                os.path.join(out_dir, 'loss_vs_G.png'))
+        if name == 'activation_ratio':
+          _plot('a', 'el_vs_activation', points, os.path.join(out_dir, 'el_vs_A.png'))
+        report['studies'][name] = entry
+        if name in ('activation_ratio', 'granularity'):
+          el_all += points
+    except core.FitError as error:
+      if study != 'all':
+        raise
+      report['studies'][name] = dict(error=str(error))
+  if el_all:
+    try:
+      report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
+    except core.FitError as error:
+      report['el_laws'] = dict(error=str(error))
+    moe_rows = [r for s in ('activation_ratio', 'granularity') for r in by_study.get(s, [])]
+    try:
+      report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
+    except core.FitError as error:
+      report['direct_loss'] = dict(error=str(error))
+  _plot('h', 'el_heatmap', lambda A, G, C: laws.unified_el(A, G, C),
+        os.path.join(out_dir, 'el_heatmap_paper.png'))
+  with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
+    json.dump(report, f, indent=1, default=float)
+  os.replace(os.path.join(out_dir, 'report.json.tmp'), os.path.join(out_dir, 'report.json'))
+  return report
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--results', required=True, help='results .jsonl or .csv, local or gs://')
+  parser.add_argument('--study', default='all')
+  parser.add_argument('--out', default='fits')
+  parser.add_argument('--loss', default='final_train_loss')
+  parser.add_argument('--bootstrap', type=int, default=1000)
+  args = parser.parse_args(argv)
+  try:
+    report = run(args.results, args.study, args.out, args.loss, args.bootstrap)
+  except core.FitError as error:
+    sys.exit(f'fitting.fit: {error}')
+  for name, entry in report['studies'].items():
+    print(f'{name}: {"ERROR " + entry["error"] if "error" in entry else "fitted"}')
+  print(f"{len(report['excluded'])} rows excluded; report: {os.path.join(args.out, 'report.json')}")
+
+
+if __name__ == '__main__':
+  main()
