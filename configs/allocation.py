@@ -24,10 +24,7 @@ SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.25, 0.5, 1, 2, 4], 'smoke': 
 
 def get_config(arg=None):
   scale = common.parse_scale(arg)
-  c = common.study_config('allocation', scale, __file__)
-  if scale == 'smoke':
-    c.train.tokens = 0
-  return c
+  return common.study_config('allocation', scale, __file__, designed=True)
 
 
 def get_sweep(arg=None):

@@ -98,8 +98,11 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
   return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
 
 
-def study_config(name: str, scale: str, source: str):
-  """The base config of a study at a scale; its members override the model and budget."""
+def study_config(name: str, scale: str, source: str, designed: bool = False):
+  """The base config of a study at a scale; its members override the model and budget.
+
+  `designed` studies give every member a compute budget, also at smoke scale.
+  """
   c = config_lib.base_config()
   if scale == 'paper':
     paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
@@ -108,9 +111,18 @@ def study_config(name: str, scale: str, source: str):
     c.train.update(eval_every=200, checkpoint_every=200, log_every=50)
   else:
     smoke_training(c)
-    c.train.update(tokens=4 * 32 * 4, eval_every=100, checkpoint_every=2)
+    c.train.update(tokens=0 if designed else 4 * 32 * 4, eval_every=100, checkpoint_every=2)
   c.name = name
   c.sweep.update(source=source, arg=scale)
+  return c
+
+
+def table3_run(c, row: dict):
+  """Paper Table 3's validation runs: 1T tokens of 8192-token sequences, as printed."""
+  fields = dict(row)
+  c.train.update(learning_rate=fields.pop('learning_rate'), batch_size=fields.pop('batch_size'),
+                 seq_len=8192, compute_budget=0.0, tokens=10 ** 12)
+  c.model.update(**fields)
   return c
 
 

@@ -17,12 +17,9 @@ from configs import paper_tables as tables
 def get_config(arg=None):
   scale = common.parse_scale(arg)
   c = common.study_config('dense_6p1b', scale, __file__)
-  c.sweep.source = ''
+  c.sweep.source = ''  # a single run
   if scale == 'paper':
-    t = dict(tables.DENSE_6P1B)
-    c.train.update(learning_rate=t.pop('learning_rate'), batch_size=t.pop('batch_size'),
-                   seq_len=8192, compute_budget=0.0, tokens=10 ** 12)
-    c.model.update(**t)
+    common.table3_run(c, tables.DENSE_6P1B)
   elif scale == 'local':
     c.model.update(n_layers=4, d_model=256, n_heads=8, n_kv_heads=2, d_ffn=896)
     c.train.compute_budget = 3e13

@@ -22,10 +22,7 @@ BUDGETS = {'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
 
 def get_config(arg=None):
   scale = common.parse_scale(arg)
-  c = common.study_config('dense_baseline', scale, __file__)
-  if scale == 'smoke':
-    c.train.tokens = 0
-  return c
+  return common.study_config('dense_baseline', scale, __file__, designed=True)
 
 
 def get_sweep(arg=None):

@@ -30,10 +30,7 @@ SHAPES = {'moe': design_lib.MoEShape(64, 4, 1, granularity=2.0), 'dense': design
 
 def get_config(arg=None):
   scale = common.parse_scale(arg)
-  c = common.study_config('hparams', scale, __file__)
-  if scale == 'smoke':
-    c.train.tokens = 0
-  return c
+  return common.study_config('hparams', scale, __file__, designed=True)
 
 
 def design_options(scale):

@@ -21,10 +21,7 @@ def get_config(arg=None):
   c = common.study_config('ling_mini_beta', scale, __file__)
   c.sweep.source = ''  # a single run
   if scale == 'paper':
-    t = dict(tables.LING_MINI_BETA)
-    c.train.update(learning_rate=t.pop('learning_rate'), batch_size=t.pop('batch_size'),
-                   seq_len=8192, compute_budget=0.0, tokens=10 ** 12)
-    c.model.update(**t)
+    common.table3_run(c, tables.LING_MINI_BETA)
   elif scale == 'local':
     c.model.update(n_layers=4, d_model=192, n_heads=6, n_kv_heads=2, n_experts=384, top_k=12,
                    n_shared=1, granularity=12.0, num_dense_layers=1, d_ffn=13 * 32)
