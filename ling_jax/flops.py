@@ -20,7 +20,6 @@ Units: FLOPs are floating-point operations (a multiply-add is 2), parameters are
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 
@@ -206,6 +205,3 @@ def summary(arch: Architecture) -> dict[str, float]:
       'S': shared_ratio(arch),
   }
 
-
-def is_whole(x: float) -> bool:
-  return float(x).is_integer() and not math.isinf(x)

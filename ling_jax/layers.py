@@ -5,6 +5,7 @@ Shape letters: B batch, L sequence, D d_model, N query heads, G kv heads, H head
 
 from __future__ import annotations
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -71,13 +72,14 @@ class Attention(nnx.Module):
   def __call__(self, x_BxLxD):
     B, L, D = x_BxLxD.shape
     x_TxD = x_BxLxD.reshape(B * L, D)  # 2-D matmuls, as in SwiGLU
-    q_BxLxNxH = self.q(x_TxD).reshape(B, L, self.n_heads, self.head_dim)
-    k_BxLxGxH = self.k(x_TxD).reshape(B, L, self.n_kv_heads, self.head_dim)
-    v_BxLxGxH = self.v(x_TxD).reshape(B, L, self.n_kv_heads, self.head_dim)
+    heads = lambda y_TxF: einops.rearrange(y_TxF, '(b l) (n h) -> b l n h', b=B, h=self.head_dim)
+    q_BxLxNxH = heads(self.q(x_TxD))
+    k_BxLxGxH, v_BxLxGxH = heads(self.k(x_TxD)), heads(self.v(x_TxD))
     if self.q_norm is not None:
       q_BxLxNxH, k_BxLxGxH = self.q_norm(q_BxLxNxH), self.k_norm(k_BxLxGxH)
     q_BxLxNxH = apply_rope(q_BxLxNxH, self.rope_base, self.rotated_dims)
     k_BxLxGxH = apply_rope(k_BxLxGxH, self.rope_base, self.rotated_dims)
     out_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxGxH, v_BxLxGxH, is_causal=True,
                                                implementation=self.impl)
-    return self.o(out_BxLxNxH.reshape(B * L, self.n_heads * self.head_dim)).reshape(B, L, D)
+    out_TxF = einops.rearrange(out_BxLxNxH, 'b l n h -> (b l) (n h)')
+    return self.o(out_TxF).reshape(B, L, D)
