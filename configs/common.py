@@ -39,6 +39,7 @@ def smoke_training(c):
   c.train.update(seq_len=32, batch_size=4, learning_rate=1e-2, tokens=4 * 32 * 10,
                  eval_every=5, log_every=5, checkpoint_every=5, eval_batches=2)
   c.data.source = 'synthetic'
+  c.mesh.num_devices = 1  # tests set meshes of their own
   return c
 
 

@@ -25,6 +25,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Local folder or gs:// path.')
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Run only this member of a study.')
 _LIST = flags.DEFINE_bool('list', False, "Print the study's members and their cost; train nothing.")
 _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False, 'Rerun members recorded as failed.')
+_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, multi-process '
+                                   'runs off TPU (or LING_JAX_COORDINATOR).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 
 
 def _quiet_libraries() -> None:
@@ -55,6 +59,9 @@ def main(argv):
   # Imported after flag parsing: JAX reads its environment when first imported.
   from experiments import sweep  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import distributed  # pylint: disable=import-outside-toplevel
+
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
   config = _CONFIG.value
   try:

@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
       top_groups=1,  # ... keeping this many groups
       dispatch='einsum',  # 'einsum' (capacity-padded batched matmul) | 'ragged_dot' (dropless)
       capacity_factor=1.25,  # einsum dispatch: slots per expert = cf * tokens * k / E; <= 0 is dropless
+      # Between devices of the mesh's expert axis: 'a2a' (capacity all-to-all), 'ring'
+      # (all-gather, local experts, reduce-scatter), 'ragged_a2a' (dropless, GPU/TPU only).
+      transport='a2a',
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -96,6 +99,27 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=2,
       async_checkpoint=True,
   ))
+
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1,  # devices per axis; one axis may be -1 to take the devices left
+      fsdp=1,
+      expert=1,
+      tensor=1,
+      num_devices=0,  # 0: every device of every process; n: the first n
+      axis_types='auto',  # 'auto' (GSPMD propagation) | 'explicit'
+  ))
+  # Logical axis -> mesh axes: the one table that decides every parameter's and the batch's
+  # layout. Outside the MoE block the expert axis is one more batch axis.
+  c.sharding_rules = (
+      ('batch', ('data', 'fsdp', 'expert')),
+      ('embed', 'fsdp'),
+      ('vocab', 'tensor'),
+      ('heads', 'tensor'),
+      ('mlp', 'tensor'),
+      ('exp', 'expert'),
+      ('exp_mlp', 'tensor'),
+      ('layers', None),
+  )
 
   c.sweep = ml_collections.ConfigDict(dict(
       source='',  # a study's config file, which defines get_sweep(arg); empty for one run
@@ -204,6 +228,8 @@ def _validate_moe(config) -> None:
   _require(moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
            f'config.moe.capacity_factor={moe.capacity_factor}: ragged_dot dispatch is dropless; '
            'set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.')
+  _require(moe.transport in ('a2a', 'ring', 'ragged_a2a'),
+           f"config.moe.transport={moe.transport!r}: use 'a2a', 'ring' or 'ragged_a2a'.")
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
     _require(moe[field] >= 0, f'config.moe.{field}={moe[field]}: must be >= 0.')
   if m.n_experts and moe.router == 'sigmoid_bias':

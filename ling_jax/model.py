@@ -25,12 +25,13 @@ REMAT_POLICIES = {
 class Block(nnx.Module):
   """Pre-norm residual block: attention, then a dense SwiGLU or an MoE FFN."""
 
-  def __init__(self, model_cfg, moe_cfg, moe: bool, d_expert: int, *, rngs: nnx.Rngs):
+  def __init__(self, model_cfg, moe_cfg, moe: bool, d_expert: int, *, rngs: nnx.Rngs,
+               batch_axes=('data', 'fsdp', 'expert')):
     self.attn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
     self.attn = layers.Attention(model_cfg, rngs=rngs)
     self.ffn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
     if moe:
-      self.ffn = moe_lib.MoE(model_cfg, moe_cfg, d_expert, rngs=rngs)
+      self.ffn = moe_lib.MoE(model_cfg, moe_cfg, d_expert, rngs=rngs, batch_axes=batch_axes)
     else:
       self.ffn = layers.SwiGLU(model_cfg.d_model, model_cfg.d_ffn, model_cfg, rngs=rngs)
 
@@ -64,8 +65,10 @@ class Transformer(nnx.Module):
     d_expert = config_lib.resolve_d_expert(m) if n_moe else 0
     self.dense_layers = nnx.data(None if m.n_layers == n_moe else _stack(
         m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs))
+    batch_axes = dict(config.sharding_rules)['batch']
     self.moe_layers = nnx.data(None if not n_moe else _stack(
-        n_moe, lambda r: Block(m, config.moe, True, d_expert, rngs=r), rngs))
+        n_moe, lambda r: Block(m, config.moe, True, d_expert, rngs=r, batch_axes=batch_axes),
+        rngs))
     self.final_norm = layers.rms_norm(m.d_model, m, rngs)
     self.unembed = nnx.data(
         None if m.tie_embeddings else layers.linear(m.d_model, m.vocab_size, m, rngs))

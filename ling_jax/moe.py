@@ -202,15 +202,19 @@ class MoEOptions(NamedTuple):
   top_groups: int
   dispatch: str
   capacity_factor: float
+  transport: str
+  batch_axes: tuple = ('data', 'fsdp', 'expert')
 
 
 class MoE(nnx.Module):
   """Routed experts + shared experts. Returns (y_BxLxD, per-layer statistics)."""
 
-  def __init__(self, model_cfg, moe_cfg, d_expert: int, *, rngs: nnx.Rngs):
+  def __init__(self, model_cfg, moe_cfg, d_expert: int, *, rngs: nnx.Rngs,
+               batch_axes=('data', 'fsdp', 'expert')):
     D, E, F = model_cfg.d_model, model_cfg.n_experts, d_expert
     self.top_k = model_cfg.top_k
-    self.cfg = MoEOptions(**{k: moe_cfg[k] for k in MoEOptions._fields})
+    fields = {k: moe_cfg[k] for k in MoEOptions._fields if k != 'batch_axes'}
+    self.cfg = MoEOptions(**fields, batch_axes=tuple(batch_axes))
     self.compute_dtype = jnp.dtype(model_cfg.compute_dtype)
     init = nnx.initializers.normal(model_cfg.init_std)
     dtype = jnp.dtype(model_cfg.param_dtype)
@@ -235,32 +239,52 @@ class MoE(nnx.Module):
     T, K, E = B * L, self.top_k, self.wi_gate.shape[0]
     x_TxD = x_BxLxD.reshape(T, D)
     routing = self.route(x_TxD)
+    cast = lambda w: w[...].astype(self.compute_dtype)
+    x_TxD = x_TxD.astype(self.compute_dtype)
+    mesh = jax.sharding.get_abstract_mesh()
+    stats = {}
+    if mesh.empty or mesh.shape.get('expert', 1) == 1:
+      # Tokens of every batch shard go to all local experts: no communication needed.
+      y_TxD, dropped = self._local(x_TxD, routing, cast)
+    else:
+      from ling_jax import expert_parallel  # pylint: disable=import-outside-toplevel
+      y_TxD, dropped, rows = expert_parallel.routed(
+          x_TxD, routing.experts_TxK, routing.weights_TxK, cast(self.wi_gate), cast(self.wi_up),
+          cast(self.wo), self.cfg.transport, self.cfg.capacity_factor, self.cfg.batch_axes)
+      # Bytes each device moves per local token, both directions, against the ideal: k rows
+      # of d_model values each way.
+      row_bytes = D * jnp.dtype(self.compute_dtype).itemsize
+      stats['a2a_bytes_per_token'] = 2 * row_bytes * rows.mean() / (T // rows.size)
+      stats['a2a_ideal_bytes_per_token'] = jnp.asarray(2.0 * K * row_bytes)
+    y_BxLxD = y_TxD.reshape(B, L, D).astype(self.compute_dtype)
+    if self.shared is not None:
+      y_BxLxD = y_BxLxD + self.shared(x_BxLxD)
+
+    counts_E = expert_counts(routing.experts_TxK, E)
+    stats.update(
+        load_balance_loss=routing.load_balance_loss,
+        z_loss=routing.z_loss,
+        expert_counts=counts_E,
+        dropped_fraction=dropped / (T * K),
+        max_over_mean_load=counts_E.max() / counts_E.mean(),
+    )
+    return y_BxLxD, stats
+
+  def _local(self, x_TxD, routing, cast):
+    """Dispatch on one device (or on every batch shard alike): (y [T, D] f32, dropped)."""
+    T, K = routing.experts_TxK.shape
+    E = self.wi_gate.shape[0]
     if self.cfg.dispatch == 'einsum':
       plan = capacity_plan(routing.experts_TxK, E, capacity(T * K, E, T, self.cfg.capacity_factor))
     else:
       plan = dropless_plan(routing.experts_TxK, E)
-
-    cast = lambda w: w[...].astype(self.compute_dtype)
-    rows_RxD = permute_rows(x_TxD.astype(self.compute_dtype), plan.token_of_row,
-                            plan.row_of_assignment.reshape(T, K))
+    rows_RxD = permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
     if self.cfg.dispatch == 'einsum':
       y_RxD = _swiglu_capacity(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo))
     else:
       y_RxD = _swiglu_ragged(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo),
                              plan.group_sizes)
     y_AxD = permute_rows(y_RxD, plan.row_of_assignment, plan.assignment_of_row[:, None])
-    y_TxD = jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, D).astype(jnp.float32),
+    y_TxD = jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32),
                        routing.weights_TxK)
-    y_BxLxD = y_TxD.reshape(B, L, D).astype(self.compute_dtype)
-    if self.shared is not None:
-      y_BxLxD = y_BxLxD + self.shared(x_BxLxD)
-
-    counts_E = expert_counts(routing.experts_TxK, E)
-    stats = dict(
-        load_balance_loss=routing.load_balance_loss,
-        z_loss=routing.z_loss,
-        expert_counts=counts_E,
-        dropped_fraction=1.0 - plan.kept.mean(dtype=jnp.float32),
-        max_over_mean_load=counts_E.max() / counts_E.mean(),
-    )
-    return y_BxLxD, stats
+    return y_TxD, jnp.sum(~plan.kept)

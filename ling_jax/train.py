@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 from etils import epath
 from flax import nnx
 
@@ -30,6 +31,7 @@ from ling_jax import metrics as metrics_lib
 from ling_jax import model as model_lib
 from ling_jax import moe as moe_lib
 from ling_jax import optim
+from ling_jax import sharding as sharding_lib
 
 log = logging.getLogger('ling_jax')
 
@@ -44,21 +46,53 @@ class Program:
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
   total_steps: int
+  mesh: jax.sharding.Mesh
 
   @classmethod
   def build(cls, config) -> 'Program':
     arch = config_lib.validate(config)
+    mesh = sharding_lib.make_mesh(config)
+    shards = sharding_lib.batch_shards(config, mesh)
+    micro = config.train.batch_size // config.train.grad_accum_steps
+    if micro % shards:
+      raise config_lib.ConfigError(
+          f'config.train.batch_size={config.train.batch_size}: each of the '
+          f'{config.train.grad_accum_steps} microbatches must split over the {shards} batch '
+          'shards of config.mesh; change the batch, grad_accum_steps or the mesh.')
     total_steps = config_lib.num_steps(config, arch)
     optimizer, schedule = optim.make_optimizer(config.train, total_steps)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0))))
-    return cls(config, arch, graphdef, optimizer, schedule, total_steps)
+    return cls(config, arch, graphdef, optimizer, schedule, total_steps, mesh)
 
-  def init_state(self) -> dict:
+  def _init(self) -> dict:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
     params, router_bias = nnx.to_pure_dict(params), nnx.to_pure_dict(router_bias)
     return dict(params=params, router_bias=router_bias, opt_state=self.optimizer.init(params),
                 step=jnp.zeros((), jnp.int32))
+
+  def state_shardings(self):
+    return sharding_lib.state_shardings(self.config, self.mesh, jax.eval_shape(self._init))
+
+  def init_state(self) -> dict:
+    """The initial state, created already sharded over the mesh."""
+    with jax.set_mesh(self.mesh):
+      return jax.jit(self._init, out_shardings=self.state_shardings())()
+
+  def batch(self, local_tokens) -> jax.Array:
+    """This process's rows of a batch as one global array sharded over the batch axes."""
+    return sharding_lib.global_batch(self.config, self.mesh, np.asarray(local_tokens))
+
+  def jit_steps(self):
+    """(train_step, eval_loss), each one jax.jit with explicit shardings; the state is donated."""
+    state = self.state_shardings()
+    batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config))
+    replicated = NamedSharding(self.mesh, P())
+    train_step = jax.jit(self.train_step, in_shardings=(state, batch),
+                         out_shardings=(state, replicated), donate_argnums=(0,))
+    eval_loss = jax.jit(self.eval_loss, in_shardings=(state['params'], state['router_bias'], batch),
+                        out_shardings=replicated)
+    return train_step, eval_loss
 
   def model(self, params, router_bias) -> model_lib.Transformer:
     return nnx.merge(self.graphdef, params, router_bias)
@@ -139,6 +173,12 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
   `stop_at_step` ends the loop early after checkpointing, as a preemption would.
   """
   program = Program.build(config)
+  with jax.set_mesh(program.mesh):
+    return _train_loop(program, workdir, stop_at_step)
+
+
+def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dict:
+  config = program.config
   dataset = data_lib.Dataset(config)
   workdir_path = epath.Path(workdir)
   writer = metrics_lib.MetricWriter(workdir, config.metrics.tensorboard, config.metrics.flush_every)
@@ -159,9 +199,8 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
     ckpt.close()
     writer.close()
     return json.loads(summary_path.read_text())
-  eval_batches = dataset.eval_batches()
-  train_step = jax.jit(program.train_step, donate_argnums=(0,))
-  eval_loss = jax.jit(program.eval_loss)
+  eval_batches = [program.batch(b) for b in dataset.eval_batches()]
+  train_step, eval_loss = program.jit_steps()
 
   tokens_per_step = config.train.batch_size * config.train.seq_len
   hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
@@ -208,7 +247,7 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
 
   try:
     for step in range(start + 1, last + 1):
-      batch = jnp.asarray(next(train_iter))
+      batch = program.batch(next(train_iter))
       state, step_metrics = train_step(state, batch)
       if pending is not None:  # fetch the previous step's metrics while this one runs
         record(*pending)

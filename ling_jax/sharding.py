@@ -1,0 +1,119 @@
+"""Device mesh and parameter/batch layouts from the config.
+
+Every parameter has logical axis names (`LOGICAL_AXES`, keyed by its name in the model);
+`config.sharding_rules` maps logical names to mesh axes. Changing a sweep's layout is a config
+change: `config.mesh` (sizes of data, fsdp, expert, tensor) and `config.sharding_rules`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from ling_jax.config import ConfigError
+
+MESH_AXES = ('data', 'fsdp', 'expert', 'tensor')
+
+# Logical names of each parameter's dimensions, by the last components of its path. Stacked
+# layers add a leading 'layers' dimension.
+LOGICAL_AXES = {
+    ('embed', 'embedding'): ('vocab', 'embed'),
+    ('unembed', 'kernel'): ('embed', 'vocab'),
+    ('attn', 'q', 'kernel'): ('embed', 'heads'),
+    ('attn', 'k', 'kernel'): ('embed', 'heads'),
+    ('attn', 'v', 'kernel'): ('embed', 'heads'),
+    ('attn', 'o', 'kernel'): ('heads', 'embed'),
+    ('gate', 'kernel'): ('embed', 'mlp'),
+    ('up', 'kernel'): ('embed', 'mlp'),
+    ('out', 'kernel'): ('mlp', 'embed'),
+    ('ffn', 'router'): ('embed', None),
+    ('ffn', 'router_bias'): ('exp',),
+    ('ffn', 'wi_gate'): ('exp', 'embed', 'exp_mlp'),
+    ('ffn', 'wi_up'): ('exp', 'embed', 'exp_mlp'),
+    ('ffn', 'wo'): ('exp', 'exp_mlp', 'embed'),
+    ('scale',): (None,),
+}
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  m = config.mesh
+  devices = jax.devices()
+  if m.num_devices:
+    if m.num_devices > len(devices):
+      raise ConfigError(f'config.mesh.num_devices={m.num_devices}: only {len(devices)} devices.')
+    devices = devices[:m.num_devices]
+  sizes = [m[a] for a in MESH_AXES]
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive, with at '
+                      'most one -1 (the devices left).')
+  fixed = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % fixed:
+      raise ConfigError(f'config.mesh: {len(devices)} devices are not a multiple of the fixed axes '
+                        f'({fixed}); change the mesh sizes.')
+    sizes[sizes.index(-1)] = len(devices) // fixed
+  if math.prod(sizes) != len(devices):
+    raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices '
+                      f'of {len(devices)}; set one axis to -1 or config.mesh.num_devices.')
+  kind = AxisType.Explicit if m.axis_types == 'explicit' else AxisType.Auto
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(kind,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def _rules(config) -> dict:
+  return {name: axes for name, axes in config.sharding_rules}
+
+
+def logical_axes(path: tuple[str, ...], ndim: int) -> tuple:
+  """Logical names of a parameter (or of its optimizer moments) from its path."""
+  for suffix, names in LOGICAL_AXES.items():
+    if tuple(path[-len(suffix):]) == suffix:
+      extra = ndim - len(names)
+      if extra not in (0, 1):
+        break
+      return ('layers',) * extra + names
+  return (None,) * ndim
+
+
+def spec(config, names: tuple) -> P:
+  rules = _rules(config)
+  return P(*[rules.get(n) if n else None for n in names])
+
+
+def _keys(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
+def state_shardings(config, mesh, state):
+  """NamedShardings of a train-state pytree (parameters, router bias, optimizer moments)."""
+  def one(path, leaf):
+    ndim = len(getattr(leaf, 'shape', ()))
+    names = logical_axes(_keys(path), ndim) if ndim else ()
+    s = spec(config, names)
+    for dim, axes in zip(leaf.shape, s):
+      size = math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))
+                       if a) if axes else 1
+      if dim % size:
+        raise ConfigError(f'{"/".join(_keys(path))}: dimension {dim} does not divide over mesh '
+                          f'axes {axes} ({size} devices); change config.mesh or '
+                          'config.sharding_rules.')
+    return NamedSharding(mesh, s)
+  return jax.tree_util.tree_map_with_path(one, state)
+
+
+def batch_spec(config) -> P:
+  return P(_rules(config)['batch'])
+
+
+def batch_shards(config, mesh) -> int:
+  axes = _rules(config)['batch']
+  return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+
+
+def global_batch(config, mesh, local_batch: np.ndarray) -> jax.Array:
+  """This process's rows of the batch, assembled into one array sharded over the batch axes."""
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, batch_spec(config)),
+                                                local_batch)

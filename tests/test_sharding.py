@@ -1,0 +1,203 @@
+"""Sharded training on eight CPU devices against the single-device model."""
+
+import collections
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import moe as moe_config
+from ling_jax import config as config_lib
+from ling_jax import data as data_lib
+from ling_jax import expert_parallel
+from ling_jax import metrics as metrics_lib
+from ling_jax import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MESHES = {
+    'data8': dict(data=8),
+    'data2_expert4': dict(data=2, expert=4),
+    'fsdp2_expert4': dict(data=1, fsdp=2, expert=4),
+    'expert8': dict(data=1, expert=8),
+    'data2_fsdp2_expert2': dict(data=2, fsdp=2, expert=2),
+}
+
+
+def config(mesh=None, transport='a2a', capacity_factor=0.0, steps=4, **model):
+  c = moe_config.get_config('smoke')
+  c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=16, **model)
+  c.moe.update(transport=transport, capacity_factor=capacity_factor)
+  c.train.update(batch_size=8, seq_len=16, tokens=steps * 8 * 16, checkpoint_every=2,
+                 async_checkpoint=False)
+  if mesh is None:
+    c.mesh.update(num_devices=1, data=1)
+  else:
+    c.mesh.update(num_devices=8, data=-1, fsdp=1, expert=1, tensor=1)
+    c.mesh.update(**mesh)
+  return c
+
+
+def loss_and_grads(c):
+  program = train_lib.Program.build(c)
+  with jax.set_mesh(program.mesh):
+    state = program.init_state()
+    tokens = program.batch(next(data_lib.Dataset(c).train_iterator()))
+    fn = jax.jit(lambda s, t: program.gradients(s['params'], s['router_bias'], t))
+    grads, aux = fn(state, tokens)
+    return float(aux['ce'].mean()), jax.device_get(grads), jax.device_get(aux['stats'])
+
+
+@pytest.mark.parametrize('transport', ['a2a', 'ring'])
+@pytest.mark.parametrize('mesh', list(MESHES))
+def test_loss_and_gradients_equal_the_single_device_model(mesh, transport):
+  loss, grads, _ = loss_and_grads(config())
+  sharded_loss, sharded_grads, stats = loss_and_grads(config(MESHES[mesh], transport))
+  assert sharded_loss == pytest.approx(loss, rel=1e-5)
+  assert float(np.max(stats['dropped_fraction'])) == 0.0
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(sharded_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_parameters_are_sharded_as_the_rules_say():
+  c = config(dict(data=1, fsdp=2, expert=4))
+  program = train_lib.Program.build(c)
+  state = program.init_state()
+  wi = state['params']['moe_layers']['ffn']['wi_gate']  # [layers, E, D, F]
+  assert wi.sharding.spec == jax.sharding.PartitionSpec(None, 'expert', 'fsdp', 'tensor')
+  assert wi.addressable_shards[0].data.shape == (2, 2, 16, 16)
+  mu = state['opt_state'][1][0].mu['moe_layers']['ffn']['wi_gate']
+  assert mu.sharding.spec == wi.sharding.spec
+
+
+@pytest.mark.parametrize('mesh,transport', [('data2_expert4', 'a2a'), ('fsdp2_expert4', 'ring'),
+                                            ('data8', 'a2a')])
+def test_twenty_sharded_steps_repeat_the_unsharded_losses(tmp_path, mesh, transport):
+  train_lib.train(config(steps=20), str(tmp_path / 'single'))
+  train_lib.train(config(MESHES[mesh], transport, steps=20), str(tmp_path / 'sharded'))
+  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
+  np.testing.assert_allclose(losses(tmp_path / 'sharded'), losses(tmp_path / 'single'), rtol=2e-5)
+
+
+def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor):
+  """The a2a drop rule by hand: per source shard and destination, first come first served in
+  token order; then per destination expert, in order of source shard and arrival."""
+  shards = experts_BxTxK.reshape(n_data * n_expert, -1, experts_BxTxK.shape[-1])
+  T, K = shards.shape[1:]
+  El = n_experts // n_expert
+  c_send = expert_parallel._slots(capacity_factor, T * K, n_expert, T * min(K, El))
+  slots = expert_parallel._slots(capacity_factor, n_expert * T * K, n_experts, n_expert * c_send)
+  dropped = 0
+  for d in range(n_data):
+    arrivals = collections.defaultdict(list)  # destination -> local experts in arrival order
+    for s in range(n_expert):
+      sent = collections.Counter()
+      for e in shards[d * n_expert + s].reshape(-1):
+        if sent[e // El] < c_send:
+          sent[e // El] += 1
+          arrivals[e // El].append(e % El)
+        else:
+          dropped += 1
+      for dest in range(n_expert):  # the rest of the send buffer is padding
+        arrivals[dest] += [-1] * (c_send - sent[dest])
+    for experts in arrivals.values():  # the receive buffer: source by source, slot by slot
+      load = collections.Counter()
+      for e in experts:
+        if e < 0:
+          continue
+        load[e] += 1
+        dropped += load[e] > slots
+  return dropped
+
+
+def test_small_capacity_drops_exactly_and_deterministically():
+  c = config(dict(data=2, expert=4), 'a2a', capacity_factor=0.5)
+  program = train_lib.Program.build(c)
+  with jax.set_mesh(program.mesh):
+    state = program.init_state()
+    tokens = program.batch(next(data_lib.Dataset(c).train_iterator()))
+    run = jax.jit(lambda s, t: program.model(s['params'], s['router_bias'])(t[:, :-1]))
+    (logits, stats), (logits2, _) = run(state, tokens), run(state, tokens)
+    np.testing.assert_array_equal(logits, logits2)
+  # The first MoE layer's routing, recomputed on one device from the same parameters.
+  model = program.model(jax.device_get(state['params']), jax.device_get(state['router_bias']))
+  x = model.embed(jnp.asarray(jax.device_get(tokens))[:, :-1])
+  layer = jax.tree.map(lambda a: a[0], model.moe_layers)
+  h = x + layer.attn(layer.attn_norm(x))
+  routing = layer.ffn.route(layer.ffn_norm(h).reshape(-1, x.shape[-1]))
+  experts = np.asarray(routing.experts_TxK).reshape(8, -1, 2)
+  expected = naive_a2a_drops(experts, 2, 4, 8, 0.5)
+  assert expected > 0
+  assert round(float(stats['dropped_fraction'][0]) * experts.size) == expected
+
+
+def test_checkpoint_written_under_one_mesh_restores_under_another(tmp_path):
+  straight = tmp_path / 'straight'
+  moved = tmp_path / 'moved'
+  train_lib.train(config(dict(data=8), steps=8), str(straight))
+  stopped = train_lib.train(config(dict(data=8), steps=8), str(moved), stop_at_step=4)
+  assert stopped['final_step'] == 4
+  resumed = train_lib.train(config(dict(data=2, expert=4), steps=8), str(moved))
+  assert resumed['status'] == 'finished'
+  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
+  np.testing.assert_allclose(losses(moved), losses(straight), rtol=2e-5)
+
+
+def test_ragged_a2a_offsets_on_a_worked_example():
+  # counts[i, j]: rows shard i sends to shard j.
+  counts = jnp.array([[1, 2, 0], [3, 4, 1], [0, 2, 5]])
+  expected = {  # (input_offsets, send_sizes, output_offsets, recv_sizes)
+      0: ([0, 1, 3], [1, 2, 0], [0, 0, 0], [1, 3, 0]),
+      1: ([0, 3, 7], [3, 4, 1], [1, 2, 0], [2, 4, 2]),
+      2: ([0, 0, 2], [0, 2, 5], [4, 6, 1], [0, 1, 5]),
+  }
+  for shard, want in expected.items():
+    got = expert_parallel.ragged_a2a_params(counts, shard)
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+  # Every receiver's slices tile its buffer exactly: offsets are the senders' running sums.
+  for receiver in range(3):
+    starts = [int(expert_parallel.ragged_a2a_params(counts, s)[2][receiver]) for s in range(3)]
+    sizes = [int(counts[s, receiver]) for s in range(3)]
+    assert starts == list(np.cumsum([0] + sizes[:-1]))
+
+
+def test_mesh_and_batch_errors_name_the_field():
+  c = config(dict(data=8))
+  c.train.update(batch_size=4, tokens=4 * 4 * 16)
+  with pytest.raises(config_lib.ConfigError, match='config.train.batch_size=4'):
+    train_lib.Program.build(c)
+  bad = config(dict(data=3))
+  with pytest.raises(config_lib.ConfigError, match='config.mesh'):
+    train_lib.Program.build(bad)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_on_one_eight_device_mesh(tmp_path):
+  single = tmp_path / 'single'
+  train_lib.train(config(dict(data=2, expert=4), steps=6), str(single))
+  port = _free_port()
+  args = ['--config=configs/moe.py:smoke', f'--workdir={tmp_path / "multi"}',
+          '--config.model.n_experts=8', '--config.model.d_expert=16', '--config.moe.capacity_factor=0',
+          '--config.train.batch_size=8', '--config.train.seq_len=16', f'--config.train.tokens={6 * 8 * 16}',
+          '--config.train.checkpoint_every=2', '--config.mesh.num_devices=8',
+          '--config.mesh.data=2', '--config.mesh.expert=4', f'--coordinator=127.0.0.1:{port}',
+          '--num_processes=2']
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='4')
+  procs = [subprocess.Popen([sys.executable, '-m', 'experiments.run', *args, f'--process_id={i}'],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outputs
+  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
+  np.testing.assert_allclose(losses(tmp_path / 'multi'), losses(single), rtol=2e-5)
+  assert sorted(p.name for p in (tmp_path / 'multi' / 'checkpoints').iterdir())[-1] == '6'
