@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
       expert=1,
       tensor=1,
       num_devices=0,  # 0: every device of every process; n: the first n
-      axis_types='auto',  # 'auto' (GSPMD propagation) | 'explicit'
+      axis_types='auto',  # 'auto' (GSPMD propagation); 'explicit' is refused for now
   ))
   # Logical axis -> mesh axes: the one table that decides every parameter's and the batch's
   # layout. Outside the MoE block the expert axis is one more batch axis.
@@ -228,6 +228,9 @@ def _validate_moe(config) -> None:
   _require(moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
            f'config.moe.capacity_factor={moe.capacity_factor}: ragged_dot dispatch is dropless; '
            'set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.')
+  _require(config.mesh.axis_types == 'auto',
+           f"config.mesh.axis_types={config.mesh.axis_types!r}: only 'auto' is supported; the "
+           "model leaves layouts between its annotated points to GSPMD propagation.")
   _require(moe.transport in ('a2a', 'ring', 'ragged_a2a'),
            f"config.moe.transport={moe.transport!r}: use 'a2a', 'ring' or 'ragged_a2a'.")
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):

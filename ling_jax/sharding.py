@@ -58,8 +58,7 @@ def make_mesh(config) -> jax.sharding.Mesh:
   if math.prod(sizes) != len(devices):
     raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices '
                       f'of {len(devices)}; set one axis to -1 or config.mesh.num_devices.')
-  kind = AxisType.Explicit if m.axis_types == 'explicit' else AxisType.Auto
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(kind,) * len(MESH_AXES),
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 
 
