@@ -10,7 +10,7 @@ Scales (the ':arg'):
            sequences of 4096 tokens; for a TPU pod.
   local -- 4 layers (1 dense of width 192), d_model 128, 16 experts of width 64 (G = 4), top-2
            + 1 shared, 1.5e13 FLOPs (810 steps of 16 x 256 bytes of the stdlib corpus): about
-           3.5 minutes on 2 CPU cores; the eval loss falls from ln 256 = 5.5 to about 1.41.
+           3.5 minutes on 2 CPU cores; the eval loss falls from ln 256 = 5.5 to about 1.4.
   smoke -- seconds, synthetic data, for tests.
 """
 
