@@ -247,6 +247,7 @@ class MoE(nnx.Module):
       # Tokens of every batch shard go to all local experts: no communication needed.
       y_TxD, dropped = self._local(x_TxD, routing, cast)
     else:
+      # Imported here: expert_parallel builds on this module's plans and permutations.
       from ling_jax import expert_parallel  # pylint: disable=import-outside-toplevel
       y_TxD, dropped, rows = expert_parallel.routed(
           x_TxD, routing.experts_TxK, routing.weights_TxK, cast(self.wi_gate), cast(self.wi_up),
