@@ -244,7 +244,8 @@ class MoE(nnx.Module):
     mesh = jax.sharding.get_abstract_mesh()
     stats = {}
     if mesh.empty or mesh.shape.get('expert', 1) == 1:
-      # Tokens of every batch shard go to all local experts: no communication needed.
+      # Every device holds all experts: the dispatch runs on the global batch and GSPMD places
+      # it, with the same capacities as on one device.
       y_TxD, dropped = self._local(x_TxD, routing, cast)
     else:
       # Imported here: expert_parallel builds on this module's plans and permutations.

@@ -241,8 +241,8 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
     if step % config.train.log_every == 0 or step == last:
       eta = (program.total_steps - step) * elapsed / window_steps
       log.info('step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s', step,
-                   program.total_steps, rec['loss'], rec['grad_norm'], rec['learning_rate'],
-                   tokens_per_s, _format_eta(eta))
+               program.total_steps, rec['loss'], rec['grad_norm'], rec['learning_rate'],
+               tokens_per_s, _format_eta(eta))
       window_start, window_steps = time.perf_counter(), 0
 
   try:
