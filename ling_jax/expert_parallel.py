@@ -61,6 +61,15 @@ def _combine(y_AxD, weights_TxK):
   return jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32), weights_TxK)
 
 
+def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
+  """An expert axis of 1: each batch shard dispatches its own tokens to its full set of
+  experts, no communication; ceil(cf T k / E) rows per expert (dropless T)."""
+  T, K = experts_TxK.shape
+  slots = _slots(capacity_factor, T * K, wg.shape[0], T)
+  y_AxD, dropped = local_experts(x_TxD, experts_TxK, wg, wu, wo, slots)
+  return _combine(y_AxD, weights_TxK), dropped, 0
+
+
 def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   """Returns (y [T, D] f32, dropped assignments, rows sent per direction)."""
   n = jax.lax.axis_size(EXPERT_AXIS)
@@ -149,7 +158,7 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: flo
   return _combine(y_AxD, weights_TxK), jnp.zeros((), jnp.int32), buffer
 
 
-TRANSPORTS = {'a2a': a2a, 'ring': ring, 'ragged_a2a': ragged_a2a}
+TRANSPORTS = {'local': local, 'a2a': a2a, 'ring': ring, 'ragged_a2a': ragged_a2a}
 
 
 def routed(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, transport: str, capacity_factor: float,

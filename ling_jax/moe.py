@@ -243,21 +243,20 @@ class MoE(nnx.Module):
     x_TxD = x_TxD.astype(self.compute_dtype)
     mesh = jax.sharding.get_abstract_mesh()
     stats = {}
-    if mesh.empty or mesh.shape.get('expert', 1) == 1:
-      # Every device holds all experts: the dispatch runs on the global batch and GSPMD places
-      # it, with the same capacities as on one device.
+    if mesh.empty or mesh.size == 1:
       y_TxD, dropped = self._local(x_TxD, routing, cast)
     else:
       # Imported here: expert_parallel builds on this module's plans and permutations.
       from ling_jax import expert_parallel  # pylint: disable=import-outside-toplevel
+      ep = mesh.shape.get('expert', 1) > 1
       y_TxD, dropped, rows = expert_parallel.routed(
           x_TxD, routing.experts_TxK, routing.weights_TxK, cast(self.wi_gate), cast(self.wi_up),
-          cast(self.wo), self.cfg.transport, self.cfg.capacity_factor, self.cfg.batch_axes)
-      # Bytes each device moves per local token, both directions, against the ideal: k rows
-      # of d_model values each way.
-      row_bytes = D * jnp.dtype(self.compute_dtype).itemsize
-      stats['a2a_bytes_per_token'] = 2 * row_bytes * rows.mean() / (T // rows.size)
-      stats['a2a_ideal_bytes_per_token'] = jnp.asarray(2.0 * K * row_bytes)
+          cast(self.wo), self.cfg.transport if ep else 'local', self.cfg.capacity_factor,
+          self.cfg.batch_axes)
+      if ep:  # bytes each device moves per local token, both ways; ideal: k rows each way
+        row_bytes = D * jnp.dtype(self.compute_dtype).itemsize
+        stats['a2a_bytes_per_token'] = 2 * row_bytes * rows.mean() / (T // rows.size)
+        stats['a2a_ideal_bytes_per_token'] = jnp.asarray(2.0 * K * row_bytes)
     y_BxLxD = y_TxD.reshape(B, L, D).astype(self.compute_dtype)
     if self.shared is not None:
       y_BxLxD = y_BxLxD + self.shared(x_BxLxD)

@@ -131,8 +131,9 @@ def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor)
   return dropped
 
 
-def test_small_capacity_drops_exactly_and_deterministically():
-  c = config(dict(data=2, expert=4), 'a2a', capacity_factor=0.5)
+def first_layer_experts(c):
+  """(dropped fraction of the first MoE layer under the mesh of `c`, run twice identically;
+  that layer's routing recomputed on one device)."""
   program = train_lib.Program.build(c)
   with jax.set_mesh(program.mesh):
     state = program.init_state()
@@ -140,16 +141,35 @@ def test_small_capacity_drops_exactly_and_deterministically():
     run = jax.jit(lambda s, t: program.model(s['params'], s['router_bias'])(t[:, :-1]))
     (logits, stats), (logits2, _) = run(state, tokens), run(state, tokens)
     np.testing.assert_array_equal(logits, logits2)
-  # The first MoE layer's routing, recomputed on one device from the same parameters.
   model = program.model(jax.device_get(state['params']), jax.device_get(state['router_bias']))
   x = model.embed(jnp.asarray(jax.device_get(tokens))[:, :-1])
   layer = jax.tree.map(lambda a: a[0], model.moe_layers)
   h = x + layer.attn(layer.attn_norm(x))
   routing = layer.ffn.route(layer.ffn_norm(h).reshape(-1, x.shape[-1]))
-  experts = np.asarray(routing.experts_TxK).reshape(8, -1, 2)
+  return float(stats['dropped_fraction'][0]), np.asarray(routing.experts_TxK)
+
+
+def test_small_capacity_drops_exactly_and_deterministically():
+  dropped, experts = first_layer_experts(
+      config(dict(data=2, expert=4), 'a2a', capacity_factor=0.5))
+  experts = experts.reshape(8, -1, 2)
   expected = naive_a2a_drops(experts, 2, 4, 8, 0.5)
   assert expected > 0
-  assert round(float(stats['dropped_fraction'][0]) * experts.size) == expected
+  assert round(dropped * experts.size) == expected
+
+
+def test_data_parallel_capacity_is_per_shard_and_exact():
+  dropped, experts = first_layer_experts(config(dict(data=8), capacity_factor=0.5))
+  shards = experts.reshape(8, -1, 2)
+  slots = expert_parallel._slots(0.5, shards.shape[1] * 2, 8, shards.shape[1])
+  expected = 0
+  for shard in shards:  # first come, first served per expert, in token order
+    load = collections.Counter()
+    for e in shard.reshape(-1):
+      load[e] += 1
+      expected += load[e] > slots
+  assert expected > 0
+  assert round(dropped * experts.size) == expected
 
 
 def test_checkpoint_written_under_one_mesh_restores_under_another(tmp_path):
