@@ -51,10 +51,9 @@ def rows(workdir: str) -> list[dict]:
                budget=config.get('train', {}).get('compute_budget'),
                reason=failure.get('reason'))
     row.update({k: config.get('model', {}).get(k) for k in MODEL_FIELDS})
-    if config.get('model', {}).get('n_experts') and not row['d_expert']:
-      row['d_expert'] = summary.get('d_expert')
-    row.update({k: v for k, v in summary.items() if k in COLUMNS and k not in row or
-                (k in COLUMNS and row.get(k) is None)})
+    if row['n_experts'] and not row['d_expert'] and summary.get('G'):  # set by granularity
+      row['d_expert'] = round(2 * row['d_model'] / summary['G'])
+    row.update({k: v for k, v in summary.items() if k in COLUMNS and row.get(k) is None})
     out.append(row)
   return out
 

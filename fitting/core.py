@@ -195,10 +195,7 @@ def bootstrap(law: laws_lib.Law, X, y, result: FitResult, n: int = 1000, seed: i
     except FitError:
       failures += 1
   result.draws = np.array(draws)
-  lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-  result.intervals = {p: (float(np.percentile(result.draws[:, i], lo)),
-                          float(np.percentile(result.draws[:, i], hi)))
-                      for i, p in enumerate(law.params)}
+  result.intervals = {p: interval(result.draws[:, i], level) for i, p in enumerate(law.params)}
   result.bootstrap_failures = failures
   return result
 

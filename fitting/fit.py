@@ -37,7 +37,7 @@ EL_STUDIES = ('activation_ratio', 'granularity', 'shared_experts', 'dense_layers
 STUDIES = ('dense_baseline', 'hparams', 'allocation') + EL_STUDIES
 
 
-def _plot(name, fn, *args):
+def _plot(fn, *args):
   try:
     from fitting import plots  # pylint: disable=import-outside-toplevel
   except ImportError:  # matplotlib is optional: pip install ling-jax[plots]
@@ -69,7 +69,7 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
       core.goodness(law, result, dict(C=cost), loss)
     report[form] = result.to_json()
     report[form]['formula'] = law.formula
-    _plot('frontier', 'frontier', cost, loss, law, result.theta,
+    _plot('frontier', cost, loss, law, result.theta,
           os.path.join(out_dir, f'dense_frontier_{form}.png'))
   return report
 
@@ -85,7 +85,7 @@ def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
                               what=f'hparams ({kind})')
     report[kind] = fitted.to_json()
     near = hparams.near_optimal(members, ('budget',), loss_key)
-    _plot('hp', 'hyperparameter_bands', members, near, (fitted.learning_rate, fitted.batch),
+    _plot('hyperparameter_bands', members, near, (fitted.learning_rate, fitted.batch),
           os.path.join(out_dir, f'hparams_{kind}.png'))
   return report
 
@@ -97,7 +97,7 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
     if members:
       report[kind] = allocation.fit_allocation(members, loss_key, n_bootstrap=n_bootstrap,
                                                what=f'allocation ({kind})')
-      _plot('iso', 'isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
+      _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
   return report
 
 
@@ -195,10 +195,10 @@ def run(results_path, study='all', out_dir='.', loss_key='final_train_loss',
           _, _, wall = el_points(by_study[name], dense, loss_key, 0, cost_key='wall_time_s')
           entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
         if name == 'granularity':
-          _plot('g', 'loss_vs_granularity', by_study[name], loss_key,
+          _plot('loss_vs_granularity', by_study[name], loss_key,
                 os.path.join(out_dir, 'loss_vs_G.png'))
         if name == 'activation_ratio':
-          _plot('a', 'el_vs_activation', points, os.path.join(out_dir, 'el_vs_A.png'))
+          _plot('el_vs_activation', points, os.path.join(out_dir, 'el_vs_A.png'))
         report['studies'][name] = entry
         if name in ('activation_ratio', 'granularity'):
           el_all += points
@@ -216,7 +216,7 @@ def run(results_path, study='all', out_dir='.', loss_key='final_train_loss',
       report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
     except core.FitError as error:
       report['direct_loss'] = dict(error=str(error))
-  _plot('h', 'el_heatmap', lambda A, G, C: laws.unified_el(A, G, C),
+  _plot('el_heatmap', lambda A, G, C: laws.unified_el(A, G, C),
         os.path.join(out_dir, 'el_heatmap_paper.png'))
   with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
     json.dump(report, f, indent=1, default=float)

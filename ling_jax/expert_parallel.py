@@ -49,16 +49,11 @@ def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
   row_of_assignment = jnp.where(plan.row_of_assignment < n_rows, plan.row_of_assignment, n_rows)
   rows_RxD = moe_lib.permute_rows(src_NxD, plan.token_of_row[:n_rows],
                                   row_of_assignment.reshape(N, K))
-  y_RxD = moe_lib._swiglu_capacity(rows_RxD, wg, wu, wo)  # pylint: disable=protected-access
+  y_RxD = moe_lib.swiglu_capacity(rows_RxD, wg, wu, wo)
   y_AxD = moe_lib.permute_rows(y_RxD, row_of_assignment, plan.assignment_of_row[:n_rows, None])
   valid_A = (ids_NxK >= 0).reshape(-1)
   dropped = jnp.sum(valid_A & (row_of_assignment >= n_rows))
   return y_AxD, dropped
-
-
-def _combine(y_AxD, weights_TxK):
-  T, K = weights_TxK.shape
-  return jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32), weights_TxK)
 
 
 def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
@@ -67,7 +62,7 @@ def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   T, K = experts_TxK.shape
   slots = _slots(capacity_factor, T * K, wg.shape[0], T)
   y_AxD, dropped = local_experts(x_TxD, experts_TxK, wg, wu, wo, slots)
-  return _combine(y_AxD, weights_TxK), dropped, 0
+  return moe_lib.combine(y_AxD, weights_TxK), dropped, 0
 
 
 def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
@@ -91,7 +86,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   y_back = exchange(y_recv.reshape(n * c_send, D))
   y_AxD = moe_lib.permute_rows(y_back, send.row_of_assignment, send.assignment_of_row[:, None])
   dropped = jnp.sum(~send.kept) + dropped_here
-  return _combine(y_AxD, weights_TxK), dropped, n * c_send
+  return moe_lib.combine(y_AxD, weights_TxK), dropped, n * c_send
 
 
 def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
@@ -105,7 +100,7 @@ def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   ids = jnp.where((local >= 0) & (local < El), local, -1)
   slots = _slots(capacity_factor, n * T * K, n * El, n * T)
   y_AxD, dropped = local_experts(x_all, ids, wg, wu, wo, slots)
-  y_all = _combine(y_AxD, weights_all)
+  y_all = moe_lib.combine(y_AxD, weights_all)
   y_TxD = jax.lax.psum_scatter(y_all, EXPERT_AXIS, scatter_dimension=0, tiled=True)
   return y_TxD, dropped, n * T  # rows received: the all-gathered tokens
 
@@ -149,13 +144,13 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: flo
   expert_of_row = jnp.searchsorted(source_rows, jnp.arange(buffer), side='right') % El
   valid = jnp.arange(buffer) < recv_sizes.sum()
   order = jnp.argsort(jnp.where(valid, expert_of_row, El), stable=True)
-  h = moe_lib._swiglu_ragged(received[order], wg, wu, wo, local_counts)  # pylint: disable=protected-access
+  h = moe_lib.swiglu_ragged(received[order], wg, wu, wo, local_counts)
   y_received = jnp.zeros_like(h).at[order].set(h)
   # The way back is the way out with senders and receivers swapped: the transposed counts.
   back = jax.lax.ragged_all_to_all(y_received, jnp.zeros_like(rows),
                                    *ragged_a2a_params(counts.T, shard), axis_name=EXPERT_AXIS)
   y_AxD = moe_lib.permute_rows(back, plan.row_of_assignment, plan.assignment_of_row[:, None])
-  return _combine(y_AxD, weights_TxK), jnp.zeros((), jnp.int32), buffer
+  return moe_lib.combine(y_AxD, weights_TxK), jnp.zeros((), jnp.int32), buffer
 
 
 TRANSPORTS = {'local': local, 'a2a': a2a, 'ring': ring, 'ragged_a2a': ragged_a2a}

@@ -14,6 +14,7 @@ from flax import nnx
 from ling_jax import config as config_lib
 from ling_jax import layers
 from ling_jax import moe as moe_lib
+from ling_jax import sharding
 
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,
@@ -65,7 +66,7 @@ class Transformer(nnx.Module):
     d_expert = config_lib.resolve_d_expert(m) if n_moe else 0
     self.dense_layers = nnx.data(None if m.n_layers == n_moe else _stack(
         m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs))
-    batch_axes = dict(config.sharding_rules)['batch']
+    batch_axes = sharding.batch_axes(config)
     self.moe_layers = nnx.data(None if not n_moe else _stack(
         n_moe, lambda r: Block(m, config.moe, True, d_expert, rngs=r, batch_axes=batch_axes),
         rngs))

@@ -60,6 +60,7 @@ permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 class Routing(NamedTuple):
   weights_TxK: jax.Array  # f32 combine weights
   experts_TxK: jax.Array  # int32 expert ids
+  counts_E: jax.Array  # f32 assignments per expert
   load_balance_loss: jax.Array  # scalar, 1.0 at perfect balance
   z_loss: jax.Array  # scalar
 
@@ -68,11 +69,11 @@ def expert_counts(experts_TxK: jax.Array, n_experts: int) -> jax.Array:
   return jnp.bincount(experts_TxK.reshape(-1), length=n_experts).astype(jnp.float32)
 
 
-def load_balance_loss(probs_TxE: jax.Array, experts_TxK: jax.Array) -> jax.Array:
+def load_balance_loss(probs_TxE: jax.Array, counts_E: jax.Array) -> jax.Array:
   """GShard/Switch auxiliary loss E * sum_e f_e * P_e, with f_e the share of assignments routed
   to expert e and P_e its mean router probability; 1.0 when perfectly balanced."""
   n_experts = probs_TxE.shape[-1]
-  f_E = expert_counts(experts_TxK, n_experts) / experts_TxK.size
+  f_E = counts_E / counts_E.sum()
   return n_experts * jnp.sum(f_E * probs_TxE.mean(axis=0))
 
 
@@ -81,14 +82,19 @@ def z_loss(logits_TxE: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.logsumexp(logits_TxE, axis=-1) ** 2)
 
 
+def _routing(weights_TxK, experts_TxK, probs_TxE, logits_TxE) -> Routing:
+  counts_E = expert_counts(experts_TxK, probs_TxE.shape[-1])
+  return Routing(weights_TxK, experts_TxK, counts_E, load_balance_loss(probs_TxE, counts_E),
+                 z_loss(logits_TxE))
+
+
 def softmax_router(logits_TxE, top_k: int, renormalize: bool) -> Routing:
   """The paper's router (App. B): softmax over all E, top-k, GShard aux loss and z-loss."""
   probs_TxE = jax.nn.softmax(logits_TxE, axis=-1)
   weights_TxK, experts_TxK = jax.lax.top_k(probs_TxE, top_k)
   if renormalize:
     weights_TxK = weights_TxK / weights_TxK.sum(axis=-1, keepdims=True)
-  return Routing(weights_TxK, experts_TxK, load_balance_loss(probs_TxE, experts_TxK),
-                 z_loss(logits_TxE))
+  return _routing(weights_TxK, experts_TxK, probs_TxE, logits_TxE)
 
 
 def group_limited_mask(choice_TxE, n_groups: int, top_groups: int) -> jax.Array:
@@ -115,8 +121,7 @@ def sigmoid_bias_router(logits_TxE, bias_E, top_k: int, routed_scaling: float, n
   if top_k > 1:
     weights_TxK = weights_TxK / (weights_TxK.sum(axis=-1, keepdims=True) + 1e-20)
   probs_TxE = scores_TxE / scores_TxE.sum(axis=-1, keepdims=True)
-  return Routing(weights_TxK * routed_scaling, experts_TxK,
-                 load_balance_loss(probs_TxE, experts_TxK), z_loss(logits_TxE))
+  return _routing(weights_TxK * routed_scaling, experts_TxK, probs_TxE, logits_TxE)
 
 
 def bias_update(bias_E: jax.Array, counts_E: jax.Array, rate: float) -> jax.Array:
@@ -179,7 +184,7 @@ def capacity_plan(experts_TxK, n_experts: int, slots: int) -> DispatchPlan:
 # --- Expert computation --------------------------------------------------------------------------
 
 
-def _swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
+def swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   E = wg_ExDxF.shape[0]
   x_ExCxD = rows_RxD.reshape(E, -1, rows_RxD.shape[-1])
   h_ExCxF = (jax.nn.silu(jnp.einsum('ecd,edf->ecf', x_ExCxD, wg_ExDxF)) *
@@ -187,10 +192,16 @@ def _swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   return jnp.einsum('ecf,efd->ecd', h_ExCxF, wo_ExFxD).reshape(rows_RxD.shape)
 
 
-def _swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, group_sizes_E):
+def swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, group_sizes_E):
   h_RxF = (jax.nn.silu(jax.lax.ragged_dot(rows_RxD, wg_ExDxF, group_sizes_E)) *
            jax.lax.ragged_dot(rows_RxD, wu_ExDxF, group_sizes_E))
   return jax.lax.ragged_dot(h_RxF, wo_ExFxD, group_sizes_E)
+
+
+def combine(y_AxD, weights_TxK):
+  """Each token's expert outputs, weighted and summed over its k assignments, in f32."""
+  T, K = weights_TxK.shape
+  return jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32), weights_TxK)
 
 
 class MoEOptions(NamedTuple):
@@ -261,7 +272,7 @@ class MoE(nnx.Module):
     if self.shared is not None:
       y_BxLxD = y_BxLxD + self.shared(x_BxLxD)
 
-    counts_E = expert_counts(routing.experts_TxK, E)
+    counts_E = routing.counts_E
     stats.update(
         load_balance_loss=routing.load_balance_loss,
         z_loss=routing.z_loss,
@@ -272,7 +283,7 @@ class MoE(nnx.Module):
     return y_BxLxD, stats
 
   def _local(self, x_TxD, routing, cast):
-    """Dispatch on one device (or on every batch shard alike): (y [T, D] f32, dropped)."""
+    """Dispatch on one device: (y [T, D] f32, dropped assignments)."""
     T, K = routing.experts_TxK.shape
     E = self.wi_gate.shape[0]
     if self.cfg.dispatch == 'einsum':
@@ -281,11 +292,9 @@ class MoE(nnx.Module):
       plan = dropless_plan(routing.experts_TxK, E)
     rows_RxD = permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
     if self.cfg.dispatch == 'einsum':
-      y_RxD = _swiglu_capacity(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo))
+      y_RxD = swiglu_capacity(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo))
     else:
-      y_RxD = _swiglu_ragged(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo),
+      y_RxD = swiglu_ragged(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo),
                              plan.group_sizes)
     y_AxD = permute_rows(y_RxD, plan.row_of_assignment, plan.assignment_of_row[:, None])
-    y_TxD = jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32),
-                       routing.weights_TxK)
-    return y_TxD, jnp.sum(~plan.kept)
+    return combine(y_AxD, routing.weights_TxK), jnp.sum(~plan.kept)

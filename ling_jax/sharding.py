@@ -103,13 +103,17 @@ def state_shardings(config, mesh, state):
   return jax.tree_util.tree_map_with_path(one, state)
 
 
+def batch_axes(config) -> tuple[str, ...]:
+  axes = _rules(config)['batch']
+  return tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+
+
 def batch_spec(config) -> P:
-  return P(_rules(config)['batch'])
+  return P(batch_axes(config))
 
 
 def batch_shards(config, mesh) -> int:
-  axes = _rules(config)['batch']
-  return math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
+  return math.prod(mesh.shape[a] for a in batch_axes(config))
 
 
 def global_batch(config, mesh, local_batch: np.ndarray) -> jax.Array:

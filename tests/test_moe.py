@@ -165,12 +165,12 @@ def test_capacity_einsum_output_drops_match_naive():
 
 def test_load_balance_loss_is_one_when_balanced_and_hand_counted():
   probs = jnp.full((4, 4), 0.25)
-  experts = jnp.array([[0], [1], [2], [3]])
-  assert float(moe_lib.load_balance_loss(probs, experts)) == pytest.approx(1.0)
+  counts = moe_lib.expert_counts(jnp.array([[0], [1], [2], [3]]), 4)
+  assert float(moe_lib.load_balance_loss(probs, counts)) == pytest.approx(1.0)
   probs = jnp.array([[0.7, 0.1, 0.1, 0.1]] * 2)
-  experts = jnp.array([[0], [0]])
+  counts = moe_lib.expert_counts(jnp.array([[0], [0]]), 4)
   # E * sum_e f_e P_e = 4 * (1.0 * 0.7)
-  assert float(moe_lib.load_balance_loss(probs, experts)) == pytest.approx(2.8)
+  assert float(moe_lib.load_balance_loss(probs, counts)) == pytest.approx(2.8)
 
 
 def test_group_limited_routing_picks_only_from_the_best_groups():
