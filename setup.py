@@ -26,10 +26,14 @@ setuptools.setup(
         'scipy>=1.14',
     ],
     extras_require={
-        'test': ['pytest>=8', 'tensorboardX>=2.6', 'matplotlib>=3.8', 'ipython'],
+        'test': ['pytest>=8', 'tensorboardX>=2.6', 'matplotlib>=3.8', 'ipython', 'tokamax>=0.0.12'],
         'gcs': ['gcsfs>=2025.1'],
         'tensorboard': ['tensorboardX>=2.6'],
         'notebook': ['matplotlib>=3.8', 'jupyter', 'nbconvert', 'ipykernel'],
         'plots': ['matplotlib>=3.8'],
+        # The dropless grouped matmul of MaxText (config.moe.dispatch='tokamax'): Pallas kernels
+        # for TPU (Mosaic) and GPU (Mosaic GPU, Triton), with an XLA fallback everywhere.
+        'tpu': ['tokamax>=0.0.12'],
+        'gpu': ['tokamax>=0.0.12'],
     },
 )

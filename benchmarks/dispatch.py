@@ -34,12 +34,13 @@ def main():
                        axis_types=(jax.sharding.AxisType.Auto,) * 4, devices=jax.devices()[:1])
 
   def plain(x, w):
-    return layer._local(x, routing, lambda v: v)[0].sum()  # pylint: disable=protected-access
+    return moe_lib.dispatch_local(x, routing.experts_TxK, routing.weights_TxK, *w,
+                                  layer.cfg)[0].sum()
 
   def transported(name):
     def fn(x, w):
       y, _, _ = expert_parallel.routed(x, routing.experts_TxK, routing.weights_TxK, *w, name,
-                                       1.25, ('data', 'fsdp', 'expert'))
+                                       layer.cfg)
       return y.sum()
     return fn
 

@@ -14,7 +14,6 @@ growing as A falls and as C grows (Eq. 10).
 
 from configs import common
 from configs import paper_tables as tables
-from experiments.sweep import Member
 
 EXPERTS = {'paper': tables.TABLE_7_EXPERTS, 'local': tables.TABLE_7_EXPERTS, 'smoke': [2, 4, 8]}
 
@@ -32,6 +31,6 @@ def get_sweep(arg=None):
   for group in common.groups(scale):
     d_expert = tables.TABLE_7[group.index][2] if scale == 'paper' else group.d_model
     for experts in EXPERTS[scale]:
-      members.append(Member(f'{group.name}_E{experts}', group.overrides(
-          n_experts=experts, top_k=2, n_shared=1, d_expert=d_expert), group.name))
+      members.append(group.member(f'E{experts}', n_experts=experts, top_k=2, n_shared=1,
+                                  d_expert=d_expert))
   return members

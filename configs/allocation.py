@@ -4,12 +4,15 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/allocation.py:local --workdir=/tmp/studies
 
-At each budget, five models with M = M_opt(C) x {1/4, 1/2, 1, 2, 4} (ling_jax.design picks the
+At each budget, models with M = M_target(C) x {1/4, 1/2, 1, 2, 4} (ling_jax.design picks the
 backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rate and batch from
-Eq. 3. `paper` (default): budgets 1e18, 3e18, 1e19, 3e19, 1e20 FLOPs, 50 members. `local`:
-5e11 .. 8e12 FLOPs on CPU, about 1 hour. `smoke`: 1 budget, 3 sizes. The paper fitted
-M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905 for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578
-for dense: compute-optimal MoE models are smaller and see more data.
+the hyperparameter law. `paper` (default): budgets 1e18 .. 1e20 FLOPs, M_target from Table 1,
+Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): budgets 3e11 ..
+1e13 FLOPs (1.5 decades), M_target from Table 1 and a wider span (1/8 .. 4: byte-level optima
+need not follow the BPE law), learning rate and batch from the local hyperparameter law.
+`smoke`: 1 budget, 3 sizes. The paper fitted M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905
+for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578 for dense: compute-optimal MoE models are smaller
+and see more data.
 """
 
 from configs import common
@@ -17,9 +20,10 @@ from configs import hparams
 from fitting import laws
 from ling_jax import design as design_lib
 
-BUDGETS = {'paper': [1e18, 3e18, 1e19, 3e19, 1e20], 'local': [5e11, 1e12, 2e12, 4e12, 8e12],
+BUDGETS = {'paper': [1e18, 3e18, 1e19, 3e19, 1e20], 'local': [3e11, 1.1e12, 3.5e12, 1e13],
            'smoke': [3e8]}
-SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
+SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4],
+         'smoke': [0.5, 1, 2]}
 
 
 def get_config(arg=None):
@@ -33,7 +37,7 @@ def get_sweep(arg=None):
   for kind, shape in hparams.SHAPES.items():
     m_law = laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M
     for budget in BUDGETS[scale]:
-      optimum = common.scaled_optimal_m(budget, scale, kind == 'moe') or m_law(budget)
+      optimum = common.optimal_m(budget, 'smoke', kind) if scale == 'smoke' else m_law(budget)
       chosen = set()
       for factor in SIZES[scale]:
         d = design_lib.design(budget, shape, m_target=factor * optimum,
@@ -43,5 +47,6 @@ def get_sweep(arg=None):
           continue
         chosen.add(key)
         members.append(common.design_member(
-            f'{kind}_C{budget:.0e}_M{d.M:.2e}', f'{kind}_C{budget:.0e}', d, scale))
+            f'{kind}_C{budget:.2g}_M{d.M:.2e}', f'{kind}_C{budget:.2g}', d, scale, kind,
+            needs_local_laws=('hparams',)))
   return members

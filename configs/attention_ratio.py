@@ -14,7 +14,6 @@ minor across 20-50%.
 
 from configs import common
 from configs import paper_tables as tables
-from experiments.sweep import Member
 from ling_jax import design as design_lib
 
 SCALES = [0.875, 0.9375, 1.0, 1.0625, 1.125]
@@ -45,7 +44,6 @@ def get_sweep(arg=None):
   members = []
   for group in common.groups(scale, batches=tables.TABLE_11_BATCH):
     for d_model, d_expert in variants(group, scale, c.train.seq_len, c.model.vocab_size):
-      overrides = group.overrides(d_model=d_model, d_expert=d_expert,
-                                  head_dim=d_model // group.n_heads)
-      members.append(Member(f'{group.name}_d{d_model}_e{d_expert}', overrides, group.name))
+      members.append(group.member(f'd{d_model}_e{d_expert}', d_model=d_model, d_expert=d_expert,
+                                  head_dim=d_model // group.n_heads))
   return members

@@ -1,5 +1,7 @@
 """Scales shared by the config files: the paper's TPU setting, a CPU setting, a test setting."""
 
+import math
+
 from ling_jax import config as config_lib
 
 SCALES = ('paper', 'local', 'smoke')
@@ -24,11 +26,12 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
   return c
 
 
-def local_training(c, compute_budget: float):
-  """Two CPU cores, minutes: the built-in stdlib byte corpus, 256-token sequences."""
+def local_training(c, compute_budget: float, seq_len: int = 256):
+  """Two CPU cores, minutes: the built-in stdlib byte corpus."""
   c.model.update(vocab_size=256)
-  c.train.update(seq_len=256, batch_size=16, learning_rate=3e-3, compute_budget=compute_budget,
-                 eval_every=100, log_every=20, checkpoint_every=100, eval_batches=4)
+  c.train.update(seq_len=seq_len, batch_size=16, learning_rate=3e-3, compute_budget=compute_budget,
+                 eval_every=100, log_every=20, checkpoint_every=100, eval_batches=4,
+                 steps_per_call=10)
   c.data.source = 'stdlib'
   return c
 
@@ -53,13 +56,102 @@ from fitting import laws
 from ling_jax import design as design_lib
 from ling_jax import flops
 
-# CPU backbones (n_layers, d_model, n_heads, n_kv_heads), one per budget, mirroring the paper's
-# six groups; d_model is a multiple of 48 so that 2 d_model / G is whole for every G of Table 8.
-# Budgets in FLOPs (paper convention).
-LOCAL_BACKBONES = [(2, 48, 2, 1), (2, 96, 3, 1), (3, 144, 4, 2), (4, 192, 6, 2), (4, 240, 6, 2),
-                   (5, 288, 8, 2)]
-LOCAL_BUDGETS = [5e11, 1e12, 2e12, 4e12, 8e12, 1.6e13]
+# --- The local protocol (docs/replication.md) ----------------------------------------------------
+#
+# Every study at `local` scale follows one protocol on the built-in byte corpus:
+#  * budgets in FLOPs (paper convention) spanning at least 1.5 decades;
+#  * every member trains at least LOCAL_MIN_STEPS optimizer steps: where a law's batch would give
+#    fewer, the batch shrinks (never the steps);
+#  * models come from this scale's own allocation law, learning rates and batches from this
+#    scale's own hyperparameter law, both read from the fits committed under results/local/;
+#    before those fits exist the paper's laws (Eq. 3, Table 1) stand in, the members are marked
+#    provisional, and `experiments.run` refuses to train them;
+#  * each arm (dense, MoE) trains at its own compute-optimal allocation, D = C / M_opt(C);
+#  * the loss every fit uses is the held-out loss on one fixed set of LOCAL_EVAL_SEQUENCES
+#    sequences, the same for every member.
+
+import dataclasses
+import json
+import os
+
+from configs import paper_tables as tables
+from experiments.sweep import Member
+from fitting import laws
+from ling_jax import design as design_lib
+from ling_jax import flops
+
+LOCAL_MIN_STEPS = 1000
+LOCAL_EVAL_SEQUENCES = 4096  # 524,288 held-out bytes
+LOCAL_EVAL_BATCH = 64
+# The ablations' budget groups: 1.6 decades, one backbone per budget from the allocation law.
+LOCAL_BUDGETS = [2e11, 5e11, 1.25e12, 3.2e12, 8e12]
+# Backbones (n_layers, d_model, n_heads, n_kv_heads) the designs choose from: head dim 24 and
+# d_model a multiple of 24, so that 2 d_model / G is whole for every G of Table 8 and the
+# granularity groups stay exactly iso-FLOP.
+LOCAL_LADDER = [(2, 24, 1, 1), (2, 48, 2, 1), (3, 72, 3, 1), (3, 96, 4, 2), (4, 120, 5, 1),
+                (4, 144, 6, 2), (5, 168, 7, 1), (5, 192, 8, 2), (6, 240, 10, 2), (6, 288, 12, 4),
+                (7, 336, 14, 2)]
+LOCAL_HEAD_DIM = 24
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'results', 'local')
 SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
+# Local studies train 128-byte sequences: at d_model 32-320 the attention scores (4 s d per
+# layer) would otherwise dominate M, and shorter sequences leave more optimizer steps per budget.
+LOCAL_SEQ_LEN = 128
+BASELINE_MOE = design_lib.MoEShape(64, 4, 1, granularity=2.0)  # the paper's Sec. 2 shape
+
+
+def fitted_report(study: str) -> dict | None:
+  """The committed fit of a local study (results/local/<study>/report.json), or None."""
+  path = os.path.join(RESULTS_DIR, study, 'report.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)['studies'].get(study)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalLaw:
+  """A value of a local law and where it came from."""
+  value: float
+  source: str
+  provisional: bool
+
+
+def _power(entry: dict, C: float) -> float:
+  params = entry['params']
+  return float(math.exp(params['log_coefficient']) * C ** params['exponent_C'])
+
+
+def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
+  """(peak learning rate, batch in tokens) at C FLOPs for 'moe' or 'dense' at local scale."""
+  report = fitted_report('hparams')
+  if report and kind in report:
+    source = f'results/local/hparams ({kind} law)'
+    return (LocalLaw(_power(report[kind]['learning_rate'], C), source, False),
+            LocalLaw(_power(report[kind]['batch_tokens'], C), source, False))
+  source = 'provisional: arXiv 2507.17702 Eq. 3 (hparams:local not fitted yet)'
+  return (LocalLaw(laws.MOE_LEARNING_RATE(C), source, True),
+          LocalLaw(laws.MOE_BATCH_TOKENS(C), source, True))
+
+
+def local_optimal_m(C: float, kind: str) -> LocalLaw:
+  """Compute-optimal M (FLOPs/token) at C for 'moe' (64/4/1, G = 2) or 'dense' at local scale."""
+  report = fitted_report('allocation')
+  if report and kind in report:
+    law = report[kind]['M_opt']
+    return LocalLaw(law['coefficient'] * C ** law['exponent'],
+                    f'results/local/allocation ({kind} M_opt law)', False)
+  law = laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M
+  return LocalLaw(law(C), 'provisional: arXiv 2507.17702 Table 1 (allocation:local not fitted '
+                  'yet)', True)
+
+
+def local_batch_sequences(batch_tokens: float, tokens: float) -> int:
+  """The law's batch in sequences, shrunk where needed so the run takes LOCAL_MIN_STEPS steps."""
+  wanted = max(1, round(batch_tokens / LOCAL_SEQ_LEN))
+  most = max(1, int(tokens / (LOCAL_MIN_STEPS * LOCAL_SEQ_LEN)))
+  return min(wanted, most)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +166,15 @@ class Group:
   budget: float  # FLOPs; 0 at smoke scale, which trains a fixed number of tokens
   learning_rate: float
   batch_size: int  # sequences
+  provisional: str = ''  # why the design is not final (a local law it needs is not fitted)
 
   @property
   def name(self) -> str:
     return f'g{self.index}'
+
+  def member(self, suffix: str, **model) -> Member:
+    """The member `<group>_<suffix>` of this group with these model fields."""
+    return Member(f'{self.name}_{suffix}', self.overrides(**model), self.name, self.provisional)
 
   def overrides(self, **model) -> dict:
     out = {'model.n_layers': self.n_layers, 'model.d_model': self.d_model,
@@ -90,13 +187,33 @@ class Group:
 
 
 def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
+  """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
+  LOCAL_BUDGETS with the backbone of the baseline MoE's M_opt(C) (see local_group)."""
   if scale == 'paper':
     return [Group(i, L, d, h, kv, c, lr, b) for i, ((L, d, h, kv), c, lr, b) in enumerate(zip(
         design_lib.PAPER_BACKBONES, tables.GROUP_MAX_FLOPS, tables.GROUP_LR, batches))]
   if scale == 'local':
-    return [Group(i, L, d, h, kv, c, 3e-3, 16)
-            for i, ((L, d, h, kv), c) in enumerate(zip(LOCAL_BACKBONES, LOCAL_BUDGETS))]
+    return [local_group(i, c) for i, c in enumerate(LOCAL_BUDGETS)]
   return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
+
+
+def local_group(index: int, budget: float) -> Group:
+  """The group of a local budget: the baseline MoE's compute-optimal backbone, the local laws'
+  learning rate and batch (shrunk to keep LOCAL_MIN_STEPS steps)."""
+  d = design_lib.design(budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value,
+                        **local_design_options())
+  lr, batch = local_hyperparameters(budget, 'moe')
+  sequences = local_batch_sequences(batch.value, d.tokens)
+  f = d.model
+  return Group(index, f['n_layers'], f['d_model'], f['n_heads'], f['n_kv_heads'], budget,
+               lr.value, sequences, local_provisional())
+
+
+def local_provisional(needs=('hparams', 'allocation')) -> str:
+  """Why local designs are provisional ('' once the local laws they need are fitted)."""
+  missing = [s for s in needs if fitted_report(s) is None]
+  return (f'the local {" and ".join(missing)} law(s) are not fitted yet '
+          f'(results/local/{{{",".join(missing)}}}/report.json)' if missing else '')
 
 
 def study_config(name: str, scale: str, source: str, designed: bool = False):
@@ -108,8 +225,11 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
   if scale == 'paper':
     paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
   elif scale == 'local':
-    local_training(c, compute_budget=1e12)
-    c.train.update(eval_every=200, checkpoint_every=200, log_every=50)
+    local_training(c, compute_budget=1e12, seq_len=LOCAL_SEQ_LEN)
+    c.train.update(eval_every=500, checkpoint_every=500, log_every=100, eval_batches=4,
+                   eval_sequences=LOCAL_EVAL_SEQUENCES, eval_batch_size=LOCAL_EVAL_BATCH)
+    c.data.eval_fraction = 0.05  # 2.1 MB held out: room for the fixed eval set
+    c.moe.capacity_factor = 2.0  # dropped share collected per member; must stay below 1%
   else:
     smoke_training(c)
     c.train.update(tokens=0 if designed else 4 * 32 * 4, eval_every=100, checkpoint_every=2)
@@ -128,41 +248,42 @@ def table3_run(c, row: dict):
 
 
 def local_design_options() -> dict:
-  """design() arguments for the CPU scale: bytes, 256-token sequences, head dim 32."""
-  return dict(seq_len=256, vocab_size=256, head_dim=32, ladder=LOCAL_BACKBONES)
+  """design() arguments for the CPU scale: bytes, LOCAL_SEQ_LEN-byte sequences, the local ladder."""
+  return dict(seq_len=LOCAL_SEQ_LEN, vocab_size=256, head_dim=LOCAL_HEAD_DIM, ladder=LOCAL_LADDER)
 
 
-def scaled_optimal_m(compute: float, scale: str, moe: bool) -> float | None:
-  """M target at `compute` for the CPU and test scales, None at paper scale (the Table 1 law).
-
-  Table 1's laws were fitted at 1e18+ FLOPs with 4096-token sequences and a 126k vocabulary;
-  below 1e13 FLOPs they ask for models smaller than any byte-level backbone. The small scales
-  keep the law's exponent and move its coefficient so that the middle budget lands on the
-  middle backbone of the ladder.
-  """
-  if scale == 'paper':
-    return None
+def optimal_m(compute: float, scale: str, kind: str) -> float:
+  """M_opt(C) in FLOPs/token: Table 1 at paper scale, the local law at local scale; at smoke
+  scale Table 1's exponent with the coefficient moved so that 3e8 FLOPs picks the first smoke
+  backbone (tests only)."""
+  moe = kind == 'moe'
   law = laws.MOE_OPTIMAL_M if moe else laws.DENSE_OPTIMAL_M
-  budgets, ladder = ((LOCAL_BUDGETS, LOCAL_BACKBONES) if scale == 'local' else
-                     ([3e8, 6e8], SMOKE_BACKBONES))
-  seq_len, vocab = (256, 256) if scale == 'local' else (32, 64)
-  middle = len(ladder) // 2
-  shape = design_lib.MoEShape(64, 4, 1, granularity=2.0) if moe else design_lib.MoEShape()
+  if scale == 'paper':
+    return law(compute)
+  if scale == 'local':
+    return local_optimal_m(compute, kind).value
+  shape = BASELINE_MOE if moe else design_lib.MoEShape()
   reference = flops.paper_flops_per_token(design_lib.architecture(
-      design_lib.model_fields(ladder[middle], shape), seq_len, vocab))
-  return reference * (compute / budgets[middle]) ** law.exponent
+      design_lib.model_fields(SMOKE_BACKBONES[0], shape), 32, 64))
+  return reference * (compute / 3e8) ** law.exponent
 
 
-def design_member(name: str, group: str, d: design_lib.Design, scale: str,
-                  batch_sequences: int | None = None, learning_rate: float | None = None) -> Member:
-  """A member from a design; off paper scale the laws' learning rates and batches do not apply,
-  and the scale's defaults are used unless a grid sets them."""
+def design_member(name: str, group: str, d: design_lib.Design, scale: str, kind: str = 'moe',
+                  batch_sequences: int | None = None, learning_rate: float | None = None,
+                  needs_local_laws=('hparams', 'allocation')) -> Member:
+  """A member from a design. At paper scale the design's Eq. 3 learning rate and batch; at local
+  scale the local laws' (batch shrunk to keep LOCAL_MIN_STEPS steps); at smoke scale fixed
+  values; a grid may set either."""
   overrides = {f'model.{k}': v for k, v in d.model.items()}
-  if scale != 'paper':
-    defaults = dict(local=(16, 3e-3), smoke=(4, 1e-2))[scale]
-    batch_sequences, learning_rate = (batch_sequences or defaults[0],
-                                      learning_rate or defaults[1])
+  provisional = ''
+  if scale == 'local':
+    lr, batch = local_hyperparameters(d.compute_budget, kind)
+    batch_sequences = batch_sequences or local_batch_sequences(batch.value, d.tokens)
+    learning_rate = learning_rate or lr.value
+    provisional = local_provisional(needs_local_laws)
+  elif scale == 'smoke':
+    batch_sequences, learning_rate = batch_sequences or 4, learning_rate or 1e-2
   overrides.update({'train.compute_budget': d.compute_budget,
                     'train.learning_rate': learning_rate or d.learning_rate,
                     'train.batch_size': batch_sequences or d.batch_sequences})
-  return Member(name, overrides, group)
+  return Member(name, overrides, group, provisional)

@@ -4,11 +4,13 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/dense_baseline.py:local --workdir=/tmp/studies
 
-One compute-optimal dense model per budget (ling_jax.design with the dense allocation law of
-Table 1), at the budgets of the MoE ablations, so that L_dense(C) can be fitted and inverted at
-each MoE run's loss. `paper` (default): 2e18 .. 6e20 FLOPs (6 members, the Tables 7-11 budgets)
-plus 1e18 and 2e21 to bracket them. `local`: the local ablation budgets and two beyond (about
-20 minutes). `smoke`: 2 members.
+One compute-optimal dense model per budget (ling_jax.design at the dense M_opt(C)), so that
+L_dense(C) can be fitted and inverted at each MoE run's loss. The budgets bracket the MoE
+budgets: half the smallest below, and 8 times the largest above, so that an MoE run with an EL up
+to 8 reads its dense compute off fitted points, not an extrapolation. `paper` (default): 1e18 ..
+2e21 FLOPs, Table 1's M_opt. `local` (step 3 of the local protocol, docs/replication.md):
+1e11 .. 6.4e13 FLOPs at this scale's fitted dense M_opt(C), learning rate and batch from its
+hyperparameter law. `smoke`: 2 members.
 """
 
 from configs import common
@@ -17,7 +19,8 @@ from configs import paper_tables as tables
 from ling_jax import design as design_lib
 
 BUDGETS = {'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
-           'local': [2.5e11] + common.LOCAL_BUDGETS + [3.2e13], 'smoke': [3e8, 6e8]}
+           'local': [1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2.5e13, 6.4e13],
+           'smoke': [3e8, 6e8]}
 
 
 def get_config(arg=None):
@@ -30,6 +33,7 @@ def get_sweep(arg=None):
   members = []
   for budget in BUDGETS[scale]:
     d = design_lib.design(budget, design_lib.MoEShape(), **hparams.design_options(scale),
-                          m_target=common.scaled_optimal_m(budget, scale, moe=False))
-    members.append(common.design_member(f'dense_C{budget:.0e}', f'C{budget:.0e}', d, scale))
+                          m_target=common.optimal_m(budget, scale, 'dense'))
+    members.append(common.design_member(f'dense_C{budget:.2g}', f'C{budget:.2g}', d, scale,
+                                        'dense'))
   return members

@@ -14,7 +14,6 @@ the text intends. The paper found almost no effect (EL ~ 1), the best count grow
 
 from configs import common
 from configs import paper_tables as tables
-from experiments.sweep import Member
 
 LAYERS = {'paper': 60, 'local': 12, 'smoke': 4}
 
@@ -38,7 +37,6 @@ def get_sweep(arg=None):
       d_expert = group.d_model
       d_ffn = 3 * d_expert
     for dense in tables.TABLE_10_DENSE:
-      overrides = group.overrides(n_layers=LAYERS[scale], num_dense_layers=dense, d_ffn=d_ffn,
-                                  d_expert=d_expert)
-      members.append(Member(f'{group.name}_dense{dense}', overrides, group.name))
+      members.append(group.member(f'dense{dense}', n_layers=LAYERS[scale],
+                                  num_dense_layers=dense, d_ffn=d_ffn, d_expert=d_expert))
   return members

@@ -15,7 +15,6 @@ import math
 
 from configs import common
 from configs import paper_tables as tables
-from experiments.sweep import Member
 
 GRANULARITIES = [2, 4, 6, 8, 12, 16]
 
@@ -35,6 +34,6 @@ def get_sweep(arg=None):
     for (experts, active, shared), g in zip(shapes, GRANULARITIES):
       width = (tables.TABLE_8[group.index][1][GRANULARITIES.index(g)] if scale == 'paper' else
                math.floor(2 * group.d_model / g))
-      members.append(Member(f'{group.name}_G{g}', group.overrides(
-          n_experts=experts, top_k=active, n_shared=shared, d_expert=width), group.name))
+      members.append(group.member(f'G{g}', n_experts=experts, top_k=active, n_shared=shared,
+                                  d_expert=width))
   return members

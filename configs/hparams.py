@@ -4,28 +4,34 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/hparams.py:local --workdir=/tmp/studies --list
 
-At each budget the model comes from the allocation law (ling_jax.design: MoE 64 experts / 4 active
-/ 1 shared, G = 2, and dense), and every (learning rate, batch) of the grid trains it:
-`paper` (default) log2 lr in {-11, -10.5, ..., -9}, log2 batch tokens in {18, ..., 21}, budgets
+At each budget the model comes from an allocation law (ling_jax.design: MoE 64 experts / 4
+active / 1 shared, G = 2, and dense), and every (learning rate, batch) of the grid trains it.
+`paper` (default): log2 lr in {-11, -10.5, ..., -9}, log2 batch tokens in {18, ..., 21}, budgets
 3e17, 3e18, 3e19, 3e20 FLOPs (the paper's range, one per decade): 2 x 4 x 5 x 4 = 160 members.
-`local` shifts the grid to CPU scale (lr 2^-10 .. 2^-6, batch 2^12 .. 2^15 tokens, budgets
-1e11 .. 3e12; about 1.5 hours); `smoke` is 2 x 2 x 2 x 1. Near-optimal runs are those within
-0.25% of the best loss of their budget; the paper fitted lr = 1.1576 C^-0.1529 and
-B = 0.0694 C^0.3644 tokens for MoE and found MoE preferring larger batches and slightly lower
-learning rates than dense at large budgets.
+`local` (step 1 of the local protocol, docs/replication.md): budgets 1e11, 5.6e11 and 3.2e12
+FLOPs (1.5 decades), models from Table 1 (this scale has no allocation law before this study),
+learning rates 2^-2 .. 2^1 and batches 2^-1 .. 2^1 times Eq. 3 at each budget, a batch shrunk
+where it would leave fewer than 1,000 steps (duplicates dropped). `smoke`: 2 x 2 x 2 x 1.
+Near-optimal runs are those within 0.25% of the best loss of their budget; the paper fitted
+lr = 1.1576 C^-0.1529 and B = 0.0694 C^0.3644 tokens for MoE and found MoE preferring larger
+batches and slightly lower learning rates than dense at large budgets.
 """
 
+import math
+
 from configs import common
+from fitting import laws
 from ling_jax import design as design_lib
 
 GRID = {
     'paper': dict(budgets=[3e17, 3e18, 3e19, 3e20], log2_lr=[-11, -10.5, -10, -9.5, -9],
                   log2_batch_tokens=[18, 19, 20, 21]),
-    'local': dict(budgets=[1e11, 3e11, 1e12, 3e12], log2_lr=[-10, -9, -8, -7, -6],
-                  log2_batch_tokens=[12, 13, 14, 15]),
+    # Local: offsets (log2) from Eq. 3 at each budget, not absolute values.
+    'local': dict(budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-2, -1, 0, 1],
+                  log2_batch_tokens=[-1, 0, 1]),
     'smoke': dict(budgets=[3e8], log2_lr=[-8, -6], log2_batch_tokens=[7, 8]),
 }
-SHAPES = {'moe': design_lib.MoEShape(64, 4, 1, granularity=2.0), 'dense': design_lib.MoEShape()}
+SHAPES = {'moe': common.BASELINE_MOE, 'dense': design_lib.MoEShape()}
 
 
 def get_config(arg=None):
@@ -41,18 +47,30 @@ def design_options(scale):
   return dict(seq_len=32, vocab_size=64, head_dim=8, ladder=common.SMOKE_BACKBONES)
 
 
+def _grid(scale, budget, seq_len, tokens):
+  """(learning rate, batch sequences) pairs of one budget."""
+  grid = GRID[scale]
+  if scale != 'local':
+    return [(2.0 ** lr, max(1, 2 ** b // seq_len)) for lr in grid['log2_lr']
+            for b in grid['log2_batch_tokens']]
+  lr0, batch0 = laws.MOE_LEARNING_RATE(budget), laws.MOE_BATCH_TOKENS(budget)
+  batches = sorted({common.local_batch_sequences(batch0 * 2.0 ** b, tokens)
+                    for b in grid['log2_batch_tokens']})
+  return [(lr0 * 2.0 ** lr, b) for lr in grid['log2_lr'] for b in batches]
+
+
 def get_sweep(arg=None):
   scale = common.parse_scale(arg)
-  grid, seq_len = GRID[scale], get_config(scale).train.seq_len
+  seq_len = get_config(scale).train.seq_len
   members = []
   for kind, shape in SHAPES.items():
-    for budget in grid['budgets']:
-      d = design_lib.design(budget, shape, **design_options(scale), m_target=common.scaled_optimal_m(
-          budget, scale, kind == 'moe'))
-      for log2_lr in grid['log2_lr']:
-        for log2_batch in grid['log2_batch_tokens']:
-          members.append(common.design_member(
-              f'{kind}_C{budget:.0e}_lr{log2_lr:g}_b{log2_batch}', f'{kind}_C{budget:.0e}', d,
-              scale, batch_sequences=max(1, 2 ** log2_batch // seq_len),
-              learning_rate=2.0 ** log2_lr))
+    for budget in GRID[scale]['budgets']:
+      m_target = (laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M)(budget)
+      if scale == 'smoke':
+        m_target = common.optimal_m(budget, scale, kind)
+      d = design_lib.design(budget, shape, **design_options(scale), m_target=m_target)
+      for lr, batch in _grid(scale, budget, seq_len, d.tokens):
+        members.append(common.design_member(
+            f'{kind}_C{budget:.2g}_lr{math.log2(lr):+.2f}_b{batch}', f'{kind}_C{budget:.2g}', d,
+            scale, kind, batch_sequences=batch, learning_rate=lr, needs_local_laws=()))
   return members

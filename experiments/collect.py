@@ -27,8 +27,9 @@ _OUT = flags.DEFINE_string('out', None, 'Output path without extension; default 
 COLUMNS = ['study', 'member', 'group', 'status', 'budget', 'n_layers', 'd_model', 'n_heads',
            'n_kv_heads', 'd_ffn', 'num_dense_layers', 'n_experts', 'top_k', 'n_shared', 'd_expert',
            'N', 'N_a', 'M', 'D', 'C', 'A', 'A_routed', 'G', 'S', 'learning_rate', 'batch_size',
-           'seq_len', 'final_train_loss', 'final_eval_loss', 'wall_time_s', 'tokens_per_s',
-           'steps', 'data_fingerprint', 'reason']
+           'seq_len', 'final_train_loss', 'final_eval_loss', 'eval_tokens', 'eval_loss_stderr',
+           'dropped_fraction', 'max_dropped_fraction', 'wall_time_s', 'tokens_per_s',
+           'steady_tokens_per_s', 'steps', 'data_fingerprint', 'reason']
 MODEL_FIELDS = ['n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ffn', 'num_dense_layers',
                 'n_experts', 'top_k', 'n_shared', 'd_expert']
 

@@ -25,6 +25,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Local folder or gs:// path.')
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Run only this member of a study.')
 _LIST = flags.DEFINE_bool('list', False, "Print the study's members and their cost; train nothing.")
 _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False, 'Rerun members recorded as failed.')
+_ALLOW_PROVISIONAL = flags.DEFINE_bool(
+    'allow_provisional', False, 'Train local members whose laws are not fitted yet.')
 _COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, multi-process '
                                    'runs off TPU (or LING_JAX_COORDINATOR).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
@@ -80,7 +82,8 @@ def main(argv):
       return
     if _WORKDIR.value is None:
       sys.exit('--workdir is required.')
-    outcome = sweep.run(config, members, _WORKDIR.value, _SWEEP_INDEX.value, _RETRY_FAILED.value)
+    outcome = sweep.run(config, members, _WORKDIR.value, _SWEEP_INDEX.value, _RETRY_FAILED.value,
+                        allow_provisional=_ALLOW_PROVISIONAL.value)
   except config_lib.ConfigError as error:
     sys.exit(f'Invalid config: {error}')
   counts = {s: list(outcome.values()).count(s) for s in sorted(set(outcome.values()))}

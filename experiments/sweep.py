@@ -17,6 +17,7 @@ from typing import Any
 
 from etils import epath
 
+from experiments import cost
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
@@ -25,10 +26,6 @@ log = logging.getLogger('ling_jax')
 
 MEMBER_FILE = 'member.json'
 FAILURE_FILE = 'failure.json'
-# Paper-convention FLOPs per second the local configs reach on 2 CPU cores (configs/moe.py:local:
-# 1.5e13 FLOPs in 207 s, 2026-11-24), for the cost column of --list; the first ~10 s compile.
-LOCAL_FLOPS_PER_S = 7e10
-COMPILE_S = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +35,7 @@ class Member:
   name: str
   overrides: dict[str, Any]
   group: str = ''  # members of a group share a budget (and, by design, M)
+  provisional: str = ''  # why its design is not final yet (a law it needs is not fitted)
 
 
 def load_members(config) -> list[Member] | None:
@@ -95,26 +93,36 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
             f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status')
   lines = [header]
   total_hours = 0.0
+  model = cost.load()
   for i, (member, c, arch) in enumerate(validate_all(base, members)):
     s = flops.summary(arch)
     steps = config_lib.num_steps(c, arch)
     tokens = steps * c.train.batch_size * c.train.seq_len
     compute = s['M'] * tokens
-    hours = (compute / LOCAL_FLOPS_PER_S + COMPILE_S) / 3600
+    hours = cost.run_seconds(model, arch, c.train, steps) / 3600
     total_hours += hours
     state = status(member_dir(workdir, base, member)) if workdir else '-'
+    state += ' (provisional)' if member.provisional else ''
     lines.append(f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
                  f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
                  f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
                  f'{c.train.batch_size:>5} {hours:>9.3g}h {state}')
+  notes = sorted({m.provisional for m in members if m.provisional})
+  lines += [f'provisional: {note}' for note in notes]
   lines.append(f'{len(members)} members, C in FLOPs (paper convention), D in tokens; cost_here '
-               f'estimates 2 CPU cores at {LOCAL_FLOPS_PER_S:.0e} FLOP/s: {total_hours:.3g} h in all')
+               f'is the step-time model of experiments/cost.py (measured {model["measured"]} on '
+               f'{model["machine"]}): {total_hours:.3g} h in all')
   return '\n'.join(lines)
 
 
 def run(base, members: list[Member], workdir: str, index: int | None = None,
-        retry_failed: bool = False, train_fn=None) -> dict[str, str]:
-  """Runs the members (all, or the one at `index`) in order; returns member -> status."""
+        retry_failed: bool = False, train_fn=None,
+        allow_provisional: bool = False) -> dict[str, str]:
+  """Runs the members (all, or the one at `index`) in order; returns member -> status.
+
+  Members whose design is provisional (a law of an earlier protocol step is not fitted yet) are
+  refused unless `allow_provisional`: their results would not answer the study's question.
+  """
   if train_fn is None:
     from ling_jax import train as train_lib  # JAX only when something trains
     train_fn = train_lib.train
@@ -124,6 +132,12 @@ def run(base, members: list[Member], workdir: str, index: int | None = None,
       raise config_lib.ConfigError(f'--sweep_index={index}: the study has {len(members)} members '
                                    f'(0..{len(members) - 1}); see --list.')
     validated = [validated[index]]
+  provisional = [m for m, _, _ in validated if m.provisional]
+  if provisional and not allow_provisional:
+    raise config_lib.ConfigError(
+        f'{base.name}: {len(provisional)} member(s) are provisional because '
+        f'{provisional[0].provisional}; run and fit the earlier steps of the protocol first '
+        '(docs/replication.md), or pass --allow_provisional to train them anyway.')
   outcome = {}
   for member, c, _ in validated:
     directory = member_dir(workdir, base, member)

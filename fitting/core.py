@@ -194,8 +194,9 @@ def bootstrap(law: laws_lib.Law, X, y, result: FitResult, n: int = 1000, seed: i
       draws.append(refit.theta)
     except FitError:
       failures += 1
-  result.draws = np.array(draws)
-  result.intervals = {p: interval(result.draws[:, i], level) for i, p in enumerate(law.params)}
+  result.draws = np.array(draws).reshape(len(draws), len(law.params))
+  if len(draws):
+    result.intervals = {p: interval(result.draws[:, i], level) for i, p in enumerate(law.params)}
   result.bootstrap_failures = failures
   return result
 

@@ -23,7 +23,7 @@ def recommend(C: float, A: float = 0.031, top_k: int = 8, coefficients='paper') 
     params = laws.PAPER_UNIFIED_EL
   else:
     with open(coefficients) as f:
-      params = json.load(f)['unified_el']['params']
+      params = laws.unified_el_from_report(json.load(f))['params']
   g_star = laws.UNIFIED_EL.optimal_granularity(laws.UNIFIED_EL.vector(params))
   n_experts = max(top_k, round((top_k + 1) / A - 1))  # A = (E_a + E_s) / (E + E_s), E_s = 1
   shape = design_lib.MoEShape(n_experts, top_k, 1, granularity=g_star)

@@ -6,7 +6,8 @@ Definitions (the reviewers found the paper ambiguous; every result names its def
   * 'per_architecture': fit one MoE architecture's own L(C) over its budgets, EL at a target
     budget = C_dense(L_arch(C_target)) / C_target (the paper's "fit a series of loss scaling
     curves").
-EL points whose loss lies outside the dense losses observed are flagged as extrapolations.
+EL points whose loss lies outside the dense losses observed are flagged as extrapolations and
+left out of every law. Either activation ratio can enter the fits (`ACTIVATION_DEFINITIONS`).
 """
 
 from __future__ import annotations
@@ -52,49 +53,78 @@ def invert_frontier(law, theta, loss):
     return np.where(excess > 0, np.exp((np.log(excess) - log_alpha) / -beta), np.nan)
 
 
-def el_per_run(moe_rows, dense_law, dense_theta, dense_losses, loss_key, cost_key='C'):
-  """One EL point per MoE run: C_dense(L_run) / C_run."""
+ACTIVATION_DEFINITIONS = {
+    'stated': 'A = (E_a + E_s) / (E + E_s), the definition of arXiv 2507.17702 Sec. 2.1',
+    'routed': 'A = E_a / E, the routed-only ratio behind the paper\'s printed 0.8% and 3.1%',
+}
+
+
+def activation(row: dict, definition: str) -> float | None:
+  """The row's activation ratio under `definition` ('stated' or 'routed')."""
+  return row.get('A') if definition == 'stated' else row.get('A_routed')
+
+
+def family(row: dict) -> str:
+  """The MoE architecture of a study row, the same across its budget groups: the member name
+  without its group prefix ('g3_E64' -> 'E64'), as the study configs name members."""
+  member, group = str(row.get('member', '')), str(row.get('group', ''))
+  if group and member.startswith(group + '_'):
+    return member[len(group) + 1:]
+  return '/'.join(f'{k}={row.get(k)}' for k in ('n_experts', 'top_k', 'n_shared', 'd_expert',
+                                                 'num_dense_layers'))
+
+
+def el_per_run(moe_rows, dense_law, dense_theta, dense_losses, loss_key, cost_key='C',
+               activation_definition='stated'):
+  """One EL point per MoE run: C_dense(L_run) / C_run. A point whose loss lies outside the
+  losses the dense frontier was fitted on is `extrapolated`: the laws leave it out."""
   lo, hi = float(np.min(dense_losses)), float(np.max(dense_losses))
   out = []
   for row in moe_rows:
     c_dense = float(invert_frontier(dense_law, dense_theta, row[loss_key]))
-    out.append(dict(study=row.get('study'), member=row.get('member'), A=row.get('A'),
-                    A_routed=row.get('A_routed'), G=row.get('G'), S=row.get('S'),
-                    C=row[cost_key], loss=row[loss_key], C_dense=c_dense,
-                    EL=c_dense / row[cost_key], definition='per_run',
+    out.append(dict(study=row.get('study'), member=row.get('member'), group=row.get('group'),
+                    family=family(row), A=activation(row, activation_definition),
+                    A_stated=row.get('A'), A_routed=row.get('A_routed'), G=row.get('G'),
+                    S=row.get('S'), C=row[cost_key], budget=row.get('budget'), loss=row[loss_key],
+                    C_dense=c_dense, EL=c_dense / row[cost_key], definition='per_run',
                     extrapolated=not lo <= row[loss_key] <= hi))
   return out
 
 
-def architecture_key(row) -> tuple:
-  return tuple(row.get(k) for k in ('n_experts', 'top_k', 'n_shared', 'G', 'num_dense_layers',
-                                    'A', 'S'))
-
-
-def el_per_architecture(moe_rows, dense_law, dense_theta, target_cost, loss_key, cost_key='C'):
-  """EL at `target_cost` from each MoE architecture's own power-law frontier."""
+def el_per_architecture(moe_rows, dense_law, dense_theta, dense_losses, loss_key, cost_key='C',
+                        activation_definition='stated'):
+  """The paper's EL: each MoE architecture (family) gets its own power law L(C) over its budgets,
+  and EL at each of those budgets is C_dense(L_arch(C)) / C. Families with fewer than 3 budgets
+  are skipped; a target loss outside the dense losses is flagged `extrapolated`."""
   families = collections.defaultdict(list)
   for row in moe_rows:
-    families[architecture_key(row)].append(row)
+    families[family(row)].append(row)
+  lo, hi = float(np.min(dense_losses)), float(np.max(dense_losses))
   out = []
-  for key, rows in families.items():
-    cost, loss, _ = frontier_points(rows, loss_key, cost_key)
-    if len(cost) < 2:
+  for name, rows in sorted(families.items()):
+    cost, loss, best = frontier_points(rows, loss_key, cost_key)
+    if len(cost) < 3:
       continue
-    law, result = fit_frontier(cost, loss, 'power', what=f'MoE family {key}')
-    target_loss = float(law.predict(result.theta, dict(C=np.array([target_cost])))[0])
-    c_dense = float(invert_frontier(dense_law, dense_theta, target_loss))
-    out.append(dict(A=rows[0].get('A'), A_routed=rows[0].get('A_routed'), G=rows[0].get('G'),
-                    S=rows[0].get('S'), C=target_cost, loss=target_loss, C_dense=c_dense,
-                    EL=c_dense / target_cost, definition='per_architecture', n_budgets=len(cost)))
+    law, result = fit_frontier(cost, loss, 'power', what=f'MoE family {name}')
+    for c, row in zip(cost, best):
+      target_loss = float(law.predict(result.theta, dict(C=np.array([c])))[0])
+      c_dense = float(invert_frontier(dense_law, dense_theta, target_loss))
+      out.append(dict(study=row.get('study'), family=name, group=row.get('group'),
+                      A=activation(row, activation_definition), A_stated=row.get('A'),
+                      A_routed=row.get('A_routed'), G=row.get('G'), S=row.get('S'), C=float(c),
+                      loss=target_loss, C_dense=c_dense, EL=c_dense / c,
+                      definition='per_architecture', n_budgets=len(cost),
+                      extrapolated=not lo <= target_loss <= hi))
   return out
 
 
-def el_bootstrap(dense_rows, moe_rows, loss_key, form='power', n=200, seed=0, cost_key='C'):
-  """Per-run EL points with 95% intervals from a joint run-level bootstrap of both arms."""
+def el_bootstrap(dense_rows, moe_rows, loss_key, form='power', n=200, seed=0, cost_key='C',
+                 activation_definition='stated'):
+  """Per-run EL points with 95% intervals from a run-level bootstrap of the dense frontier."""
   cost, loss, _ = frontier_points(dense_rows, loss_key, cost_key)
   law, result = fit_frontier(cost, loss, form, what='dense frontier')
-  points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key)
+  points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key,
+                      activation_definition)
   rng = np.random.default_rng(seed)
   draws = []
   for _ in range(n):
@@ -112,3 +142,31 @@ def el_bootstrap(dense_rows, moe_rows, loss_key, form='power', n=200, seed=0, co
     if len(draws):
       p['EL_interval'] = core.interval(draws[:, i][np.isfinite(draws[:, i])])
   return law, result, points
+
+
+def joint_bootstrap(dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0,
+                    stratum=None) -> dict:
+  """Percentile intervals of `statistic(dense_rows, moe_rows) -> {name: value}` over draws that
+  resample the dense runs and the MoE runs together (each with replacement; MoE runs within
+  their `stratum(row)`, e.g. the budget group, so that every draw keeps the design), so that the
+  frontier's uncertainty reaches every EL-derived number. Returns the intervals, the draws each
+  rests on, and the fraction of draws that failed."""
+  rng = np.random.default_rng(seed)
+  strata = collections.defaultdict(list)
+  for row in moe_rows:
+    strata[stratum(row) if stratum else None].append(row)
+  values, failed = collections.defaultdict(list), 0
+  for _ in range(n):
+    dense = [dense_rows[i] for i in rng.integers(0, len(dense_rows), len(dense_rows))]
+    moe = [rows[i] for rows in strata.values() for i in rng.integers(0, len(rows), len(rows))]
+    try:
+      out = statistic(dense, moe)
+    except (core.FitError, ValueError, np.linalg.LinAlgError):
+      failed += 1
+      continue
+    for key, value in out.items():
+      if value is not None and np.isfinite(value):
+        values[key].append(value)
+  intervals = {k: core.interval(np.array(v)) for k, v in values.items() if len(v) >= max(2, n // 2)}
+  return dict(intervals=intervals, draws={k: len(v) for k, v in values.items()}, n=n,
+              failed_fraction=failed / n if n else 0.0)

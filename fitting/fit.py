@@ -3,15 +3,19 @@
   python -m fitting.fit --results=/tmp/studies/results.jsonl --study=all --out=/tmp/fits
   python -m fitting.fit --results=gs://B/studies/results.csv --study=granularity --out=/tmp/g
 
-Studies and what is fitted (loss = --loss, final training loss by default, as the paper):
+Studies and what is fitted (loss = --loss: the held-out eval loss at the end of training by
+default; the paper used the training loss):
   dense_baseline    the dense frontier L(C), with (ICLR) and without (v1) an irreducible term;
   hparams           learning-rate and batch laws over the runs within 0.25% of each budget's best;
   allocation        IsoFLOP minima, M_opt(C) and D_opt(C) = C / M_opt;
   activation_ratio, granularity, shared_experts, dense_layers, attention_ratio
-                    EL of every run against the dense frontier (needs dense_baseline rows in the
-                    same table), FLOP EL and wall-clock EL; Eq. 10 per budget, Eq. 11, and the
-                    unified law (Eq. 13) over activation_ratio + granularity points, beside a
-                    direct loss law in A, G and C, both scored on held-out points.
+                    EL of every run (per_run) and of every architecture from its own L(C)
+                    (per_architecture) against the dense frontier (needs dense_baseline rows in
+                    the same table), FLOP EL and wall-clock EL; Eq. 10 / Eq. 11 per budget group,
+                    Eq. 12 per architecture, intervals from a joint bootstrap of dense and MoE
+                    runs; the unified law (Eq. 13) over activation_ratio + granularity points,
+                    beside a direct loss law in A, G and C, both scored on held-out points.
+                    Points that would extrapolate the dense frontier are listed, never fitted.
 Failed, unfinished and NaN runs are excluded and listed in the report.
 """
 
@@ -101,18 +105,146 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
   return report
 
 
-def el_points(study_rows, dense_rows, loss_key, n_bootstrap, cost_key='C'):
-  law, result, points = el_lib.el_bootstrap(dense_rows, study_rows, loss_key, 'power',
-                                            n=n_bootstrap, cost_key=cost_key)
-  return law, result, points
+# Single-factor EL laws of the studies that vary one factor at fixed C: fitted per budget group.
+SINGLE_FACTOR_LAWS = {'activation_ratio': (laws.EL_ACTIVATION, 'A'),
+                      'granularity': (laws.EL_GRANULARITY, 'G')}
+UNIFIED_STUDIES = ('activation_ratio', 'granularity')
+
+
+def _fittable(points):
+  """EL points a law may use: finite, positive, not an extrapolation of the dense frontier."""
+  return [p for p in points if np.isfinite(p['EL']) and p['EL'] > 0 and not p['extrapolated']]
+
+
+def _design(points, keys):
+  return ({k: np.array([p[k] for p in points], float) for k in keys},
+          np.array([p['EL'] for p in points], float))
+
+
+def single_factor_fits(points, law, covariate, starts=None) -> dict:
+  """The law fitted to each budget group's points (the paper's Eq. 10 / 11 per C), as
+  {group: FitResult}; groups whose covariate takes fewer distinct values than the law has
+  parameters + 1 are skipped."""
+  by_group = collections.defaultdict(list)
+  for p in points:
+    by_group[p['group']].append(p)
+  out = {}
+  for group, members in sorted(by_group.items()):
+    X, y = _design(members, law.covariates)
+    if len(np.unique(X[covariate])) <= len(law.params):
+      continue
+    out[group] = core.fit(law, X, y, starts=None if starts is None else [starts[group]],
+                          what=f'{law.name} group {group}')
+  return out
+
+
+def compute_fits(points, starts=None, min_budgets: int = 3) -> dict:
+  """Eq. 12, ln EL = a_C log10 C + c_C, for each architecture family with >= 3 budgets (a
+  bootstrap draw, which may repeat a budget, needs 2)."""
+  by_family = collections.defaultdict(list)
+  for p in points:
+    by_family[p['family']].append(p)
+  out = {}
+  for name, members in sorted(by_family.items()):
+    if len({p['C'] for p in members}) < min_budgets:
+      continue
+    X, y = _design(members, ('C',))
+    out[name] = core.fit(laws.EL_COMPUTE, X, y,
+                         starts=None if starts is None else [starts[name]], what=f'Eq. 12 {name}')
+  return out
+
+
+def _single_factor_statistics(study, dense_rows, moe_rows, loss_key, activation_definition,
+                              starts):
+  """Eq. 10 / 11 parameters per group from one (resampled) set of runs."""
+  _, _, points = el_lib.el_bootstrap(dense_rows, moe_rows, loss_key, n=0,
+                                     activation_definition=activation_definition)
+  law, covariate = SINGLE_FACTOR_LAWS[study]
+  points = [p for p in _fittable(points) if p['group'] in starts]
+  fits = single_factor_fits(points, law, covariate, starts=starts)
+  return {f'{law.name}/{g}/{k}': v for g, r in fits.items() for k, v in r.params.items()}
+
+
+def _compute_statistics(dense_rows, moe_rows, loss_key, activation_definition, starts):
+  """Eq. 12 parameters per architecture from one (resampled) set of runs."""
+  _, _, points = el_lib.el_bootstrap(dense_rows, moe_rows, loss_key, n=0,
+                                     activation_definition=activation_definition)
+  points = [p for p in _fittable(points) if p['family'] in starts]
+  fits = compute_fits(points, starts=starts, min_budgets=2)
+  return {f'el_compute/{name}/{k}': v for name, r in fits.items() for k, v in r.params.items()}
+
+
+def fit_el_study(study, study_rows, dense_rows, loss_key, n_bootstrap,
+                 activation_definition='stated') -> dict:
+  """EL of one study: per-run and per-architecture points, the single-factor law per budget
+  group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms."""
+  _, frontier, points = el_lib.el_bootstrap(dense_rows, study_rows, loss_key, n=n_bootstrap,
+                                            activation_definition=activation_definition)
+  dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
+  per_arch = el_lib.el_per_architecture(study_rows, laws.FRONTIER, frontier.theta, dense_loss,
+                                        loss_key, activation_definition=activation_definition)
+  fittable = _fittable(points)
+  entry = dict(
+      activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation_definition],
+      definition='per_run: C_dense(L_run) / C_run; per_architecture: each family\'s own '
+      'L = alpha C^-beta at each of its budgets, C_dense(L_arch(C)) / C; dense frontier '
+      'L = alpha C^-beta fitted to dense_baseline',
+      dense_frontier_range=dict(C=[float(dense_cost.min()), float(dense_cost.max())],
+                                loss=[float(dense_loss.min()), float(dense_loss.max())]),
+      points=points, per_architecture=per_arch,
+      excluded_points=[dict(member=p['member'], loss=p['loss'], EL=p['EL'],
+                            reason='loss outside the dense frontier\'s fitted losses: EL would '
+                            'extrapolate the frontier') for p in points if p['extrapolated']])
+  starts = {}
+  if study in SINGLE_FACTOR_LAWS:
+    law, covariate = SINGLE_FACTOR_LAWS[study]
+    fits = single_factor_fits(fittable, law, covariate)
+    entry[law.name] = {g: r.to_json() for g, r in fits.items()}
+    starts['single'] = {g: r.theta for g, r in fits.items()}
+    if law is laws.EL_GRANULARITY:
+      for g, r in fits.items():
+        b, c = r.params['b_G'], r.params['c_G']
+        entry[law.name][g]['G_star'] = 2.0 ** (-c / 2) if b < 0 else None
+  fits = compute_fits(fittable)
+  entry['el_compute'] = {name: r.to_json() for name, r in fits.items()}
+  starts['compute'] = {name: r.theta for name, r in fits.items()}
+  boots = []
+  if n_bootstrap and starts.get('single'):  # MoE runs resampled within their budget group
+    boots.append(el_lib.joint_bootstrap(
+        dense_rows, study_rows, lambda d, m: _single_factor_statistics(
+            study, d, m, loss_key, activation_definition, starts['single']),
+        n=n_bootstrap, stratum=lambda r: r.get('group')))
+  if n_bootstrap and starts.get('compute'):  # ... and within their architecture
+    boots.append(el_lib.joint_bootstrap(
+        dense_rows, study_rows, lambda d, m: _compute_statistics(
+            d, m, loss_key, activation_definition, starts['compute']),
+        n=n_bootstrap, seed=1, stratum=el_lib.family))
+  if boots:
+    entry['joint_bootstrap'] = dict(
+        n=n_bootstrap, failed_fraction=max(b['failed_fraction'] for b in boots),
+        resampled='dense and MoE runs together (MoE within each budget group for Eq. 10/11, '
+        'within each architecture for Eq. 12)')
+  for boot in boots:
+    for key, interval in boot['intervals'].items():
+      law_name, group, param = key.split('/')
+      target = entry.get(law_name, {}).get(group)
+      if target is not None:
+        target.setdefault('joint_intervals', {})[param] = interval
+        target.setdefault('joint_draws', {})[param] = boot['draws'][key]
+  if study == 'activation_ratio':
+    entry['check_A_equals_1'] = [
+        dict(member=p['member'], EL=p['EL'], EL_interval=p.get('EL_interval'),
+             holds=bool(p.get('EL_interval') and p['EL_interval'][0] <= 1 <= p['EL_interval'][1]))
+        for p in points if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9]
+  return entry
 
 
 def fit_el_laws(points, what, n_bootstrap):
   """Eq. 13 with the paper's split (EL < 6 fitted, EL >= 6 held out) and leave-the-largest-budget
-  -out; Eq. 10 per budget when A varies, Eq. 11 when G varies."""
-  usable = [p for p in points if np.isfinite(p['EL']) and p['EL'] > 0 and p.get('A') and p.get('G')]
+  -out, over non-extrapolated points."""
+  usable = [p for p in _fittable(points) if p.get('A') and p.get('G')]
   if not usable:
-    raise core.FitError(f'{what}: no finite EL point to fit.')
+    raise core.FitError(f'{what}: no finite, non-extrapolated EL point to fit.')
   X = {k: np.array([p[k] for p in usable], float) for k in ('A', 'G', 'C')}
   y = np.array([p['EL'] for p in usable])
   report = {}
@@ -134,15 +266,6 @@ def fit_el_laws(points, what, n_bootstrap):
   else:
     report['unified_el'] = dict(error=f'{what}: {int(train.sum())} EL points below 6; the '
                                 f'unified law needs more than {len(laws.UNIFIED_EL.params)}.')
-  for budget in sorted({p['C'] for p in usable}):
-    pick = X['C'] == budget
-    for law, key in ((laws.EL_ACTIVATION, 'A'), (laws.EL_GRANULARITY, 'G')):
-      if len(np.unique(X[key][pick])) > len(law.params):
-        try:
-          r = core.fit(law, {k: v[pick] for k, v in X.items()}, y[pick], what=what)
-          report.setdefault(law.name, {})[f'{budget:.3g}'] = r.to_json()
-        except core.FitError as error:
-          report.setdefault(law.name, {})[f'{budget:.3g}'] = dict(error=str(error))
   return report
 
 
@@ -159,15 +282,19 @@ def fit_direct_loss(rows, loss_key, what):
   return result.to_json()
 
 
-def run(results_path, study='all', out_dir='.', loss_key='final_train_loss',
-        n_bootstrap=1000) -> dict:
+def run(results_path, study='all', out_dir='fits', loss_key='final_eval_loss',
+        n_bootstrap=1000, activation='stated') -> dict:
   os.makedirs(out_dir, exist_ok=True)
   rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
   by_study = _by_study(rows)
   wanted = [s for s in STUDIES if s in by_study] if study == 'all' else [study]
   if study != 'all' and study not in STUDIES:
     raise core.FitError(f'--study={study}: use one of {", ".join(STUDIES)} or all.')
-  report = dict(results=results_path, loss=loss_key, objective='huber (delta 1e-3, summed) on '
+  if activation not in el_lib.ACTIVATION_DEFINITIONS:
+    raise core.FitError(f'--activation={activation}: use one of '
+                        f'{", ".join(el_lib.ACTIVATION_DEFINITIONS)}.')
+  report = dict(results=results_path, loss=loss_key,
+                activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation], objective='huber (delta 1e-3, summed) on '
                 'log residuals unless stated', bootstrap=n_bootstrap,
                 excluded=[dict(study=r.get('study'), member=r.get('member'), reason=r['reason'])
                           for r in excluded], studies={})
@@ -188,20 +315,19 @@ def run(results_path, study='all', out_dir='.', loss_key='final_train_loss',
         dense = by_study.get('dense_baseline')
         if not dense:
           raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
-        _, _, points = el_points(by_study[name], dense, loss_key, n_bootstrap)
-        entry = dict(definition='per_run: C_dense(L_run) / C_run, dense frontier L = alpha '
-                     'C^-beta fitted to dense_baseline', points=points)
+        entry = fit_el_study(name, by_study[name], dense, loss_key, n_bootstrap, activation)
         if all(r.get('wall_time_s') for r in by_study[name] + dense):
-          _, _, wall = el_points(by_study[name], dense, loss_key, 0, cost_key='wall_time_s')
+          _, _, wall = el_lib.el_bootstrap(dense, by_study[name], loss_key, n=0,
+                                           cost_key='wall_time_s')
           entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
         if name == 'granularity':
           _plot('loss_vs_granularity', by_study[name], loss_key,
                 os.path.join(out_dir, 'loss_vs_G.png'))
         if name == 'activation_ratio':
-          _plot('el_vs_activation', points, os.path.join(out_dir, 'el_vs_A.png'))
+          _plot('el_vs_activation', entry['points'], os.path.join(out_dir, 'el_vs_A.png'))
         report['studies'][name] = entry
-        if name in ('activation_ratio', 'granularity'):
-          el_all += points
+        if name in UNIFIED_STUDIES:
+          el_all += entry['points']
     except core.FitError as error:
       if study != 'all':
         raise
@@ -229,11 +355,14 @@ def main(argv=None):
   parser.add_argument('--results', required=True, help='results .jsonl or .csv, local or gs://')
   parser.add_argument('--study', default='all')
   parser.add_argument('--out', default='fits')
-  parser.add_argument('--loss', default='final_train_loss')
+  parser.add_argument('--loss', default='final_eval_loss',
+                      help='the loss every law is fitted to (held-out loss at the end of training)')
+  parser.add_argument('--activation', default='stated', choices=sorted(el_lib.ACTIVATION_DEFINITIONS),
+                      help='A = (E_a+E_s)/(E+E_s) (stated) or E_a/E (routed)')
   parser.add_argument('--bootstrap', type=int, default=1000)
   args = parser.parse_args(argv)
   try:
-    report = run(args.results, args.study, args.out, args.loss, args.bootstrap)
+    report = run(args.results, args.study, args.out, args.loss, args.bootstrap, args.activation)
   except core.FitError as error:
     sys.exit(f'fitting.fit: {error}')
   for name, entry in report['studies'].items():

@@ -308,3 +308,15 @@ def unified_el(A, G, C, coefficients: Mapping[str, float] = PAPER_UNIFIED_EL):
 
 LAWS = {law.name: law for law in (FRONTIER, FRONTIER_WITH_FLOOR, CHINCHILLA, EL_ACTIVATION,
                                   EL_GRANULARITY, EL_COMPUTE, UNIFIED_EL, DIRECT_LOSS)}
+
+
+def unified_el_from_report(report: Mapping) -> dict:
+  """The fitted Eq. 13 entry of a `fitting.fit` report.json (its 'el_laws' section); a report of
+  the law alone (an older layout with 'unified_el' at the top) is read too."""
+  entry = report.get('el_laws', report).get('unified_el')
+  if not entry or 'params' not in entry:
+    reason = (entry or {}).get('error', 'no el_laws.unified_el section')
+    raise ValueError(f'the report holds no fitted unified law ({reason}); fit activation_ratio '
+                     'and granularity runs with `python -m fitting.fit` first.')
+  return entry
+

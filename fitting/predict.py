@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def predict(A: float, G: float, C: float, coefficients='paper') -> dict:
                             'paper Table 2 (no interval published)')
   else:
     with open(coefficients) as f:
-      unified = json.load(f)['unified_el']
+      unified = laws.unified_el_from_report(json.load(f))
     theta = laws.UNIFIED_EL.vector(unified['params'])
     draws = np.array(unified['draws']) if unified.get('draws') else None
     source = coefficients
@@ -52,7 +53,10 @@ def main(argv=None):
   parser.add_argument('--C', type=float, required=True, help='MoE training compute, FLOPs')
   parser.add_argument('--coefficients', default='paper', help="'paper' or a report.json")
   args = parser.parse_args(argv)
-  r = predict(args.A, args.G, args.C, args.coefficients)
+  try:
+    r = predict(args.A, args.G, args.C, args.coefficients)
+  except (OSError, ValueError) as error:
+    sys.exit(f'fitting.predict: --coefficients={args.coefficients}: {error}')
   interval = (f" (95% interval {r['EL_interval'][0]:.3g} - {r['EL_interval'][1]:.3g})"
               if 'EL_interval' in r else '')
   print(f"EL(A={r['A']:.3g}, G={r['G']:.3g}, C={r['C']:.3g} FLOPs) = {r['EL']:.3f}{interval} "

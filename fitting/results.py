@@ -17,8 +17,9 @@ from fitting.core import FitError
 
 NUMERIC = ('budget', 'N', 'N_a', 'M', 'D', 'C', 'A', 'A_routed', 'G', 'S', 'learning_rate',
            'batch_size', 'seq_len', 'final_train_loss', 'final_eval_loss', 'wall_time_s',
-           'tokens_per_s', 'n_layers', 'd_model', 'n_experts', 'top_k', 'n_shared', 'd_expert',
-           'num_dense_layers')
+           'tokens_per_s', 'steady_tokens_per_s', 'dropped_fraction', 'max_dropped_fraction',
+           'eval_tokens', 'eval_loss_stderr', 'steps', 'n_layers', 'd_model', 'n_experts',
+           'top_k', 'n_shared', 'd_expert', 'num_dense_layers')
 
 
 def _number(value):
@@ -52,9 +53,13 @@ def load(path: str) -> list[dict]:
   return rows
 
 
-def clean(rows: list[dict], loss_key: str = 'final_train_loss') -> tuple[list[dict], list[dict]]:
+MAX_DROPPED_FRACTION = 0.01  # a run that dropped more tokens measured its dispatch, not its design
+
+
+def clean(rows: list[dict], loss_key: str = 'final_eval_loss') -> tuple[list[dict], list[dict]]:
   """(usable rows, excluded rows with 'reason'): failed or unfinished runs, missing, NaN, inf or
-  non-positive losses, and repeated (study, member) rows (the last one is kept)."""
+  non-positive losses, runs that dropped 1% of their expert assignments or more, and repeated
+  (study, member) rows (the last one is kept)."""
   usable, excluded, seen = [], [], {}
   for row in rows:
     key = (row.get('study'), row.get('member'))
@@ -71,6 +76,10 @@ def clean(rows: list[dict], loss_key: str = 'final_train_loss') -> tuple[list[di
       reason = f'{loss_key} is {loss}'
     elif loss <= 0:
       reason = f'{loss_key} is not positive ({loss})'
+    elif isinstance(row.get('dropped_fraction'), float) and (
+        row['dropped_fraction'] >= MAX_DROPPED_FRACTION):
+      reason = (f"dropped {row['dropped_fraction']:.2%} of its expert assignments (at most "
+                f'{MAX_DROPPED_FRACTION:.0%}); raise moe.capacity_factor or run dropless')
     if reason:
       excluded.append(dict(row, reason=reason))
       seen.pop(key, None)

@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from ling_jax import flops
+from ling_jax import grouped_matmul
 
 
 class ConfigError(ValueError):
@@ -55,11 +56,20 @@ def base_config() -> ml_collections.ConfigDict:
       renormalize=False,  # softmax router: renormalise the top-k weights to sum to 1
       load_balance_coef=0.01,  # GShard load-balance loss; paper 0.01
       z_loss_coef=0.001,  # router z-loss; paper 0.001
+      # How the router losses of the MoE layers enter the objective: 'sum' (each layer's loss
+      # weighted by the coefficient, as GShard and Megatron-Core, the stack Ling trains with, do)
+      # or 'mean' (the coefficient shared by all layers: per layer coefficient / n_moe_layers).
+      # The paper gives the coefficients (App. B), not the reduction.
+      router_loss_reduction='sum',
       routed_scaling=1.0,  # sigmoid_bias router: multiplies normalised weights (Ling 2.0: 2.5)
       bias_update_rate=0.001,  # sigmoid_bias router: u of the sign rule, per optimizer step
       n_groups=1,  # sigmoid_bias router: group-limited top-k over this many expert groups
       top_groups=1,  # ... keeping this many groups
-      dispatch='einsum',  # 'einsum' (capacity-padded batched matmul) | 'ragged_dot' (dropless)
+      # 'einsum' (capacity-padded batched matmul) | 'ragged_dot' (dropless, jax.lax.ragged_dot)
+      # | 'tokamax' (dropless, tokamax's Pallas kernels; pip install -e '.[gpu]' or '.[tpu]').
+      dispatch='einsum',
+      tokamax_implementation='',  # '' (tokamax chooses) | 'mosaic' | 'triton' | 'xla'
+      tokamax_tiles=(),  # (tile_m, tile_k, tile_n) of the TPU kernel; () for its defaults
       capacity_factor=1.25,  # einsum dispatch: slots per expert = cf * tokens * k / E; <= 0 is dropless
       # Between devices of the mesh's expert axis: 'a2a' (capacity all-to-all), 'ring'
       # (all-gather, local experts, reduce-scatter), 'ragged_a2a' (dropless, GPU/TPU only).
@@ -79,11 +89,17 @@ def base_config() -> ml_collections.ConfigDict:
       seq_len=128,
       batch_size=16,  # global batch in sequences per optimizer step
       grad_accum_steps=1,
+      # Optimizer steps per jitted call (a scan over that many batches); the same steps, losses
+      # and checkpoints for any value, fewer host round trips for larger ones.
+      steps_per_call=1,
       tokens=0,  # training length in tokens D; or
       compute_budget=0.0,  # training length as compute C in FLOPs (paper convention, D = C / M)
       learning_rate=3e-3,  # peak
       warmup_fraction=0.01,
-      decay_fraction=0.2,  # WSD: share of steps in the final decay
+      # WSD: share of steps in the final decay. The paper (App. B) gives 1% warmup and an
+      # exponential decay to 10% of the peak, not where the decay starts; 0.2 is in the range
+      # WSD studies found best (MiniCPM: 10-20%; Hägele et al. 2024: about 20%).
+      decay_fraction=0.2,
       decay_shape='exponential',  # 'exponential' | 'linear' | 'cosine'
       final_lr_fraction=0.1,  # learning rate at the end, as a fraction of the peak
       b1=0.9,
@@ -93,7 +109,11 @@ def base_config() -> ml_collections.ConfigDict:
       clip_norm=1.0,  # global-norm gradient clipping; 0 disables
       seed=0,
       eval_every=100,  # steps; an eval also runs at the end
-      eval_batches=4,
+      eval_batches=4,  # batches of each periodic evaluation (the first of the held-out set)
+      # The fixed held-out set of the final evaluation, in sequences (0: eval_batches batches of
+      # batch_size), and its batch size (0: batch_size): the same set for every run.
+      eval_sequences=0,
+      eval_batch_size=0,
       log_every=10,
       checkpoint_every=100,
       keep_checkpoints=2,
@@ -223,16 +243,31 @@ def _validate_moe(config) -> None:
   moe, m = config.moe, config.model
   _require(moe.router in ('softmax', 'sigmoid_bias'),
            f"config.moe.router={moe.router!r}: use 'softmax' or 'sigmoid_bias'.")
-  _require(moe.dispatch in ('einsum', 'ragged_dot'),
-           f"config.moe.dispatch={moe.dispatch!r}: use 'einsum' or 'ragged_dot'.")
+  dispatches = ('einsum',) + grouped_matmul.BACKENDS
+  _require(moe.dispatch in dispatches,
+           f'config.moe.dispatch={moe.dispatch!r}: use one of {", ".join(dispatches)}.')
   _require(moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
-           f'config.moe.capacity_factor={moe.capacity_factor}: ragged_dot dispatch is dropless; '
-           'set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.')
+           f'config.moe.capacity_factor={moe.capacity_factor}: {moe.dispatch} dispatch is '
+           'dropless; set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.')
+  _require(moe.tokamax_implementation in grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
+           f'config.moe.tokamax_implementation={moe.tokamax_implementation!r}: use one of '
+           f'{", ".join(repr(i) for i in grouped_matmul.TOKAMAX_IMPLEMENTATIONS)}.')
+  tiles = tuple(moe.tokamax_tiles)
+  _require(tiles == () or (len(tiles) == 3 and all(
+      isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tiles)),
+           f'config.moe.tokamax_tiles={moe.tokamax_tiles!r}: give three positive whole numbers '
+           '(tile_m, tile_k, tile_n), or () for the kernel defaults.')
+  if moe.dispatch == 'tokamax' and m.n_experts:
+    _require(grouped_matmul.tokamax_installed(),
+             "config.moe.dispatch='tokamax': tokamax is not installed; pip install -e '.[gpu]' "
+             "(or '.[tpu]'), or use dispatch=ragged_dot.")
   _require(config.mesh.axis_types == 'auto',
            f"config.mesh.axis_types={config.mesh.axis_types!r}: only 'auto' is supported; the "
            "model leaves layouts between its annotated points to GSPMD propagation.")
   _require(moe.transport in ('a2a', 'ring', 'ragged_a2a'),
            f"config.moe.transport={moe.transport!r}: use 'a2a', 'ring' or 'ragged_a2a'.")
+  _require(moe.router_loss_reduction in ('sum', 'mean'),
+           f"config.moe.router_loss_reduction={moe.router_loss_reduction!r}: use 'sum' or 'mean'.")
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
     _require(moe[field] >= 0, f'config.moe.{field}={moe[field]}: must be >= 0.')
   if m.n_experts and moe.router == 'sigmoid_bias':
@@ -272,9 +307,18 @@ def _validate_data(config) -> None:
 
 def _validate_train(config, arch: flops.Architecture) -> None:
   t = config.train
-  for field in ('seq_len', 'batch_size', 'grad_accum_steps', 'eval_every', 'eval_batches',
+  for field in ('seq_len', 'batch_size', 'grad_accum_steps', 'steps_per_call', 'eval_every',
+                'eval_batches',
                 'log_every', 'checkpoint_every', 'keep_checkpoints'):
     _positive_int(t[field], f'train.{field}')
+  for field in ('eval_sequences', 'eval_batch_size'):
+    _require(isinstance(t[field], int) and not isinstance(t[field], bool) and t[field] >= 0,
+             f'config.train.{field}={t[field]!r}: must be a whole number >= 0 (0: the default).')
+  if t.eval_sequences:
+    size = t.eval_batch_size or t.batch_size
+    _require(t.eval_sequences % size == 0,
+             f'config.train.eval_sequences={t.eval_sequences}: must be a multiple of the eval '
+             f'batch ({size} sequences, train.eval_batch_size or batch_size).')
   _require(t.batch_size % t.grad_accum_steps == 0,
            f'config.train.grad_accum_steps={t.grad_accum_steps}: must divide batch_size='
            f'{t.batch_size}.')

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 DOCUMENT_SEPARATOR = 0  # NUL byte between stdlib files; never occurs in Python source
+EVAL_ORDER_SEED = 0  # the fixed order the held-out set is drawn in, whatever data.seed is
 
 
 class WindowSource(grain.sources.RandomAccessDataSource):
@@ -157,13 +158,28 @@ class Dataset:
     return iter(self._batched(self.train_source, t.batch_size, self._config.data.seed, True))
 
   def eval_batches(self) -> list[np.ndarray]:
-    """The same `train.eval_batches` held-out batches at every evaluation."""
+    """The fixed held-out set, the same at every evaluation and for every run of a data source.
+
+    With `train.eval_sequences` set: that many windows drawn once in a fixed shuffled order (so
+    the set spans the held-out files) in batches of `train.eval_batch_size` (or batch_size), the
+    same whatever the run's training batch; otherwise the first `train.eval_batches` batches of
+    `batch_size` windows in file order.
+    """
     t = self._config.train
     if self.eval_source is None or len(self.eval_source) == 0:
       return []
-    batches = []
-    for batch in self._batched(self.eval_source, t.batch_size, None, True):
-      batches.append(batch)
-      if len(batches) == t.eval_batches:
-        break
-    return batches
+    if not t.eval_sequences:
+      batches = []
+      for batch in self._batched(self.eval_source, t.batch_size, None, True):
+        batches.append(batch)
+        if len(batches) == t.eval_batches:
+          break
+      return batches
+    if self._config.data.source != 'array_record' and len(self.eval_source) < t.eval_sequences:
+      from ling_jax.config import ConfigError
+      raise ConfigError(f'config.train.eval_sequences={t.eval_sequences}: the held-out data holds '
+                        f'{len(self.eval_source)} windows of {self.seq_len + 1} tokens; lower it '
+                        'or hold out more data (data.eval_fraction).')
+    size = t.eval_batch_size or t.batch_size
+    batches = list(self._batched(self.eval_source, size, EVAL_ORDER_SEED, False))
+    return batches[:t.eval_sequences // size]

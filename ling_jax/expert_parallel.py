@@ -21,7 +21,6 @@ Shape letters: T local tokens, K top-k, A = T K, n expert-axis size, El local ex
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +32,7 @@ EXPERT_AXIS = 'expert'
 
 
 def _slots(capacity_factor: float, assignments: int, experts: int, dropless: int) -> int:
-  if capacity_factor <= 0:
-    return dropless
-  return max(1, min(dropless, math.ceil(capacity_factor * assignments / experts)))
+  return moe_lib.capacity(assignments, experts, dropless, capacity_factor)
 
 
 def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
@@ -56,22 +53,21 @@ def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
   return y_AxD, dropped
 
 
-def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
+def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """An expert axis of 1: each batch shard dispatches its own tokens to its full set of
-  experts, no communication; ceil(cf T k / E) rows per expert (dropless T)."""
-  T, K = experts_TxK.shape
-  slots = _slots(capacity_factor, T * K, wg.shape[0], T)
-  y_AxD, dropped = local_experts(x_TxD, experts_TxK, wg, wu, wo, slots)
-  return moe_lib.combine(y_AxD, weights_TxK), dropped, 0
+  experts with the configured dispatch (capacity einsum or a dropless grouped matmul), no
+  communication."""
+  y_TxD, dropped = moe_lib.dispatch_local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts)
+  return y_TxD, dropped, 0
 
 
-def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
+def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """Returns (y [T, D] f32, dropped assignments, rows sent per direction)."""
   n = jax.lax.axis_size(EXPERT_AXIS)
   El = wg.shape[0]
   T, K = experts_TxK.shape
   D = x_TxD.shape[-1]
-  c_send = _slots(capacity_factor, T * K, n, T * min(K, El))
+  c_send = _slots(opts.capacity_factor, T * K, n, T * min(K, El))
   send = moe_lib.capacity_plan(experts_TxK // El, n, c_send)
   send_rows = moe_lib.permute_rows(x_TxD, send.token_of_row,
                                    send.row_of_assignment.reshape(T, K))
@@ -81,7 +77,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   exchange = lambda a: jax.lax.all_to_all(a.reshape(n, c_send, *a.shape[1:]), EXPERT_AXIS, 0, 0,
                                           tiled=True).reshape(a.shape)
   recv_rows, recv_ids = exchange(send_rows), exchange(send_ids)
-  slots = _slots(capacity_factor, n * T * K, n * El, n * c_send)
+  slots = _slots(opts.capacity_factor, n * T * K, n * El, n * c_send)
   y_recv, dropped_here = local_experts(recv_rows, recv_ids[:, None], wg, wu, wo, slots)
   y_back = exchange(y_recv.reshape(n * c_send, D))
   y_AxD = moe_lib.permute_rows(y_back, send.row_of_assignment, send.assignment_of_row[:, None])
@@ -89,7 +85,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   return moe_lib.combine(y_AxD, weights_TxK), dropped, n * c_send
 
 
-def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
+def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   n = jax.lax.axis_size(EXPERT_AXIS)
   shard = jax.lax.axis_index(EXPERT_AXIS)
   El = wg.shape[0]
@@ -98,7 +94,7 @@ def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
   x_all, experts_all, weights_all = gather(x_TxD), gather(experts_TxK), gather(weights_TxK)
   local = experts_all - shard * El
   ids = jnp.where((local >= 0) & (local < El), local, -1)
-  slots = _slots(capacity_factor, n * T * K, n * El, n * T)
+  slots = _slots(opts.capacity_factor, n * T * K, n * El, n * T)
   y_AxD, dropped = local_experts(x_all, ids, wg, wu, wo, slots)
   y_all = moe_lib.combine(y_AxD, weights_all)
   y_TxD = jax.lax.psum_scatter(y_all, EXPERT_AXIS, scatter_dimension=0, tiled=True)
@@ -121,9 +117,9 @@ def ragged_a2a_params(counts_NxN, shard):
   return input_offsets, send_sizes, output_offsets, recv_sizes
 
 
-def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: float):
+def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """Dropless exchange of exactly the rows each shard needs (accelerators only)."""
-  del capacity_factor
+  matmul = opts.matmul() if opts.dropless else jax.lax.ragged_dot  # the exchange is dropless
   n = jax.lax.axis_size(EXPERT_AXIS)
   El = wg.shape[0]
   T, K = experts_TxK.shape
@@ -144,7 +140,7 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: flo
   expert_of_row = jnp.searchsorted(source_rows, jnp.arange(buffer), side='right') % El
   valid = jnp.arange(buffer) < recv_sizes.sum()
   order = jnp.argsort(jnp.where(valid, expert_of_row, El), stable=True)
-  h = moe_lib.swiglu_ragged(received[order], wg, wu, wo, local_counts)
+  h = moe_lib.swiglu_ragged(received[order], wg, wu, wo, local_counts, matmul)
   y_received = jnp.zeros_like(h).at[order].set(h)
   # The way back is the way out with senders and receivers swapped: the transposed counts.
   back = jax.lax.ragged_all_to_all(y_received, jnp.zeros_like(rows),
@@ -156,16 +152,15 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, capacity_factor: flo
 TRANSPORTS = {'local': local, 'a2a': a2a, 'ring': ring, 'ragged_a2a': ragged_a2a}
 
 
-def routed(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, transport: str, capacity_factor: float,
-           batch_axes):
+def routed(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, transport: str, opts):
   """The routed experts over the current mesh. Returns (y [T, D] f32, dropped assignments,
   a2a rows per device per direction)."""
   fn = TRANSPORTS[transport]
-  batch = P(batch_axes)
+  batch = P(opts.batch_axes)
   weights = P(EXPERT_AXIS)
 
   def body(x, experts, w_k, wg, wu, wo):
-    y, dropped, rows = fn(x, experts, w_k, wg, wu, wo, capacity_factor)
+    y, dropped, rows = fn(x, experts, w_k, wg, wu, wo, opts)
     return y, dropped.reshape(1), jnp.full((1,), rows, jnp.int32)
 
   y, dropped, rows = jax.shard_map(

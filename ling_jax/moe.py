@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ling_jax import grouped_matmul
 from ling_jax import layers
 
 
@@ -143,7 +144,9 @@ class DispatchPlan(NamedTuple):
 
 
 def capacity(n_assignments: int, n_experts: int, n_tokens: int, capacity_factor: float) -> int:
-  """Slots per expert; dropless (<= 0) needs T, since an expert gets each token at most once."""
+  """Slots per expert: ceil(cf * assignments / experts), at most n_tokens (an expert gets each
+  token at most once), so cf <= 0 (dropless) gives n_tokens. The one capacity formula of every
+  dispatch path."""
   if capacity_factor <= 0:
     return n_tokens
   return max(1, min(n_tokens, math.ceil(capacity_factor * n_assignments / n_experts)))
@@ -192,16 +195,40 @@ def swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   return jnp.einsum('ecf,efd->ecd', h_ExCxF, wo_ExFxD).reshape(rows_RxD.shape)
 
 
-def swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, group_sizes_E):
-  h_RxF = (jax.nn.silu(jax.lax.ragged_dot(rows_RxD, wg_ExDxF, group_sizes_E)) *
-           jax.lax.ragged_dot(rows_RxD, wu_ExDxF, group_sizes_E))
-  return jax.lax.ragged_dot(h_RxF, wo_ExFxD, group_sizes_E)
+def swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, group_sizes_E,
+                  matmul: grouped_matmul.GroupedMatmul = jax.lax.ragged_dot):
+  h_RxF = (jax.nn.silu(matmul(rows_RxD, wg_ExDxF, group_sizes_E)) *
+           matmul(rows_RxD, wu_ExDxF, group_sizes_E))
+  return matmul(h_RxF, wo_ExFxD, group_sizes_E)
 
 
 def combine(y_AxD, weights_TxK):
   """Each token's expert outputs, weighted and summed over its k assignments, in f32."""
   T, K = weights_TxK.shape
   return jnp.einsum('tkd,tk->td', y_AxD.reshape(T, K, -1).astype(jnp.float32), weights_TxK)
+
+
+def dispatch_local(x_TxD, experts_TxK, weights_TxK, wg_ExDxF, wu_ExDxF, wo_ExFxD,
+                   opts: 'MoEOptions'):
+  """Routed experts on one device (or one batch shard): (y [T, D] f32, dropped assignments).
+
+  'einsum': a capacity-padded buffer and batched matmuls; 'ragged_dot' / 'tokamax': every
+  assignment, grouped by expert, through a grouped matmul (dropless).
+  """
+  T, K = experts_TxK.shape
+  E = wg_ExDxF.shape[0]
+  if opts.dropless:
+    plan = dropless_plan(experts_TxK, E)
+  else:
+    plan = capacity_plan(experts_TxK, E, capacity(T * K, E, T, opts.capacity_factor))
+  rows_RxD = permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
+  if opts.dropless:
+    y_RxD = swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, plan.group_sizes,
+                          opts.matmul())
+  else:
+    y_RxD = swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD)
+  y_AxD = permute_rows(y_RxD, plan.row_of_assignment, plan.assignment_of_row[:, None])
+  return combine(y_AxD, weights_TxK), jnp.sum(~plan.kept)
 
 
 class MoEOptions(NamedTuple):
@@ -214,7 +241,16 @@ class MoEOptions(NamedTuple):
   dispatch: str
   capacity_factor: float
   transport: str
+  tokamax_implementation: str = ''
+  tokamax_tiles: tuple = ()
   batch_axes: tuple = ('data', 'fsdp', 'expert')
+
+  @property
+  def dropless(self) -> bool:
+    return self.dispatch in grouped_matmul.BACKENDS
+
+  def matmul(self) -> grouped_matmul.GroupedMatmul:
+    return grouped_matmul.make(self.dispatch, self.tokamax_implementation, self.tokamax_tiles)
 
 
 class MoE(nnx.Module):
@@ -225,6 +261,7 @@ class MoE(nnx.Module):
     D, E, F = model_cfg.d_model, model_cfg.n_experts, d_expert
     self.top_k = model_cfg.top_k
     fields = {k: moe_cfg[k] for k in MoEOptions._fields if k != 'batch_axes'}
+    fields['tokamax_tiles'] = tuple(fields['tokamax_tiles'])
     self.cfg = MoEOptions(**fields, batch_axes=tuple(batch_axes))
     self.compute_dtype = jnp.dtype(model_cfg.compute_dtype)
     init = nnx.initializers.normal(model_cfg.init_std)
@@ -255,15 +292,15 @@ class MoE(nnx.Module):
     mesh = jax.sharding.get_abstract_mesh()
     stats = {}
     if mesh.empty or mesh.size == 1:
-      y_TxD, dropped = self._local(x_TxD, routing, cast)
+      y_TxD, dropped = dispatch_local(x_TxD, routing.experts_TxK, routing.weights_TxK,
+                                      cast(self.wi_gate), cast(self.wi_up), cast(self.wo), self.cfg)
     else:
       # Imported here: expert_parallel builds on this module's plans and permutations.
       from ling_jax import expert_parallel  # pylint: disable=import-outside-toplevel
       ep = mesh.shape.get('expert', 1) > 1
       y_TxD, dropped, rows = expert_parallel.routed(
           x_TxD, routing.experts_TxK, routing.weights_TxK, cast(self.wi_gate), cast(self.wi_up),
-          cast(self.wo), self.cfg.transport if ep else 'local', self.cfg.capacity_factor,
-          self.cfg.batch_axes)
+          cast(self.wo), self.cfg.transport if ep else 'local', self.cfg)
       if ep:  # bytes each device moves per local token, both ways; ideal: k rows each way
         row_bytes = D * jnp.dtype(self.compute_dtype).itemsize
         stats['a2a_bytes_per_token'] = 2 * row_bytes * rows.mean() / (T // rows.size)
@@ -281,20 +318,3 @@ class MoE(nnx.Module):
         max_over_mean_load=counts_E.max() / counts_E.mean(),
     )
     return y_BxLxD, stats
-
-  def _local(self, x_TxD, routing, cast):
-    """Dispatch on one device: (y [T, D] f32, dropped assignments)."""
-    T, K = routing.experts_TxK.shape
-    E = self.wi_gate.shape[0]
-    if self.cfg.dispatch == 'einsum':
-      plan = capacity_plan(routing.experts_TxK, E, capacity(T * K, E, T, self.cfg.capacity_factor))
-    else:
-      plan = dropless_plan(routing.experts_TxK, E)
-    rows_RxD = permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
-    if self.cfg.dispatch == 'einsum':
-      y_RxD = swiglu_capacity(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo))
-    else:
-      y_RxD = swiglu_ragged(rows_RxD, cast(self.wi_gate), cast(self.wi_up), cast(self.wo),
-                             plan.group_sizes)
-    y_AxD = permute_rows(y_RxD, plan.row_of_assignment, plan.assignment_of_row[:, None])
-    return combine(y_AxD, routing.weights_TxK), jnp.sum(~plan.kept)

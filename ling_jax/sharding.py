@@ -117,6 +117,8 @@ def batch_shards(config, mesh) -> int:
 
 
 def global_batch(config, mesh, local_batch: np.ndarray) -> jax.Array:
-  """This process's rows of the batch, assembled into one array sharded over the batch axes."""
-  return jax.make_array_from_process_local_data(NamedSharding(mesh, batch_spec(config)),
-                                                local_batch)
+  """This process's rows of a batch [b, L] (or of S stacked batches [S, b, L]), assembled into
+  one global array whose batch axis is sharded over the mesh's batch axes."""
+  leading = (None,) * (local_batch.ndim - 2)
+  spec = P(*leading, *batch_spec(config))
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local_batch)

@@ -80,19 +80,26 @@ class Program:
       return jax.jit(self._init, out_shardings=self.state_shardings())()
 
   def batch(self, local_tokens) -> jax.Array:
-    """This process's rows of a batch as one global array sharded over the batch axes."""
+    """This process's rows of a batch [b, L+1], or of S batches [S, b, L+1], as one global array
+    sharded over the batch axes."""
     return sharding_lib.global_batch(self.config, self.mesh, np.asarray(local_tokens))
 
   def jit_steps(self):
-    """(train_step, eval_loss), each one jax.jit with explicit shardings; the state is donated."""
+    """(train_steps, eval_loss), each one jax.jit with explicit shardings; the state is donated.
+
+    `train_steps(state, tokens_SxBxL1)` takes S optimizer steps in one call (a scan of
+    `train_step` over S batches) and returns every step's metrics stacked [S, ...]: small models
+    spend most of a one-step call in dispatch and host round trips.
+    """
     state = self.state_shardings()
     batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config))
+    batches = NamedSharding(self.mesh, P(None, *sharding_lib.batch_spec(self.config)))
     replicated = NamedSharding(self.mesh, P())
-    train_step = jax.jit(self.train_step, in_shardings=(state, batch),
-                         out_shardings=(state, replicated), donate_argnums=(0,))
+    train_steps = jax.jit(self.train_steps, in_shardings=(state, batches),
+                          out_shardings=(state, replicated), donate_argnums=(0,))
     eval_loss = jax.jit(self.eval_loss, in_shardings=(state['params'], state['router_bias'], batch),
                         out_shardings=replicated)
-    return train_step, eval_loss
+    return train_steps, eval_loss
 
   def model(self, params, router_bias) -> model_lib.Transformer:
     return nnx.merge(self.graphdef, params, router_bias)
@@ -100,14 +107,16 @@ class Program:
   # --- Loss ----------------------------------------------------------------------------------
 
   def loss(self, params, router_bias, tokens_BxL1):
-    """(training objective, aux): cross-entropy plus the mean over MoE layers of the router losses."""
+    """(training objective, aux): cross-entropy plus the router losses of the MoE layers, summed
+    over layers (or averaged: config.moe.router_loss_reduction)."""
     logits_BxLxV, stats = self.model(params, router_bias)(tokens_BxL1[:, :-1])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
     objective = ce
     if stats:
       moe = self.config.moe
-      objective += (moe.load_balance_coef * stats['load_balance_loss'].mean() +
-                    moe.z_loss_coef * stats['z_loss'].mean())
+      reduce = jnp.sum if moe.router_loss_reduction == 'sum' else jnp.mean
+      objective += (moe.load_balance_coef * reduce(stats['load_balance_loss']) +
+                    moe.z_loss_coef * reduce(stats['z_loss']))
     return objective, dict(ce=ce, stats=stats)
 
   # --- Steps ---------------------------------------------------------------------------------
@@ -144,8 +153,14 @@ class Program:
                      step=state['step'] + 1)
     return new_state, metrics
 
+  def train_steps(self, state: dict, tokens_SxBxL1) -> tuple[dict, dict]:
+    return jax.lax.scan(self.train_step, state, tokens_SxBxL1)
+
   def eval_loss(self, params, router_bias, tokens_BxL1):
-    return self.loss(params, router_bias, tokens_BxL1)[1]['ce']
+    """Mean cross-entropy of each sequence [B] (nats per token)."""
+    logits_BxLxV, _ = self.model(params, router_bias)(tokens_BxL1[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxLxV, tokens_BxL1[:, 1:]).mean(axis=-1)
 
 
 # --- The loop ----------------------------------------------------------------------------------
@@ -162,6 +177,19 @@ def _run_summary(program: Program, dataset, **extra) -> dict:
               seq_len=c.train.seq_len, **s, **extra)
 
 
+def _record_summary(records: list[dict], final_step: int, window: int) -> dict:
+  """Train-loss and routing figures of the whole run, read back from its metrics record, so that
+  resumed runs report the same numbers as uninterrupted ones."""
+  train = [r for r in records if r.get('kind') == 'train' and r['step'] <= final_step]
+  last = [r['loss'] for r in train if r['step'] > final_step - window]
+  out = dict(final_train_loss=float(np.mean(last)) if last else None)
+  dropped = [np.mean(r['dropped_fraction']) for r in train if 'dropped_fraction' in r]
+  if dropped:
+    out.update(dropped_fraction=float(np.mean(dropped)), max_dropped_fraction=float(np.max(
+        [np.max(r['dropped_fraction']) for r in train])))
+  return out
+
+
 def _format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
@@ -175,6 +203,17 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
   program = Program.build(config)
   with jax.set_mesh(program.mesh):
     return _train_loop(program, workdir, stop_at_step)
+
+
+def _chunk_end(step: int, last: int, config) -> int:
+  """The last step of the call that starts after `step`: `train.steps_per_call` steps, cut short
+  at the next eval, checkpoint or the end, so that those happen at the same steps for any
+  steps_per_call."""
+  t = config.train
+  end = min(step + t.steps_per_call, last)
+  for every in (t.eval_every, t.checkpoint_every):
+    end = min(end, (step // every + 1) * every)
+  return end
 
 
 def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dict:
@@ -200,7 +239,9 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
     writer.close()
     return json.loads(summary_path.read_text())
   eval_batches = [program.batch(b) for b in dataset.eval_batches()]
-  train_step, eval_loss = program.jit_steps()
+  train_steps, eval_loss = program.jit_steps()
+  if eval_batches:  # compiled now, not in the middle of the first training window
+    eval_loss = eval_loss.lower(state['params'], state['router_bias'], eval_batches[0]).compile()
 
   tokens_per_step = config.train.batch_size * config.train.seq_len
   hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
@@ -208,73 +249,94 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
   last = stop_at_step if stop_at_step is not None else program.total_steps
   last = min(last, program.total_steps)
 
-  def evaluate(step: int) -> float | None:
-    if not eval_batches:
-      return None
-    losses = [eval_loss(state['params'], state['router_bias'], b) for b in eval_batches]
-    value = float(np.mean(jax.device_get(losses)))
-    writer.write(dict(kind='eval', step=step, tokens=step * tokens_per_step, eval_loss=value))
-    log.info('step %d eval_loss %.4f', step, value)
-    return value
+  def evaluate(step: int, final: bool = False) -> dict:
+    """Eval loss (nats per token) on the held-out set (its first `eval_batches` batches unless
+    `final`), with the standard error over its sequences and its size in tokens."""
+    batches = eval_batches if final else eval_batches[:config.train.eval_batches]
+    if not batches:
+      return dict(final_eval_loss=None)
+    losses = np.concatenate(jax.device_get(
+        [eval_loss(state['params'], state['router_bias'], b) for b in batches])).astype(np.float64)
+    value = float(losses.mean())
+    stderr = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
+    writer.write(dict(kind='eval', step=step, tokens=step * tokens_per_step, eval_loss=value,
+                      eval_loss_stderr=stderr, eval_tokens=losses.size * config.train.seq_len))
+    log.info('step %d eval_loss %.4f +- %.4f', step, value, stderr or 0.0)
+    return dict(final_eval_loss=value, eval_loss_stderr=stderr,
+                eval_tokens=int(losses.size * config.train.seq_len))
 
-  recent_losses: list[float] = []
-  eval_value = None
+  eval_result = dict(final_eval_loss=None)
   run_start = time.perf_counter()
   window_start, window_steps = time.perf_counter(), 0
-  pending = None
+  steady = None  # (time, step) when the first call's metrics arrived: compilation is behind
 
-  def record(step: int, step_metrics) -> None:
-    nonlocal window_start, window_steps
-    host = jax.device_get(step_metrics)
-    window_steps += 1
-    recent_losses.append(float(host['loss']))
-    del recent_losses[:-config.train.log_every]
+  def record(first_step: int, chunk_metrics) -> None:
+    """Writes the metrics of the steps first_step, first_step + 1, ... of one call."""
+    nonlocal window_start, window_steps, steady
+    host = jax.device_get(chunk_metrics)
+    n = len(host['loss'])
+    if steady is None:
+      steady = (time.perf_counter(), first_step + n - 1)
+    window_steps += n
     elapsed = time.perf_counter() - window_start
     tokens_per_s = window_steps * tokens_per_step / max(elapsed, 1e-9)
     flops_per_s = tokens_per_s * hw_flops_per_token
-    rec = dict(kind='train', step=step, tokens=step * tokens_per_step, **host,
-               tokens_per_s=tokens_per_s, model_flops_per_s=flops_per_s,
-               mfu=flops_per_s / (peak * jax.device_count()) if peak else None)
-    writer.write(rec)
-    if not np.isfinite(rec['loss']):
-      raise FloatingPointError(f'loss is {rec["loss"]} at step {step}')
-    if step % config.train.log_every == 0 or step == last:
+    for i in range(n):
+      step = first_step + i
+      rec = dict(kind='train', step=step, tokens=step * tokens_per_step,
+                 **{k: v[i] for k, v in host.items()}, tokens_per_s=tokens_per_s,
+                 model_flops_per_s=flops_per_s,
+                 mfu=flops_per_s / (peak * jax.device_count()) if peak else None)
+      writer.write(rec)
+      if not np.isfinite(rec['loss']):
+        raise FloatingPointError(f'loss is {rec["loss"]} at step {step}')
+    step = first_step + n - 1
+    if step // config.train.log_every > (first_step - 1) // config.train.log_every or step == last:
       eta = (program.total_steps - step) * elapsed / window_steps
       log.info('step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s', step,
                program.total_steps, rec['loss'], rec['grad_norm'], rec['learning_rate'],
                tokens_per_s, _format_eta(eta))
       window_start, window_steps = time.perf_counter(), 0
 
+  pending = None  # (first step, metrics) of the call in flight: read while the next one runs
   try:
-    for step in range(start + 1, last + 1):
-      batch = program.batch(next(train_iter))
-      state, step_metrics = train_step(state, batch)
-      if pending is not None:  # fetch the previous step's metrics while this one runs
+    step = start
+    while step < last:
+      end = _chunk_end(step, last, config)
+      tokens = np.stack([next(train_iter) for _ in range(end - step)])
+      state, chunk_metrics = train_steps(state, program.batch(tokens))
+      if pending is not None:
         record(*pending)
-      pending = (step, step_metrics)
-      if step % config.train.eval_every == 0 and step != program.total_steps:
+      pending, step = (step + 1, chunk_metrics), end
+      at_eval = step % config.train.eval_every == 0 and step != program.total_steps
+      at_checkpoint = step % config.train.checkpoint_every == 0 or step == last
+      if at_eval or at_checkpoint:
         record(*pending)
         pending = None
-        eval_value = evaluate(step)
-      if step % config.train.checkpoint_every == 0 or step == last:
-        if pending is not None:
-          record(*pending)
-          pending = None
+      if at_eval:
+        eval_result = evaluate(step)
+      if at_checkpoint:
         meta = dict(wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start)
         run_start = time.perf_counter()
         ckpt.save(step, state, train_iter, meta)
     if pending is not None:
       record(*pending)
-    wall = meta['wall_time_s'] + time.perf_counter() - run_start
+    now = time.perf_counter()
+    wall = meta['wall_time_s'] + now - run_start
+    steady_steps = int(state['step']) - steady[1] if steady else 0
     finished = int(state['step']) >= program.total_steps
     if finished:
-      eval_value = evaluate(program.total_steps)
+      eval_result = evaluate(program.total_steps, final=True)
+    writer.flush()
     summary = _run_summary(
         program, dataset, status='finished' if finished else 'stopped',
-        final_step=int(state['step']),
-        final_train_loss=float(np.mean(recent_losses)) if recent_losses else None,
-        final_eval_loss=eval_value, wall_time_s=wall,
-        tokens_per_s=int(state['step']) * tokens_per_step / max(wall, 1e-9))
+        final_step=int(state['step']), **eval_result, wall_time_s=wall,
+        tokens_per_s=int(state['step']) * tokens_per_step / max(wall, 1e-9),
+        # The loop's speed after compilation: evals, checkpoints, data and metrics included.
+        steady_tokens_per_s=(steady_steps * tokens_per_step / max(now - steady[0], 1e-9)
+                             if steady_steps else None),
+        **_record_summary(metrics_lib.read_metrics(workdir), int(state['step']),
+                          config.train.log_every))
     if finished:
       writer.write_json(metrics_lib.SUMMARY_FILE, summary)
     return summary

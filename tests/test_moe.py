@@ -14,13 +14,13 @@ T_BATCH, T_LEN, D, E, K, F = 2, 8, 16, 8, 2, 12
 
 
 def make_moe(router='softmax', dispatch='einsum', capacity_factor=0.0, n_experts=E, top_k=K,
-             n_shared=1, renormalize=False, n_groups=1, top_groups=1, seed=0):
+             n_shared=1, renormalize=False, n_groups=1, top_groups=1, seed=0, **moe):
   c = config_lib.base_config()
   c.model.update(d_model=D, n_experts=n_experts, top_k=top_k, n_shared=n_shared, d_expert=F,
                  init_std=0.3)
   c.moe.update(router=router, dispatch=dispatch, capacity_factor=capacity_factor,
                renormalize=renormalize, routed_scaling=2.5 if router == 'sigmoid_bias' else 1.0,
-               n_groups=n_groups, top_groups=top_groups)
+               n_groups=n_groups, top_groups=top_groups, **moe)
   layer = moe_lib.MoE(c.model, c.moe, F, rngs=nnx.Rngs(seed))
   if router == 'sigmoid_bias':  # a non-zero bias, so that selection and weights differ
     layer.router_bias[...] = jax.random.normal(jax.random.key(seed + 1), (n_experts,)) * 0.2
@@ -65,12 +65,14 @@ def naive_choice(params, bias, x_BxLxD, layer):
 
 
 @pytest.mark.parametrize('router', ['softmax', 'sigmoid_bias'])
-@pytest.mark.parametrize('dispatch', ['einsum', 'ragged_dot'])
+@pytest.mark.parametrize('dispatch', ['einsum', 'ragged_dot', 'tokamax'])
 @pytest.mark.parametrize('renormalize', [False, True])
 def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize):
   if router == 'sigmoid_bias' and renormalize:
     pytest.skip('renormalize is a softmax-router option')
-  layer = make_moe(router, dispatch, renormalize=renormalize)
+  # tokamax through its XLA implementation: its Pallas kernels do not run on CPU.
+  extra = dict(tokamax_implementation='xla') if dispatch == 'tokamax' else {}
+  layer = make_moe(router, dispatch, renormalize=renormalize, **extra)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   params = nnx.to_pure_dict(params)
   bias = layer.router_bias[...] if router == 'sigmoid_bias' else None
@@ -211,3 +213,18 @@ def test_bias_rule_balances_a_skewed_router():
   assert before > 2.0
   assert after < 1.5
   assert after < before / 2
+
+
+@pytest.mark.parametrize('backend,implementation,tiles', [
+    ('ragged_dot', '', ()), ('tokamax', 'xla', ()), ('tokamax', '', ()),
+    ('tokamax', '', (128, 128, 128))])
+def test_grouped_matmul_matches_a_row_loop(backend, implementation, tiles):
+  """Each row times its group's matrix; on CPU tokamax falls back to XLA, tiles included."""
+  from ling_jax import grouped_matmul
+  x = jax.random.normal(jax.random.key(0), (12, 8))
+  w = jax.random.normal(jax.random.key(1), (3, 8, 5))
+  sizes = np.array([4, 0, 8])
+  group_of_row = np.repeat(np.arange(3), sizes)
+  expected = np.stack([np.asarray(x[r]) @ np.asarray(w[g]) for r, g in enumerate(group_of_row)])
+  out = grouped_matmul.make(backend, implementation, tiles)(x, w, jnp.asarray(sizes, jnp.int32))
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -28,10 +28,10 @@ MESHES = {
 }
 
 
-def config(mesh=None, transport='a2a', capacity_factor=0.0, steps=4, **model):
+def config(mesh=None, transport='a2a', capacity_factor=0.0, steps=4, dispatch='einsum', **model):
   c = moe_config.get_config('smoke')
   c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=16, **model)
-  c.moe.update(transport=transport, capacity_factor=capacity_factor)
+  c.moe.update(transport=transport, capacity_factor=capacity_factor, dispatch=dispatch)
   c.train.update(batch_size=8, seq_len=16, tokens=steps * 8 * 16, checkpoint_every=2,
                  async_checkpoint=False)
   if mesh is None:
@@ -40,6 +40,19 @@ def config(mesh=None, transport='a2a', capacity_factor=0.0, steps=4, **model):
     c.mesh.update(num_devices=8, data=-1, fsdp=1, expert=1, tensor=1)
     c.mesh.update(**mesh)
   return c
+
+
+_SINGLE_DEVICE = {}
+
+
+def single_device(dispatch='einsum', **moe):
+  """The single-device reference of config(), computed once per dispatch for all meshes."""
+  key = (dispatch, tuple(sorted(moe.items())))
+  if key not in _SINGLE_DEVICE:
+    c = config(dispatch=dispatch)
+    c.moe.update(**moe)
+    _SINGLE_DEVICE[key] = loss_and_grads(c)
+  return _SINGLE_DEVICE[key]
 
 
 def loss_and_grads(c):
@@ -55,8 +68,32 @@ def loss_and_grads(c):
 @pytest.mark.parametrize('transport', ['a2a', 'ring'])
 @pytest.mark.parametrize('mesh', list(MESHES))
 def test_loss_and_gradients_equal_the_single_device_model(mesh, transport):
-  loss, grads, _ = loss_and_grads(config())
+  loss, grads, _ = single_device()
   sharded_loss, sharded_grads, stats = loss_and_grads(config(MESHES[mesh], transport))
+  assert sharded_loss == pytest.approx(loss, rel=1e-5)
+  assert float(np.max(stats['dropped_fraction'])) == 0.0
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(sharded_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('mesh,dispatch', [('data8', 'ragged_dot'), ('data8', 'tokamax'),
+                                           ('data2_expert4', 'ragged_dot')])
+def test_dropless_dispatch_on_meshes_equals_the_single_device_model(mesh, dispatch, monkeypatch):
+  """The grouped-matmul dispatches run on data-parallel meshes too (the batch shards' own
+  dispatch) and with an expert axis (dropless exchange), with the single device's loss and
+  gradients."""
+  from ling_jax import grouped_matmul
+  calls = []
+  make = grouped_matmul.make
+  monkeypatch.setattr(grouped_matmul, 'make', lambda *a: calls.append(a) or make(*a))
+  extra = dict(tokamax_implementation='xla') if dispatch == 'tokamax' else {}
+  loss, grads, _ = single_device(dispatch, **extra)
+  sharded = config(MESHES[mesh], 'ring', dispatch=dispatch)
+  sharded.moe.update(**extra)
+  calls.clear()
+  sharded_loss, sharded_grads, stats = loss_and_grads(sharded)
+  if mesh == 'data8':  # the local path: each batch shard through the configured grouped matmul
+    assert calls and calls[0][0] == dispatch
   assert sharded_loss == pytest.approx(loss, rel=1e-5)
   assert float(np.max(stats['dropped_fraction'])) == 0.0
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(sharded_grads)):
@@ -65,7 +102,7 @@ def test_loss_and_gradients_equal_the_single_device_model(mesh, transport):
 
 @pytest.mark.parametrize('mesh', [dict(data=2, tensor=2, expert=2), dict(data=2, fsdp=2, tensor=2)])
 def test_tensor_parallel_meshes_match_the_single_device_model(mesh):
-  loss, grads, _ = loss_and_grads(config())
+  loss, grads, _ = single_device()
   sharded_loss, sharded_grads, _ = loss_and_grads(config(mesh))
   assert sharded_loss == pytest.approx(loss, rel=1e-5)
   # Matmuls split over `tensor` sum their partial products in another order: f32 rounding.
@@ -91,13 +128,24 @@ def test_parameters_are_sharded_as_the_rules_say():
   assert mu.sharding.spec == wi.sharding.spec
 
 
+def train_losses(workdir):
+  return [r['loss'] for r in metrics_lib.read_metrics(str(workdir)) if r['kind'] == 'train']
+
+
+@pytest.fixture(scope='module')
+def single_run_losses(tmp_path_factory):
+  """The losses of the unsharded 20-step run, trained once for every mesh compared with it."""
+  workdir = tmp_path_factory.mktemp('single')
+  train_lib.train(config(steps=20), str(workdir))
+  return train_losses(workdir)
+
+
 @pytest.mark.parametrize('mesh,transport', [('data2_expert4', 'a2a'), ('fsdp2_expert4', 'ring'),
                                             ('data8', 'a2a')])
-def test_twenty_sharded_steps_repeat_the_unsharded_losses(tmp_path, mesh, transport):
-  train_lib.train(config(steps=20), str(tmp_path / 'single'))
+def test_twenty_sharded_steps_repeat_the_unsharded_losses(tmp_path, mesh, transport,
+                                                          single_run_losses):
   train_lib.train(config(MESHES[mesh], transport, steps=20), str(tmp_path / 'sharded'))
-  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
-  np.testing.assert_allclose(losses(tmp_path / 'sharded'), losses(tmp_path / 'single'), rtol=2e-5)
+  np.testing.assert_allclose(train_losses(tmp_path / 'sharded'), single_run_losses, rtol=2e-5)
 
 
 def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor):

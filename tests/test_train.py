@@ -132,3 +132,70 @@ def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], atol=0.1)
   assert any(p.name.startswith('events') for p in (tmp_path / 'bfloat16' / 'tensorboard').iterdir())
+
+
+def test_steps_per_call_changes_nothing_but_the_round_trips(tmp_path):
+  """The same losses, evals and checkpoints, bit for bit, for 1 and 7 steps per jitted call."""
+  runs = {}
+  for spc in (1, 7):
+    c = smoke(steps=23, train=dict(steps_per_call=spc, eval_every=5, checkpoint_every=10))
+    summary = train_lib.train(c, str(tmp_path / str(spc)))
+    records = metrics_lib.read_metrics(str(tmp_path / str(spc)))
+    runs[spc] = ([r['loss'] for r in records if r['kind'] == 'train'],
+                 [(r['step'], r['eval_loss']) for r in records if r['kind'] == 'eval'], summary)
+  assert runs[1][0] == runs[7][0] and len(runs[1][0]) == 23
+  assert runs[1][1] == runs[7][1] and [s for s, _ in runs[1][1]] == [5, 10, 15, 20, 23]
+  assert sorted(p.name for p in (tmp_path / '7' / 'checkpoints').iterdir()
+                if p.name.isdigit()) == ['20', '23']
+
+
+def test_a_resumed_run_summarises_the_whole_run(tmp_path):
+  """final_train_loss and the dropped share come from the whole metrics record, also when the
+  log window spans the restart."""
+  c = smoke(steps=12, train=dict(checkpoint_every=4, log_every=6))
+  straight = train_lib.train(c, str(tmp_path / 'straight'))
+  train_lib.train(c, str(tmp_path / 'resumed'), stop_at_step=8)
+  resumed = train_lib.train(c, str(tmp_path / 'resumed'))
+  losses = train_losses(tmp_path / 'straight')
+  assert resumed['final_train_loss'] == straight['final_train_loss'] == pytest.approx(
+      np.mean(losses[-6:]), rel=1e-12)
+  drops = [np.mean(r['dropped_fraction']) for r in metrics_lib.read_metrics(
+      str(tmp_path / 'straight')) if r['kind'] == 'train']
+  assert resumed['dropped_fraction'] == pytest.approx(np.mean(drops), rel=1e-12)
+
+
+@pytest.mark.parametrize('reduction', ['sum', 'mean'])
+def test_router_losses_are_reduced_over_layers_as_configured(reduction):
+  c = smoke(model=dict(n_layers=3), moe=dict(router_loss_reduction=reduction))
+  program = train_lib.Program.build(c)
+  state = program._init()
+  objective, aux = program.loss(state['params'], state['router_bias'], first_batch(c))
+  lb, z = np.asarray(aux['stats']['load_balance_loss']), np.asarray(aux['stats']['z_loss'])
+  assert lb.shape == (3,)
+  reduce = np.sum if reduction == 'sum' else np.mean
+  expected = float(aux['ce']) + c.moe.load_balance_coef * reduce(lb) + c.moe.z_loss_coef * reduce(z)
+  assert float(objective) == pytest.approx(expected, rel=1e-6)
+
+
+def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
+  # Dense: an MoE's capacity depends on the batch, so one sequence alone routes differently.
+  c = smoke('dense', steps=6, train=dict(eval_sequences=16, eval_batch_size=8, eval_batches=1))
+  summary = train_lib.train(c, str(tmp_path))
+  program = train_lib.Program.build(c)
+  assert summary['eval_tokens'] == 16 * c.train.seq_len
+  # Naive reference: the checkpointed final state, each held-out sequence on its own.
+  from ling_jax import checkpoint as checkpoint_lib
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / 'checkpoints'), 2, False)
+  dataset = data_lib.Dataset(c)
+  state, _ = ckpt.restore(6, program.init_state(), dataset.train_iterator())
+  ckpt.close()
+  per_sequence = []
+  for batch in dataset.eval_batches():
+    for row in batch:
+      tokens = jnp.asarray(row[None])
+      per_sequence.append(float(program.eval_loss(state['params'], state['router_bias'],
+                                                  tokens)[0]))
+  assert len(per_sequence) == 16
+  assert summary['final_eval_loss'] == pytest.approx(np.mean(per_sequence), rel=1e-5)
+  assert summary['eval_loss_stderr'] == pytest.approx(
+      np.std(per_sequence, ddof=1) / 4, rel=1e-4)

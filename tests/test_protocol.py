@@ -1,0 +1,102 @@
+"""The local protocol (docs/replication.md): budgets, steps, one eval set, provisional designs."""
+
+import importlib
+import math
+
+import pytest
+
+from configs import common
+from configs import shared_experts
+from experiments import sweep
+from ling_jax import config as config_lib
+from ling_jax import data as data_lib
+
+STUDIES = ['hparams', 'allocation', 'dense_baseline', 'activation_ratio', 'granularity',
+           'shared_experts']
+
+
+def members_of(name, scale='local'):
+  module = importlib.import_module(f'configs.{name}')
+  base = module.get_config(scale)
+  return base, sweep.validate_all(base, sweep.load_members(base))
+
+
+@pytest.mark.parametrize('name', STUDIES)
+def test_every_local_member_trains_at_least_1000_steps(name):
+  _, validated = members_of(name)
+  steps = [config_lib.num_steps(c, arch) for _, c, arch in validated]
+  assert min(steps) >= common.LOCAL_MIN_STEPS, name
+
+
+@pytest.mark.parametrize('name', STUDIES)
+def test_local_budgets_span_at_least_one_and_a_half_decades(name):
+  _, validated = members_of(name)
+  budgets = [c.train.compute_budget for _, c, _ in validated]
+  assert math.log10(max(budgets) / min(budgets)) >= 1.5 - 1e-3, name
+
+
+@pytest.mark.parametrize('name', STUDIES)
+def test_every_local_member_shares_one_eval_set_and_convention(name):
+  _, validated = members_of(name)
+  for _, c, _ in validated:
+    assert c.train.eval_sequences == common.LOCAL_EVAL_SEQUENCES
+    assert c.train.eval_batch_size == common.LOCAL_EVAL_BATCH
+    assert c.moe.router_loss_reduction == 'sum'
+    assert c.train.seq_len == common.LOCAL_SEQ_LEN
+
+
+def test_the_eval_set_does_not_depend_on_the_training_batch():
+  base, validated = members_of('hparams')
+  batches = {c.train.batch_size: c for _, c, _ in validated}
+  small, large = batches[min(batches)], batches[max(batches)]
+  assert small.train.batch_size != large.train.batch_size
+  first, second = (data_lib.Dataset(c).eval_batches() for c in (small, large))
+  assert len(first) * common.LOCAL_EVAL_BATCH == common.LOCAL_EVAL_SEQUENCES
+  assert all((a == b).all() for a, b in zip(first, second)) and len(first) == len(second)
+  # Drawn across the held-out files, not the first few of them in file order.
+  in_file_order = data_lib.Dataset(small).eval_source
+  assert not (first[0][:8] == [in_file_order[i] for i in range(8)]).all()
+
+
+@pytest.mark.parametrize('scale', common.SCALES)
+def test_shared_expert_grid_has_the_papers_optimum_at_every_scale(scale):
+  members = shared_experts.get_sweep(scale)
+  assert any(m.name.endswith('Ea10_Es2') for m in members)
+
+
+def test_models_grow_with_the_budget_and_batches_keep_the_steps():
+  groups = common.groups('local')
+  sizes = [(g.n_layers, g.d_model) for g in groups]
+  assert sizes == sorted(sizes) and len(set(sizes)) > 1
+  # Shrinking the batch keeps the steps: 10 sequences wanted, 5 allowed.
+  tokens = 5 * common.LOCAL_SEQ_LEN * common.LOCAL_MIN_STEPS
+  assert common.local_batch_sequences(10 * common.LOCAL_SEQ_LEN, tokens) == 5
+  assert common.local_batch_sequences(3 * common.LOCAL_SEQ_LEN, tokens) == 3
+
+
+def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):
+  monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path / 'none'))
+  base, members = members_of('dense_baseline')[0], sweep.load_members(members_of(
+      'dense_baseline')[0])
+  assert all(m.provisional for m in members)
+  with pytest.raises(config_lib.ConfigError, match='allow_provisional'):
+    sweep.run(base, members, str(tmp_path), train_fn=lambda c, d: pytest.fail('trained'))
+  hparams_base, _ = members_of('hparams')
+  assert not any(m.provisional for m in sweep.load_members(hparams_base))
+
+
+def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
+  import json
+  import os
+  monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path))
+  law = lambda c, e: dict(params=dict(log_coefficient=math.log(c), exponent_C=e))
+  os.makedirs(tmp_path / 'hparams')
+  with open(tmp_path / 'hparams' / 'report.json', 'w') as f:
+    json.dump(dict(studies=dict(hparams=dict(
+        moe=dict(learning_rate=law(2.0, -0.2), batch_tokens=law(0.5, 0.3)),
+        dense=dict(learning_rate=law(3.0, -0.2), batch_tokens=law(0.5, 0.3))))), f)
+  lr, batch = common.local_hyperparameters(1e12, 'dense')
+  assert lr.value == pytest.approx(3.0 * 1e12 ** -0.2) and not lr.provisional
+  assert batch.value == pytest.approx(0.5 * 1e12 ** 0.3)
+  assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
+  assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
