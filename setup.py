@@ -11,6 +11,7 @@ setuptools.setup(
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['ling_jax*', 'experiments*', 'configs*',
                                                'fitting*', 'benchmarks*']),
+    package_data={'experiments': ['cost_model.json'], 'fitting': ['data/*.json']},
     install_requires=[
         # JAX 0.10.2 is the newest on Python 3.11; 0.11 needs Python >= 3.12. Both work.
         'jax>=0.10.2',

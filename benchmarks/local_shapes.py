@@ -162,7 +162,7 @@ def main(argv=None):
     dense_s = statistics.median(times['dense'])
     for name, timer in timers.items():
       seconds = statistics.median(times[name])
-      steps = int(min(400, max(40, 15 / seconds)))
+      steps = int(min(400, max(40, 15 / seconds))) // 10 * 10
       loop = loop_tokens_per_s(timer.config, steps)
       t = timer.config.train
       bare_tokens_per_s = t.batch_size * t.seq_len / seconds

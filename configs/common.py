@@ -226,7 +226,7 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
     paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
   elif scale == 'local':
     local_training(c, compute_budget=1e12, seq_len=LOCAL_SEQ_LEN)
-    c.train.update(eval_every=500, checkpoint_every=500, log_every=100, eval_batches=4,
+    c.train.update(eval_every=1000, checkpoint_every=1000, log_every=100, eval_batches=4,
                    eval_sequences=LOCAL_EVAL_SEQUENCES, eval_batch_size=LOCAL_EVAL_BATCH)
     c.data.eval_fraction = 0.05  # 2.1 MB held out: room for the fixed eval set
     c.moe.capacity_factor = 2.0  # dropped share collected per member; must stay below 1%

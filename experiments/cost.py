@@ -4,8 +4,10 @@ Pure Python (no JAX), for `--list`. One optimizer step of a shape takes
 
   t = c_step + c_layer * L + (dense matmul FLOPs) / r_dense + (attention-score FLOPs) / r_scores
       + (routed-expert FLOPs) / r_experts + c_row * (dispatched rows) + c_expert * (E * L_moe)
+      + c_param * (parameters)
 
-seconds, with every FLOP count per step in the hardware convention (ling_jax.flops). The
+seconds, with every FLOP count per step in the hardware convention (ling_jax.flops), and the optimizer's
+per-parameter work, which for an MoE grows with all its experts, not the active ones. The
 coefficients are fitted (non-negative least squares on relative error) to the step times
 `python -m benchmarks.local_shapes --fit_cost_model` measures at the local studies' shapes, and
 kept in cost_model.json beside this file with the date and machine they were measured on. A run
@@ -23,7 +25,7 @@ from ling_jax import flops
 
 MODEL_FILE = os.path.join(os.path.dirname(__file__), 'cost_model.json')
 FEATURES = ('step', 'layers', 'dense_flops', 'score_flops', 'expert_flops', 'dispatched_rows',
-            'expert_layers')
+            'expert_layers', 'parameters')
 
 
 def features(arch: flops.Architecture, batch_size: int, seq_len: int) -> dict[str, float]:
@@ -36,7 +38,9 @@ def features(arch: flops.Architecture, batch_size: int, seq_len: int) -> dict[st
               dense_flops=tokens * (hardware - scores - experts), score_flops=tokens * scores,
               expert_flops=tokens * experts,
               dispatched_rows=float(tokens * arch.top_k * arch.num_moe_layers),
-              expert_layers=float(arch.n_experts * arch.num_moe_layers))
+              expert_layers=float(arch.n_experts * arch.num_moe_layers),
+              # AdamW reads and writes every parameter each step, routed experts included.
+              parameters=float(flops.total_params(arch)))
 
 
 def fit(rows: list[dict], seconds: list[float]) -> dict:
@@ -75,8 +79,13 @@ def predict_seconds_per_step(model: dict, row: dict) -> float:
 
 
 def run_seconds(model: dict, arch: flops.Architecture, train_cfg, steps: int) -> float:
-  """Predicted wall seconds of a whole run here: start-up, steps and evaluations."""
-  step = predict_seconds_per_step(model, features(arch, train_cfg.batch_size, train_cfg.seq_len))
-  evals = steps // train_cfg.eval_every + 1
-  eval_s = evals * train_cfg.eval_batches * step * model['eval_forward_fraction']
+  """Predicted wall seconds of a whole run here: start-up, steps and evaluations (a forward pass
+  over each periodic eval's sequences, and over the whole fixed set at the end)."""
+  t = train_cfg
+  step = predict_seconds_per_step(model, features(arch, t.batch_size, t.seq_len))
+  per_token = step / (t.batch_size * t.seq_len)
+  eval_batch = getattr(t, 'eval_batch_size', 0) or t.batch_size
+  periodic = (steps - 1) // t.eval_every * t.eval_batches * eval_batch
+  final = getattr(t, 'eval_sequences', 0) or t.eval_batches * t.batch_size
+  eval_s = (periodic + final) * t.seq_len * per_token * model['eval_forward_fraction']
   return model['startup_s'] + steps * step + eval_s

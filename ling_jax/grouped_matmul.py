@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Callable
+from typing import Any, Callable
 
-import jax
-
+# Importable without JAX: config validation reads the registries below.
 BACKENDS = ('ragged_dot', 'tokamax')
 TOKAMAX_IMPLEMENTATIONS = ('', 'mosaic', 'triton', 'xla')
 
-GroupedMatmul = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+GroupedMatmul = Callable[[Any, Any, Any], Any]  # (rows [R, K], weights [G, K, N], sizes [G])
 
 
 def tokamax_installed() -> bool:
@@ -48,6 +47,7 @@ def _tokamax_implementation(implementation: str, tiles: tuple):
 def make(backend: str, implementation: str = '', tiles: tuple = ()) -> GroupedMatmul:
   """`fn(rows_RxK, weights_GxKxN, group_sizes_G) -> out_RxN` for a backend of BACKENDS."""
   if backend == 'ragged_dot':
+    import jax  # pylint: disable=import-outside-toplevel
     return jax.lax.ragged_dot
   from absl import flags  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS.is_parsed():

@@ -101,6 +101,13 @@ class Program:
                         out_shardings=replicated)
     return train_steps, eval_loss
 
+  def batch_shape(self, steps: int) -> jax.ShapeDtypeStruct:
+    """The global array of `steps` batches a train call takes, as a shape for compiling."""
+    t = self.config.train
+    spec = P(None, *sharding_lib.batch_spec(self.config))
+    return jax.ShapeDtypeStruct((steps, t.batch_size, t.seq_len + 1), jnp.int32,
+                                sharding=NamedSharding(self.mesh, spec))
+
   def model(self, params, router_bias) -> model_lib.Transformer:
     return nnx.merge(self.graphdef, params, router_bias)
 
@@ -205,6 +212,20 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
     return _train_loop(program, workdir, stop_at_step)
 
 
+def last_step(program: Program, stop_at_step: int | None) -> int:
+  return min(program.total_steps if stop_at_step is None else stop_at_step, program.total_steps)
+
+
+def _call_lengths(start: int, last: int, config) -> set[int]:
+  """The distinct numbers of steps the calls from `start` to `last` take."""
+  lengths, step = set(), start
+  while step < last:
+    end = _chunk_end(step, last, config)
+    lengths.add(end - step)
+    step = end
+  return lengths
+
+
 def _chunk_end(step: int, last: int, config) -> int:
   """The last step of the call that starts after `step`: `train.steps_per_call` steps, cut short
   at the next eval, checkpoint or the end, so that those happen at the same steps for any
@@ -240,14 +261,18 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
     return json.loads(summary_path.read_text())
   eval_batches = [program.batch(b) for b in dataset.eval_batches()]
   train_steps, eval_loss = program.jit_steps()
-  if eval_batches:  # compiled now, not in the middle of the first training window
+  # Everything compiled before the first step, not in the middle of training: the eval step and
+  # the train call for each number of steps a call will take (steps_per_call, and the shorter
+  # calls that end at an eval, a checkpoint or the last step).
+  if eval_batches:
     eval_loss = eval_loss.lower(state['params'], state['router_bias'], eval_batches[0]).compile()
+  compiled = {n: train_steps.lower(state, program.batch_shape(n)).compile()
+              for n in _call_lengths(start, last_step(program, stop_at_step), config)}
 
   tokens_per_step = config.train.batch_size * config.train.seq_len
   hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
   peak = metrics_lib.peak_flops_per_device(config.metrics.peak_flops_per_device)
-  last = stop_at_step if stop_at_step is not None else program.total_steps
-  last = min(last, program.total_steps)
+  last = last_step(program, stop_at_step)
 
   def evaluate(step: int, final: bool = False) -> dict:
     """Eval loss (nats per token) on the held-out set (its first `eval_batches` batches unless
@@ -304,7 +329,7 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
     while step < last:
       end = _chunk_end(step, last, config)
       tokens = np.stack([next(train_iter) for _ in range(end - step)])
-      state, chunk_metrics = train_steps(state, program.batch(tokens))
+      state, chunk_metrics = compiled[end - step](state, program.batch(tokens))
       if pending is not None:
         record(*pending)
       pending, step = (step + 1, chunk_metrics), end

@@ -100,3 +100,30 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   assert batch.value == pytest.approx(0.5 * 1e12 ** 0.3)
   assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
   assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
+
+
+def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
+  from experiments import cost
+  from ling_jax import flops
+  shapes = [flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d)
+            for L, d in ((2, 24), (4, 144), (7, 336))]
+  shapes += [flops.Architecture(L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1,
+                                d_expert=2 * d // g)
+             for L, d in ((2, 48), (4, 144), (7, 336)) for e, k, g in ((64, 2, 2), (256, 8, 8))]
+  rows = [cost.features(a, b, 128) for a in shapes for b in (4, 16)]
+  planted = dict(step=0.002, layers=0.0005, dense_flops=2e-11, score_flops=4e-11,
+                 expert_flops=5e-11, dispatched_rows=1e-7, expert_layers=2e-6, parameters=3e-9)
+  seconds = [sum(planted[k] * r[k] for k in cost.FEATURES) for r in rows]
+  model = cost.fit(rows, seconds)
+  for r, s in zip(rows, seconds):
+    assert cost.predict_seconds_per_step(model, r) == pytest.approx(s, rel=1e-6)
+
+  class Train:
+    batch_size, seq_len, eval_every, eval_batches = 4, 128, 1000, 4
+    eval_sequences, eval_batch_size = 4096, 64
+  step = cost.predict_seconds_per_step(model, cost.features(shapes[0], 4, 128))
+  # 2,500 steps: evals at 1,000 and 2,000 of 4 x 64 sequences, 4,096 at the end; a forward
+  # pass per sequence costs a third of a training step's per-sequence time.
+  per_sequence = step / 4
+  expected = model['startup_s'] + 2500 * step + (2 * 256 + 4096) * per_sequence / 3
+  assert cost.run_seconds(model, shapes[0], Train, 2500) == pytest.approx(expected)
