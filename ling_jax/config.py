@@ -65,9 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
       bias_update_rate=0.001,  # sigmoid_bias router: u of the sign rule, per optimizer step
       n_groups=1,  # sigmoid_bias router: group-limited top-k over this many expert groups
       top_groups=1,  # ... keeping this many groups
-      # 'einsum' (capacity-padded batched matmul) | 'ragged_dot' (dropless, jax.lax.ragged_dot)
+      # 'einsum' (capacity-padded batched matmul) | 'blocks' (dropless: each expert's rows padded
+      # to whole blocks, batched matmuls) | 'ragged_dot' (dropless, jax.lax.ragged_dot)
       # | 'tokamax' (dropless, tokamax's Pallas kernels; pip install -e '.[gpu]' or '.[tpu]').
       dispatch='einsum',
+      block_rows=16,  # 'blocks' dispatch (dropless, static shapes): rows per expert block
       tokamax_implementation='',  # '' (tokamax chooses) | 'mosaic' | 'triton' | 'xla'
       tokamax_tiles=(),  # (tile_m, tile_k, tile_n) of the TPU kernel; () for its defaults
       capacity_factor=1.25,  # einsum dispatch: slots per expert = cf * tokens * k / E; <= 0 is dropless
@@ -243,12 +245,15 @@ def _validate_moe(config) -> None:
   moe, m = config.moe, config.model
   _require(moe.router in ('softmax', 'sigmoid_bias'),
            f"config.moe.router={moe.router!r}: use 'softmax' or 'sigmoid_bias'.")
-  dispatches = ('einsum',) + grouped_matmul.BACKENDS
+  dispatches = ('einsum', 'blocks') + grouped_matmul.BACKENDS
   _require(moe.dispatch in dispatches,
            f'config.moe.dispatch={moe.dispatch!r}: use one of {", ".join(dispatches)}.')
   _require(moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
            f'config.moe.capacity_factor={moe.capacity_factor}: {moe.dispatch} dispatch is '
            'dropless; set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.')
+  _require(isinstance(moe.block_rows, int) and not isinstance(moe.block_rows, bool) and
+           moe.block_rows > 0,
+           f'config.moe.block_rows={moe.block_rows!r}: must be a positive whole number.')
   _require(moe.tokamax_implementation in grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
            f'config.moe.tokamax_implementation={moe.tokamax_implementation!r}: use one of '
            f'{", ".join(repr(i) for i in grouped_matmul.TOKAMAX_IMPLEMENTATIONS)}.')

@@ -7,6 +7,9 @@ Dispatch sorts the A assignments by expert (stable, so earlier tokens win when a
 full) and moves token rows into an expert-grouped buffer:
   * 'einsum': a capacity-padded [E, C, D] buffer and batched matmuls; fast everywhere, drops
     assignments past capacity (counted and logged);
+  * 'blocks': each expert's rows padded to whole blocks, every block through its expert's
+    gathered weights in one batched matmul; dropless with static shapes (the CPU's dropless
+    dispatch: byte-level tokens route by identity, and capacity limits drop 15-25% of them);
   * 'ragged_dot': an [A, D] buffer and `jax.lax.ragged_dot`; dropless (use on accelerators,
     XLA:CPU lowers it to a masked dense matmul).
 Both directions of the row permutation are gathers, also in the backward pass (`permute_rows`).
@@ -168,6 +171,29 @@ def dropless_plan(experts_TxK, n_experts: int) -> DispatchPlan:
   return DispatchPlan(order_A // K, rank_A, order_A, counts_E, jnp.ones_like(rank_A, bool))
 
 
+def block_plan(experts_TxK, n_experts: int, block: int) -> tuple[DispatchPlan, jax.Array]:
+  """Dropless with static shapes: each expert's assignments padded to a whole number of
+  `block`-row blocks, ceil((A + E (block - 1)) / block) blocks in all (each expert wastes fewer
+  than `block` rows). Returns the plan and the expert of each block [N]."""
+  T, K = experts_TxK.shape
+  A = T * K
+  flat_A, order_A, counts_E, starts_E, rank_A = _sort_by_expert(experts_TxK, n_experts)
+  padded_E = (counts_E + block - 1) // block * block
+  ends_E = jnp.cumsum(padded_E)
+  padded_starts_E = ends_E - padded_E
+  n_rows = -(-(A + n_experts * (block - 1)) // block) * block
+  row_of_assignment = padded_starts_E[flat_A] + rank_A - starts_E[flat_A]
+  row_R = jnp.arange(n_rows)
+  expert_R = jnp.minimum(jnp.searchsorted(ends_E, row_R, side='right'), n_experts - 1)
+  position_R = row_R - padded_starts_E[expert_R]
+  filled_R = (row_R < ends_E[-1]) & (position_R < counts_E[expert_R])
+  assignment_of_row = jnp.where(filled_R, order_A[jnp.minimum(starts_E[expert_R] + position_R,
+                                                              A - 1)], A)
+  plan = DispatchPlan(assignment_of_row // K, row_of_assignment, assignment_of_row, counts_E,
+                      jnp.ones_like(rank_A, bool))
+  return plan, expert_R[::block]
+
+
 def capacity_plan(experts_TxK, n_experts: int, slots: int) -> DispatchPlan:
   """Rows are E blocks of `slots`; an expert's assignments past its capacity are dropped."""
   T, K = experts_TxK.shape
@@ -195,6 +221,16 @@ def swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   return jnp.einsum('ecf,efd->ecd', h_ExCxF, wo_ExFxD).reshape(rows_RxD.shape)
 
 
+def swiglu_blocks(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, expert_N):
+  """Blocks of rows, each through its own expert's weights (gathered per block)."""
+  N = expert_N.shape[0]
+  x_NxBxD = rows_RxD.reshape(N, -1, rows_RxD.shape[-1])
+  take = lambda w: jnp.take(w, expert_N, axis=0)
+  h_NxBxF = (jax.nn.silu(jnp.einsum('nbd,ndf->nbf', x_NxBxD, take(wg_ExDxF))) *
+             jnp.einsum('nbd,ndf->nbf', x_NxBxD, take(wu_ExDxF)))
+  return jnp.einsum('nbf,nfd->nbd', h_NxBxF, take(wo_ExFxD)).reshape(rows_RxD.shape)
+
+
 def swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, group_sizes_E,
                   matmul: grouped_matmul.GroupedMatmul = jax.lax.ragged_dot):
   h_RxF = (jax.nn.silu(matmul(rows_RxD, wg_ExDxF, group_sizes_E)) *
@@ -212,17 +248,23 @@ def dispatch_local(x_TxD, experts_TxK, weights_TxK, wg_ExDxF, wu_ExDxF, wo_ExFxD
                    opts: 'MoEOptions'):
   """Routed experts on one device (or one batch shard): (y [T, D] f32, dropped assignments).
 
-  'einsum': a capacity-padded buffer and batched matmuls; 'ragged_dot' / 'tokamax': every
+  'einsum': a capacity-padded buffer and batched matmuls; 'blocks': every assignment, each
+  expert's padded to whole blocks of `block_rows`, blocks through batched matmuls with their
+  expert's weights (dropless, static shapes, CPU-friendly); 'ragged_dot' / 'tokamax': every
   assignment, grouped by expert, through a grouped matmul (dropless).
   """
   T, K = experts_TxK.shape
   E = wg_ExDxF.shape[0]
-  if opts.dropless:
+  if opts.dispatch == 'blocks':
+    plan, expert_N = block_plan(experts_TxK, E, opts.block_rows)
+  elif opts.dropless:
     plan = dropless_plan(experts_TxK, E)
   else:
     plan = capacity_plan(experts_TxK, E, capacity(T * K, E, T, opts.capacity_factor))
   rows_RxD = permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
-  if opts.dropless:
+  if opts.dispatch == 'blocks':
+    y_RxD = swiglu_blocks(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, expert_N)
+  elif opts.dropless:
     y_RxD = swiglu_ragged(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, plan.group_sizes,
                           opts.matmul())
   else:
@@ -243,11 +285,12 @@ class MoEOptions(NamedTuple):
   transport: str
   tokamax_implementation: str = ''
   tokamax_tiles: tuple = ()
+  block_rows: int = 16
   batch_axes: tuple = ('data', 'fsdp', 'expert')
 
   @property
   def dropless(self) -> bool:
-    return self.dispatch in grouped_matmul.BACKENDS
+    return self.dispatch == 'blocks' or self.dispatch in grouped_matmul.BACKENDS
 
   def matmul(self) -> grouped_matmul.GroupedMatmul:
     return grouped_matmul.make(self.dispatch, self.tokamax_implementation, self.tokamax_tiles)

@@ -65,7 +65,7 @@ def naive_choice(params, bias, x_BxLxD, layer):
 
 
 @pytest.mark.parametrize('router', ['softmax', 'sigmoid_bias'])
-@pytest.mark.parametrize('dispatch', ['einsum', 'ragged_dot', 'tokamax'])
+@pytest.mark.parametrize('dispatch', ['einsum', 'blocks', 'ragged_dot', 'tokamax'])
 @pytest.mark.parametrize('renormalize', [False, True])
 def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize):
   if router == 'sigmoid_bias' and renormalize:
@@ -97,7 +97,7 @@ def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize('dispatch', ['einsum', 'ragged_dot'])
+@pytest.mark.parametrize('dispatch', ['einsum', 'blocks', 'ragged_dot'])
 def test_one_expert_top1_equals_dense_ffn(dispatch):
   layer = make_moe(dispatch=dispatch, n_experts=1, top_k=1, n_shared=0)
   c = config_lib.base_config()
@@ -228,3 +228,24 @@ def test_grouped_matmul_matches_a_row_loop(backend, implementation, tiles):
   expected = np.stack([np.asarray(x[r]) @ np.asarray(w[g]) for r, g in enumerate(group_of_row)])
   out = grouped_matmul.make(backend, implementation, tiles)(x, w, jnp.asarray(sizes, jnp.int32))
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('block', [1, 4, 16])
+def test_block_plan_places_every_assignment_once_in_its_experts_blocks(block):
+  """Hand count: each expert's rows start on a block boundary, in token order, nothing dropped,
+  and every block belongs to one expert."""
+  experts = np.random.default_rng(0).integers(0, 5, (11, 3))
+  experts[:, 1] = (experts[:, 0] + 1) % 5  # distinct experts per token
+  experts[:, 2] = (experts[:, 0] + 2) % 5
+  plan, expert_of_block = moe_lib.block_plan(jnp.asarray(experts), 5, block)
+  rows = np.asarray(plan.row_of_assignment)
+  assert len(set(rows.tolist())) == experts.size  # one row each, none dropped
+  start = 0
+  for e in range(5):
+    mine = [a for a in range(experts.size) if experts.reshape(-1)[a] == e]  # token order
+    assert rows[mine].tolist() == list(range(start, start + len(mine)))
+    assert all(int(expert_of_block[r // block]) == e for r in rows[mine])
+    start += -(-len(mine) // block) * block
+  assignment_of_row = np.asarray(plan.assignment_of_row)
+  assert [assignment_of_row[r] for r in rows] == list(range(experts.size))
+  assert (assignment_of_row == experts.size).sum() == len(assignment_of_row) - experts.size

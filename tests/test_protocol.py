@@ -42,6 +42,7 @@ def test_every_local_member_shares_one_eval_set_and_convention(name):
     assert c.train.eval_sequences == common.LOCAL_EVAL_SEQUENCES
     assert c.train.eval_batch_size == common.LOCAL_EVAL_BATCH
     assert c.moe.router_loss_reduction == 'sum'
+    assert c.moe.dispatch == 'blocks' and c.moe.capacity_factor <= 0  # dropless
     assert c.train.seq_len == common.LOCAL_SEQ_LEN
 
 
