@@ -10,7 +10,7 @@ active / 1 shared, G = 2, and dense), and every (learning rate, batch) of the gr
 3e17, 3e18, 3e19, 3e20 FLOPs (the paper's range, one per decade): 2 x 4 x 5 x 4 = 160 members.
 `local` (step 1 of the local protocol, docs/replication.md): budgets 1e11, 5.6e11 and 3.2e12
 FLOPs (1.5 decades), models from Table 1 (this scale has no allocation law before this study),
-learning rates 2^-2 .. 2^1 and batches 2^-1 .. 2^1 times Eq. 3 at each budget, a batch shrunk
+learning rates 2^-3 .. 2^0 and batches 2^-1 .. 2^1 times Eq. 3 at each budget, a batch shrunk
 where it would leave fewer than 1,000 steps (duplicates dropped). `smoke`: 2 x 2 x 2 x 1.
 Near-optimal runs are those within 0.25% of the best loss of their budget; the paper fitted
 lr = 1.1576 C^-0.1529 and B = 0.0694 C^0.3644 tokens for MoE and found MoE preferring larger
@@ -27,7 +27,9 @@ GRID = {
     'paper': dict(budgets=[3e17, 3e18, 3e19, 3e20], log2_lr=[-11, -10.5, -10, -9.5, -9],
                   log2_batch_tokens=[18, 19, 20, 21]),
     # Local: offsets (log2) from Eq. 3 at each budget, not absolute values.
-    'local': dict(budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-2, -1, 0, 1],
+    # The first dense runs put the best learning rate at 1/4 of Eq. 3 (1e11 FLOPs) and 1/2 of it
+    # (5.6e11): the grid reaches down to 1/8.
+    'local': dict(budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-3, -2, -1, 0],
                   log2_batch_tokens=[-1, 0, 1]),
     'smoke': dict(budgets=[3e8], log2_lr=[-8, -6], log2_batch_tokens=[7, 8]),
 }
