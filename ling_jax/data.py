@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 import sysconfig
 import zlib
@@ -181,5 +182,6 @@ class Dataset:
                         f'{len(self.eval_source)} windows of {self.seq_len + 1} tokens; lower it '
                         'or hold out more data (data.eval_fraction).')
     size = t.eval_batch_size or t.batch_size
-    batches = list(self._batched(self.eval_source, size, EVAL_ORDER_SEED, False))
-    return batches[:t.eval_sequences // size]
+    # Only the batches the set needs are read, not the whole held-out split.
+    return list(itertools.islice(self._batched(self.eval_source, size, EVAL_ORDER_SEED, False),
+                                 t.eval_sequences // size))

@@ -108,8 +108,9 @@ def batch_axes(config) -> tuple[str, ...]:
   return tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
 
 
-def batch_spec(config) -> P:
-  return P(batch_axes(config))
+def batch_spec(config, leading: int = 0) -> P:
+  """The layout of a batch [B, ...]; with `leading` unsharded axes in front ([S, B, ...])."""
+  return P(*(None,) * leading, batch_axes(config))
 
 
 def batch_shards(config, mesh) -> int:
@@ -119,6 +120,5 @@ def batch_shards(config, mesh) -> int:
 def global_batch(config, mesh, local_batch: np.ndarray) -> jax.Array:
   """This process's rows of a batch [b, L] (or of S stacked batches [S, b, L]), assembled into
   one global array whose batch axis is sharded over the mesh's batch axes."""
-  leading = (None,) * (local_batch.ndim - 2)
-  spec = P(*leading, *batch_spec(config))
+  spec = batch_spec(config, leading=local_batch.ndim - 2)
   return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local_batch)

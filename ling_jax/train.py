@@ -93,7 +93,7 @@ class Program:
     """
     state = self.state_shardings()
     batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config))
-    batches = NamedSharding(self.mesh, P(None, *sharding_lib.batch_spec(self.config)))
+    batches = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1))
     replicated = NamedSharding(self.mesh, P())
     train_steps = jax.jit(self.train_steps, in_shardings=(state, batches),
                           out_shardings=(state, replicated), donate_argnums=(0,))
@@ -104,9 +104,9 @@ class Program:
   def batch_shape(self, steps: int) -> jax.ShapeDtypeStruct:
     """The global array of `steps` batches a train call takes, as a shape for compiling."""
     t = self.config.train
-    spec = P(None, *sharding_lib.batch_spec(self.config))
-    return jax.ShapeDtypeStruct((steps, t.batch_size, t.seq_len + 1), jnp.int32,
-                                sharding=NamedSharding(self.mesh, spec))
+    return jax.ShapeDtypeStruct(
+        (steps, t.batch_size, t.seq_len + 1), jnp.int32,
+        sharding=NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1)))
 
   def model(self, params, router_bias) -> model_lib.Transformer:
     return nnx.merge(self.graphdef, params, router_bias)
