@@ -9,8 +9,9 @@ setuptools.setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['ling_jax*', 'experiments*', 'configs*',
-                                               'fitting*', 'benchmarks*']),
+    packages=setuptools.find_packages(
+        include=['ling_jax*', 'experiments*', 'configs*', 'fitting*', 'benchmarks*']
+    ),
     package_data={'experiments': ['cost_model.json'], 'fitting': ['data/*.json']},
     install_requires=[
         # JAX 0.10.2 is the newest on Python 3.11; 0.11 needs Python >= 3.12. Both work.
@@ -25,13 +26,14 @@ setuptools.setup(
         'absl-py>=2.1',
         'numpy>=2.0',
         'scipy>=1.14',
+        'matplotlib>=3.8',  # the fits' figures
     ],
     extras_require={
-        'test': ['pytest>=8', 'tensorboardX>=2.6', 'matplotlib>=3.8', 'ipython', 'tokamax>=0.0.12'],
+        'test': ['pytest>=8', 'tensorboardX>=2.6', 'ipython', 'tokamax>=0.0.12'],
         'gcs': ['gcsfs>=2025.1'],
         'tensorboard': ['tensorboardX>=2.6'],
-        'notebook': ['matplotlib>=3.8', 'jupyter', 'nbconvert', 'ipykernel'],
-        'plots': ['matplotlib>=3.8'],
+        'lint': ['pyink==26.5.1', 'ruff==0.17.6'],  # what .ci/run checks
+        'notebook': ['jupyter', 'nbconvert', 'ipykernel'],
         # The dropless grouped matmul of MaxText (config.moe.dispatch='tokamax'): Pallas kernels
         # for TPU (Mosaic) and GPU (Mosaic GPU, Triton), with an XLA fallback everywhere.
         'tpu': ['tokamax>=0.0.12'],

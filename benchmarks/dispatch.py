@@ -14,10 +14,10 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from ling_jax import config as config_lib
+from ling_jax import dispatch as dispatch_lib
 from ling_jax import expert_parallel
 from ling_jax import moe as moe_lib
 
@@ -30,18 +30,25 @@ def main():
   x = jax.random.normal(jax.random.key(1), (16 * 256, 256))
   routing = layer.route(x)
   weights = (layer.wi_gate[...], layer.wi_up[...], layer.wo[...])
-  mesh = jax.make_mesh((1, 1, 1, 1), ('data', 'fsdp', 'expert', 'tensor'),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 4, devices=jax.devices()[:1])
+  mesh = jax.make_mesh(
+      (1, 1, 1, 1),
+      ('data', 'fsdp', 'expert', 'tensor'),
+      axis_types=(jax.sharding.AxisType.Auto,) * 4,
+      devices=jax.devices()[:1],
+  )
 
   def plain(x, w):
-    return moe_lib.dispatch_local(x, routing.experts_TxK, routing.weights_TxK, *w,
-                                  layer.cfg)[0].sum()
+    return dispatch_lib.dispatch_local(x, routing.experts_TxK, routing.weights_TxK, *w, layer.cfg)[
+        0
+    ].sum()
 
   def transported(name):
     def fn(x, w):
-      y, _, _ = expert_parallel.routed(x, routing.experts_TxK, routing.weights_TxK, *w, name,
-                                       layer.cfg)
+      y, _, _ = expert_parallel.routed(
+          x, routing.experts_TxK, routing.weights_TxK, *w, name, layer.cfg
+      )
       return y.sum()
+
     return fn
 
   variants = {'plain': plain, 'a2a': transported('a2a'), 'ring': transported('ring')}

@@ -31,7 +31,6 @@ import numpy as np
 
 from configs import common
 from experiments import cost
-from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import train as train_lib
 
@@ -48,7 +47,7 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     jax.block_until_ready(f(a, b))
     times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / statistics.median(times)
+  return 2 * n**3 / statistics.median(times)
 
 
 def shape_config(backbone, shape: str, batch_size: int = 16):
@@ -63,9 +62,10 @@ def shape_config(backbone, shape: str, batch_size: int = 16):
   else:
     experts, active, shared = GRANULARITY_SHAPES[shape]
     g = int(shape[1:])
-    c.model.update(n_experts=experts, top_k=active, n_shared=shared,
-                   d_expert=2 * d_model // g, d_ffn=0)
-  c.train.update(compute_budget=0.0, tokens=10 ** 9, batch_size=batch_size)
+    c.model.update(
+        n_experts=experts, top_k=active, n_shared=shared, d_expert=2 * d_model // g, d_ffn=0
+    )
+  c.train.update(compute_budget=0.0, tokens=10**9, batch_size=batch_size)
   c.mesh.num_devices = 1
   return c
 
@@ -81,8 +81,11 @@ class BareStep:
       self.state = self.program.init_state()
       self.call, _ = self.program.jit_steps()
       t = config.train
-      tokens = np.random.default_rng(0).integers(
-          0, 256, (t.steps_per_call, t.batch_size, t.seq_len + 1)).astype(np.int32)
+      tokens = (
+          np.random.default_rng(0)
+          .integers(0, 256, (t.steps_per_call, t.batch_size, t.seq_len + 1))
+          .astype(np.int32)
+      )
       self.batch = self.program.batch(tokens)
       self.state, m = self.call(self.state, self.batch)
       jax.block_until_ready(m)
@@ -105,8 +108,12 @@ def loop_tokens_per_s(config, steps: int) -> float:
   periodic eval or checkpoint inside the window (their cost is `eval_and_checkpoint_seconds`)."""
   c = config.copy_and_resolve_references()
   t = c.train
-  c.train.update(tokens=steps * t.batch_size * t.seq_len, eval_every=steps, checkpoint_every=steps,
-                 log_every=max(steps // 4, 1))
+  c.train.update(
+      tokens=steps * t.batch_size * t.seq_len,
+      eval_every=steps,
+      checkpoint_every=steps,
+      log_every=max(steps // 4, 1),
+  )
   with tempfile.TemporaryDirectory() as workdir:
     return train_lib.train(c, workdir)['steady_tokens_per_s']
 
@@ -116,10 +123,11 @@ def eval_and_checkpoint_seconds(timer: BareStep) -> float:
   and one checkpoint save of the train state, as the loop does every eval/checkpoint period."""
   from ling_jax import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
   program, t = timer.program, timer.config.train
   dataset = data_lib.Dataset(timer.config)
   with jax.set_mesh(program.mesh):
-    batches = [program.batch(b) for b in dataset.eval_batches()[:t.eval_batches]]
+    batches = [program.batch(b) for b in dataset.eval_batches()[: t.eval_batches]]
     _, eval_loss = program.jit_steps()
     state = timer.state
     jax.block_until_ready(eval_loss(state['params'], state['router_bias'], batches[0]))
@@ -142,8 +150,11 @@ def main(argv=None):
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--json', default='')
-  parser.add_argument('--fit_cost_model', action='store_true',
-                      help='refit experiments/cost_model.json from these step times')
+  parser.add_argument(
+      '--fit_cost_model',
+      action='store_true',
+      help='refit experiments/cost_model.json from these step times',
+  )
   args = parser.parse_args(argv)
   ladder = common.LOCAL_LADDER  # every backbone a local design can choose, smallest to largest
   picks = [ladder[0], ladder[len(ladder) // 2]] + ([] if args.quick else [ladder[-1]])
@@ -172,42 +183,64 @@ def main(argv=None):
       # every `period` steps.
       loop_step = t.batch_size * t.seq_len / loop
       at_cadence = seconds / (loop_step + periodic / period)
-      row = dict(backbone=backbone, shape=name, seconds_per_step=seconds,
-                 tokens_per_step=t.batch_size * t.seq_len, steps_per_call=t.steps_per_call,
-                 hardware_flops_per_step=timer.hardware_flops_per_step,
-                 step_over_matmul=timer.hardware_flops_per_step / seconds / matmul,
-                 moe_over_dense=seconds / dense_s, loop_over_bare=loop / bare_tokens_per_s,
-                 eval_and_checkpoint_s=periodic, loop_over_bare_at_cadence=at_cadence,
-                 features=cost.features(timer.arch, t.batch_size, t.seq_len))
+      row = dict(
+          backbone=backbone,
+          shape=name,
+          seconds_per_step=seconds,
+          tokens_per_step=t.batch_size * t.seq_len,
+          steps_per_call=t.steps_per_call,
+          hardware_flops_per_step=timer.hardware_flops_per_step,
+          step_over_matmul=timer.hardware_flops_per_step / seconds / matmul,
+          moe_over_dense=seconds / dense_s,
+          loop_over_bare=loop / bare_tokens_per_s,
+          eval_and_checkpoint_s=periodic,
+          loop_over_bare_at_cadence=at_cadence,
+          features=cost.features(timer.arch, t.batch_size, t.seq_len),
+      )
       figures['shapes'].append(row)
-      print(f'{str(backbone):<18} {name:<5} {seconds * 1e3:8.1f} ms/step  step/matmul '
-            f'{row["step_over_matmul"]:.2f}  MoE/dense {row["moe_over_dense"]:.2f}  '
-            f'loop/bare {row["loop_over_bare"]:.2f} ({steps} steps), with an eval and a '
-            f'checkpoint every {period} steps {at_cadence:.2f}', flush=True)
+      print(
+          f'{str(backbone):<18} {name:<5} {seconds * 1e3:8.1f} ms/step  step/matmul '
+          f'{row["step_over_matmul"]:.2f}  MoE/dense {row["moe_over_dense"]:.2f}  '
+          f'loop/bare {row["loop_over_bare"]:.2f} ({steps} steps), with an eval and a '
+          f'checkpoint every {period} steps {at_cadence:.2f}',
+          flush=True,
+      )
       assert flops.paper_flops_per_token(timer.arch) == flops.paper_flops_per_token(
-          timers['dense'].arch), 'the dense twin must match the MoE active FLOPs'
+          timers['dense'].arch
+      ), 'the dense twin must match the MoE active FLOPs'
   # Small batches, for the cost model's per-step terms (the small budgets train 4-8 sequences).
   for backbone in picks[:2]:
     for shape in ('dense', 'G2', 'G8'):
       timer = BareStep(shape_config(backbone, shape, batch_size=4))
       seconds = statistics.median([timer.time() for _ in range(args.rounds)])
       t = timer.config.train
-      figures['shapes'].append(dict(backbone=backbone, shape=shape, seconds_per_step=seconds,
-                                    tokens_per_step=t.batch_size * t.seq_len,
-                                    features=cost.features(timer.arch, t.batch_size, t.seq_len)))
-      print(f'{str(backbone):<18} {shape:<5} {seconds * 1e3:8.1f} ms/step at 4 sequences',
-            flush=True)
+      figures['shapes'].append(
+          dict(
+              backbone=backbone,
+              shape=shape,
+              seconds_per_step=seconds,
+              tokens_per_step=t.batch_size * t.seq_len,
+              features=cost.features(timer.arch, t.batch_size, t.seq_len),
+          )
+      )
+      print(
+          f'{str(backbone):<18} {shape:<5} {seconds * 1e3:8.1f} ms/step at 4 sequences', flush=True
+      )
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(figures, f, indent=1)
   if args.fit_cost_model:
-    model = cost.fit([r['features'] for r in figures['shapes']],
-                     [r['seconds_per_step'] for r in figures['shapes']])
+    model = cost.fit(
+        [r['features'] for r in figures['shapes']],
+        [r['seconds_per_step'] for r in figures['shapes']],
+    )
     cost.save(model)
     for r in figures['shapes']:
       predicted = cost.predict_seconds_per_step(model, r['features'])
-      print(f'cost model: {str(r["backbone"]):<18} {r["shape"]:<5} measured '
-            f'{r["seconds_per_step"] * 1e3:7.1f} ms, model {predicted * 1e3:7.1f} ms')
+      print(
+          f'cost model: {str(r["backbone"]):<18} {r["shape"]:<5} measured '
+          f'{r["seconds_per_step"] * 1e3:7.1f} ms, model {predicted * 1e3:7.1f} ms'
+      )
 
 
 if __name__ == '__main__':

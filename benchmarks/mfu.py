@@ -30,17 +30,36 @@ from ling_jax import metrics as metrics_lib
 from ling_jax import train as train_lib
 
 
-def stack_config(layers: int, batch: int, seq_len: int, dispatch: str, transport: str,
-                 expert_axis: int, tiny: bool):
+def stack_config(
+    layers: int,
+    batch: int,
+    seq_len: int,
+    dispatch: str,
+    transport: str,
+    expert_axis: int,
+    tiny: bool,
+):
   c = ling_mini_beta.get_config('paper')
   c.model.update(n_layers=layers, remat='dots_no_batch', compute_dtype='bfloat16')
   if tiny:
-    c.model.update(d_model=128, n_heads=4, n_kv_heads=2, n_experts=48, d_expert=32, d_ffn=256,
-                   top_k=6, vocab_size=512, remat='none', compute_dtype='float32')
-  c.moe.update(dispatch=dispatch, transport=transport,
-               capacity_factor=1.25 if dispatch == 'einsum' else 0.0)
-  c.train.update(batch_size=batch, seq_len=seq_len, tokens=10 ** 12, compute_budget=0.0,
-                 steps_per_call=1)
+    c.model.update(
+        d_model=128,
+        n_heads=4,
+        n_kv_heads=2,
+        n_experts=48,
+        d_expert=32,
+        d_ffn=256,
+        top_k=6,
+        vocab_size=512,
+        remat='none',
+        compute_dtype='float32',
+    )
+  c.moe.update(
+      dispatch=dispatch, transport=transport, capacity_factor=1.25 if dispatch == 'einsum' else 0.0
+  )
+  c.train.update(
+      batch_size=batch, seq_len=seq_len, tokens=10**12, compute_budget=0.0, steps_per_call=1
+  )
   c.data.update(source='synthetic', paths=())
   c.mesh.update(num_devices=0, data=-1, expert=expert_axis)
   return c
@@ -52,8 +71,11 @@ def time_steps(config, rounds: int) -> float:
     state = program.init_state()
     step, _ = program.jit_steps()
     t = config.train
-    tokens = np.random.default_rng(0).integers(0, config.model.vocab_size,
-                                               (1, t.batch_size, t.seq_len + 1)).astype(np.int32)
+    tokens = (
+        np.random.default_rng(0)
+        .integers(0, config.model.vocab_size, (1, t.batch_size, t.seq_len + 1))
+        .astype(np.int32)
+    )
     batch = program.batch(tokens)
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
@@ -78,9 +100,15 @@ def main(argv=None):
   n = jax.device_count()
   batch = args.batch or 4 * n
   seq_len = 128 if tiny else args.seq_len
-  peak = None if tiny else metrics_lib.peak_flops_per_device(args.peak_flops)
-  print(f'JAX {jax.__version__} on {n} x {jax.devices()[0].device_kind}; peak '
-        f'{peak / 1e12 if peak else float("nan"):.0f} TFLOP/s per device (bf16)')
+  peak = (
+      None
+      if tiny
+      else metrics_lib.peak_flops_per_device(args.peak_flops, jax.devices()[0].device_kind)
+  )
+  print(
+      f'JAX {jax.__version__} on {n} x {jax.devices()[0].device_kind}; peak '
+      f'{peak / 1e12 if peak else float("nan"):.0f} TFLOP/s per device (bf16)'
+  )
   variants = [('einsum', 'a2a', 1), ('ragged_dot', 'a2a', 1)]
   if grouped_matmul.tokamax_installed():
     variants.append(('tokamax', 'a2a', 1))
@@ -93,15 +121,19 @@ def main(argv=None):
     try:
       seconds = time_steps(c, args.rounds)
     except Exception as error:  # pylint: disable=broad-except
-      print(f'{dispatch:<10} {transport if expert_axis > 1 else "-":<10} failed: '
-            f'{type(error).__name__}: {str(error)[:200]}')
+      print(
+          f'{dispatch:<10} {transport if expert_axis > 1 else "-":<10} failed: '
+          f'{type(error).__name__}: {str(error)[:200]}'
+      )
       continue
     arch = train_lib.config_lib.architecture(c)
     model_flops = flops.hardware_flops_per_token(arch) * batch * seq_len / seconds
     mfu = f'{model_flops / (peak * n):.1%}' if peak else 'n/a (no peak on CPU)'
-    print(f'{dispatch:<10} {transport if expert_axis > 1 else "-":<10} expert axis {expert_axis}: '
-          f'{seconds * 1e3:8.1f} ms/step, {model_flops / 1e12:8.2f} TFLOP/s, MFU {mfu}',
-          flush=True)
+    print(
+        f'{dispatch:<10} {transport if expert_axis > 1 else "-":<10} expert axis {expert_axis}: '
+        f'{seconds * 1e3:8.1f} ms/step, {model_flops / 1e12:8.2f} TFLOP/s, MFU {mfu}',
+        flush=True,
+    )
 
 
 if __name__ == '__main__':

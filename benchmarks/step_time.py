@@ -38,14 +38,20 @@ def timed(fn, *args, repeats: int) -> float:
 def matmul_flops_per_s(n: int, repeats: int) -> float:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  return 2 * n ** 3 / timed(jax.jit(jnp.matmul), a, b, repeats=repeats)
+  return 2 * n**3 / timed(jax.jit(jnp.matmul), a, b, repeats=repeats)
 
 
 def step_config(d_model: int, n_layers: int, seq_len: int, batch: int, **model):
   c = config_lib.base_config()
-  c.model.update(n_layers=n_layers, d_model=d_model, n_heads=max(d_model // 64, 1),
-                 n_kv_heads=max(d_model // 128, 1), vocab_size=256, **model)
-  c.train.update(seq_len=seq_len, batch_size=batch, tokens=10 ** 9)
+  c.model.update(
+      n_layers=n_layers,
+      d_model=d_model,
+      n_heads=max(d_model // 64, 1),
+      n_kv_heads=max(d_model // 128, 1),
+      vocab_size=256,
+      **model,
+  )
+  c.train.update(seq_len=seq_len, batch_size=batch, tokens=10**9)
   return c
 
 
@@ -57,8 +63,12 @@ class StepTimer:
     self.arch = self.program.arch
     self.state = self.program.init_state()
     self.tokens = config.train.batch_size * config.train.seq_len
-    self.batch = jnp.asarray(np.random.default_rng(0).integers(
-        0, 256, (config.train.batch_size, config.train.seq_len + 1)), jnp.int32)
+    self.batch = jnp.asarray(
+        np.random.default_rng(0).integers(
+            0, 256, (config.train.batch_size, config.train.seq_len + 1)
+        ),
+        jnp.int32,
+    )
     self.step = jax.jit(self.program.train_step)
     jax.block_until_ready(self.step(self.state, self.batch))
 
@@ -94,28 +104,35 @@ def main():
     timer = StepTimer(step_config(d_model, 4, 256, 8, d_ffn=4 * d_model))
     seconds = side_by_side({'dense': timer}, rounds)['dense']
     achieved = timer.model_flops() / seconds
-    print(f'dense d_model {d_model}: {achieved / 1e9:.1f} GFLOP/s model FLOPs = '
-          f'{achieved / matmul:.2f} of matmul ({seconds * 1e3:.0f} ms/step)')
+    print(
+        f'dense d_model {d_model}: {achieved / 1e9:.1f} GFLOP/s model FLOPs = '
+        f'{achieved / matmul:.2f} of matmul ({seconds * 1e3:.0f} ms/step)'
+    )
 
   # MoE vs dense at equal active FLOPs: E=64, k=4, one shared expert, G=8 (d_expert 64), each
   # MoE variant timed alternately with its own dense twin so that drift hits both alike.
   d_model, d_expert = 256, 64
   shape = dict(d_model=d_model, n_layers=4, seq_len=256, batch=16 if not args.quick else 8)
-  variants = {'einsum cf=1.25': dict(dispatch='einsum', capacity_factor=1.25),
-              'einsum cf=1.0': dict(dispatch='einsum', capacity_factor=1.0)}
+  variants = {
+      'einsum cf=1.25': dict(dispatch='einsum', capacity_factor=1.25),
+      'einsum cf=1.0': dict(dispatch='einsum', capacity_factor=1.0),
+  }
   if not args.quick:
     variants['ragged_dot'] = dict(dispatch='ragged_dot', capacity_factor=0.0)
   for scan in (True, False):
     dense = StepTimer(step_config(**shape, d_ffn=5 * d_expert, scan_layers=scan))
     for name, moe in variants.items():
-      c = step_config(**shape, n_experts=64, top_k=4, n_shared=1, d_expert=d_expert,
-                      scan_layers=scan)
+      c = step_config(
+          **shape, n_experts=64, top_k=4, n_shared=1, d_expert=d_expert, scan_layers=scan
+      )
       c.moe.update(**moe)
       timer = StepTimer(c)
       assert flops.paper_flops_per_token(timer.arch) == flops.paper_flops_per_token(dense.arch)
       medians = side_by_side({'dense': dense, 'moe': timer}, rounds)
-      print(f'MoE ({name}, {"scan" if scan else "unrolled"}) / dense step time at equal active '
-            f'FLOPs: {medians["moe"] / medians["dense"]:.2f}')
+      print(
+          f'MoE ({name}, {"scan" if scan else "unrolled"}) / dense step time at equal active '
+          f'FLOPs: {medians["moe"] / medians["dense"]:.2f}'
+      )
       del timer
 
 

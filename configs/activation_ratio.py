@@ -7,7 +7,8 @@
 Sweeps 8 expert counts at fixed active compute in each of 6 backbone groups (48 members); only
 total parameters change, so M is equal within a group. Scales: `paper` (default; Table 7's
 backbones, budgets 2e18-6e20 FLOPs, its learning rates and batches; TPU pod), `local` (CPU, six
-backbones at 5e11-1.6e13 FLOPs, about 1 hour in all; `--list` estimates each member), `smoke`.
+backbones at 5e11-1.6e13 FLOPs, about 1 hour in all; `--list` estimates each member), `demo`
+(the MoE half of `python -m experiments.demo`: E in {2, 8, 32} at 5e10 and 1e11 FLOPs), `smoke`.
 The paper found the loss falling monotonically as A falls, 0.8% best at every budget, and EL
 growing as A falls and as C grows (Eq. 10).
 """
@@ -15,22 +16,28 @@ growing as A falls and as C grows (Eq. 10).
 from configs import common
 from configs import paper_tables as tables
 
-EXPERTS = {'paper': tables.TABLE_7_EXPERTS, 'local': tables.TABLE_7_EXPERTS, 'smoke': [2, 4, 8]}
+EXPERTS = {
+    'paper': tables.TABLE_7_EXPERTS,
+    'local': tables.TABLE_7_EXPERTS,
+    'smoke': [2, 4, 8],
+    common.DEMO: [2, 8, 32],
+}
 
 
 def get_config(arg=None):
-  scale = common.parse_scale(arg)
+  scale = common.parse_scale(arg, demo=True)
   c = common.study_config('activation_ratio', scale, __file__)
   c.model.update(n_experts=2, top_k=2, n_shared=1, d_expert=64, d_ffn=0)
   return c
 
 
 def get_sweep(arg=None):
-  scale = common.parse_scale(arg)
+  scale = common.parse_scale(arg, demo=True)
   members = []
   for group in common.groups(scale):
     d_expert = tables.TABLE_7[group.index][2] if scale == 'paper' else group.d_model
     for experts in EXPERTS[scale]:
-      members.append(group.member(f'E{experts}', n_experts=experts, top_k=2, n_shared=1,
-                                  d_expert=d_expert))
+      members.append(
+          group.member(f'E{experts}', n_experts=experts, top_k=2, n_shared=1, d_expert=d_expert)
+      )
   return members

@@ -4,7 +4,7 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/allocation.py:local --workdir=/tmp/studies
 
-At each budget, models with M = M_target(C) x {1/4, 1/2, 1, 2, 4} (ling_jax.design picks the
+At each budget, models with M = M_target(C) x {1/4, 1/2, 1, 2, 4} (fitting.model_design picks the
 backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rate and batch from
 the hyperparameter law. `paper` (default): budgets 1e18 .. 1e20 FLOPs, M_target from Table 1,
 Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): budgets 3e11 ..
@@ -18,12 +18,14 @@ and see more data.
 from configs import common
 from configs import hparams
 from fitting import laws
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 
-BUDGETS = {'paper': [1e18, 3e18, 1e19, 3e19, 1e20], 'local': [3e11, 1.1e12, 3.5e12, 1e13],
-           'smoke': [3e8]}
-SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4],
-         'smoke': [0.5, 1, 2]}
+BUDGETS = {
+    'paper': [1e18, 3e18, 1e19, 3e19, 1e20],
+    'local': [3e11, 1.1e12, 3.5e12, 1e13],
+    'smoke': [3e8],
+}
+SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
 
 
 def get_config(arg=None):
@@ -40,13 +42,21 @@ def get_sweep(arg=None):
       optimum = common.optimal_m(budget, 'smoke', kind) if scale == 'smoke' else m_law(budget)
       chosen = set()
       for factor in SIZES[scale]:
-        d = design_lib.design(budget, shape, m_target=factor * optimum,
-                              **hparams.design_options(scale))
+        d = design_lib.design(
+            budget, shape, m_target=factor * optimum, **hparams.design_options(scale)
+        )
         key = (d.model['n_layers'], d.model['d_model'])
         if key in chosen:  # the ladder is discrete: two targets may pick one backbone
           continue
         chosen.add(key)
-        members.append(common.design_member(
-            f'{kind}_C{budget:.2g}_M{d.M:.2e}', f'{kind}_C{budget:.2g}', d, scale, kind,
-            needs_local_laws=('hparams',)))
+        members.append(
+            common.design_member(
+                f'{kind}_C{budget:.2g}_M{d.M:.2e}',
+                f'{kind}_C{budget:.2g}',
+                d,
+                scale,
+                kind,
+                needs_local_laws=('hparams',),
+            )
+        )
   return members

@@ -14,7 +14,7 @@ minor across 20-50%.
 
 from configs import common
 from configs import paper_tables as tables
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 
 SCALES = [0.875, 0.9375, 1.0, 1.0625, 1.125]
 
@@ -29,10 +29,20 @@ def get_config(arg=None):
 def variants(group, scale, seq_len, vocab):
   if scale == 'paper':
     return tables.TABLE_11[group.index][1]
-  base = design_lib.architecture(dict(
-      n_layers=group.n_layers, d_model=group.d_model, n_heads=group.n_heads,
-      n_kv_heads=group.n_kv_heads, n_experts=64, top_k=2, n_shared=1, d_expert=group.d_model),
-      seq_len, vocab)
+  base = design_lib.architecture(
+      dict(
+          n_layers=group.n_layers,
+          d_model=group.d_model,
+          n_heads=group.n_heads,
+          n_kv_heads=group.n_kv_heads,
+          n_experts=64,
+          top_k=2,
+          n_shared=1,
+          d_expert=group.d_model,
+      ),
+      seq_len,
+      vocab,
+  )
   step = 2 * group.n_heads  # keeps an even head dim
   widths = sorted({max(step, round(f * group.d_model / step) * step) for f in SCALES})
   return [(d, design_lib.iso_flop_expert_width(base, d, group.n_heads)) for d in widths]
@@ -44,6 +54,12 @@ def get_sweep(arg=None):
   members = []
   for group in common.groups(scale, batches=tables.TABLE_11_BATCH):
     for d_model, d_expert in variants(group, scale, c.train.seq_len, c.model.vocab_size):
-      members.append(group.member(f'd{d_model}_e{d_expert}', d_model=d_model, d_expert=d_expert,
-                                  head_dim=d_model // group.n_heads))
+      members.append(
+          group.member(
+              f'd{d_model}_e{d_expert}',
+              d_model=d_model,
+              d_expert=d_expert,
+              head_dim=d_model // group.n_heads,
+          )
+      )
   return members

@@ -1,17 +1,32 @@
 """Scales shared by the config files: the paper's TPU setting, a CPU setting, a test setting."""
 
+import dataclasses
+import json
 import math
+import os
 
+from configs import paper_tables as tables
+from experiments.sweep import Member
+from fitting import laws
+from fitting import model_design as design_lib
 from ling_jax import config as config_lib
+from ling_jax import flops
 
 SCALES = ('paper', 'local', 'smoke')
+# The method in miniature (`python -m experiments.demo`): a scale of the dense baseline and the
+# activation-ratio study only.
+DEMO = 'demo'
 
 
-def parse_scale(arg) -> str:
+def parse_scale(arg, demo: bool = False) -> str:
+  """The scale a config argument names; `demo` where the config has a demo scale."""
   scale = arg or 'paper'
-  if scale not in SCALES:
-    raise config_lib.ConfigError(f'config argument {scale!r}: use one of {", ".join(SCALES)} '
-                                 '(e.g. --config=configs/moe.py:local).')
+  allowed = SCALES + ((DEMO,) if demo else ())
+  if scale not in allowed:
+    raise config_lib.ConfigError(
+        f'config argument {scale!r}: use one of {", ".join(allowed)} '
+        '(e.g. --config=configs/moe.py:local).'
+    )
   return scale
 
 
@@ -19,9 +34,16 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
   """Paper App. B: vocabulary 126,464, 4096-token sequences, AdamW (0.9, 0.95, wd 0.1), WSD with
   1% warmup decaying to 10% of the peak, bf16 compute; the data must be supplied (tokens files)."""
   c.model.update(vocab_size=126_464, compute_dtype='bfloat16', remat='dots_no_batch')
-  c.train.update(seq_len=4096, batch_size=batch_sequences, learning_rate=learning_rate,
-                 compute_budget=compute_budget, eval_every=1000, log_every=50,
-                 checkpoint_every=1000, eval_batches=16)
+  c.train.update(
+      seq_len=4096,
+      batch_size=batch_sequences,
+      learning_rate=learning_rate,
+      compute_budget=compute_budget,
+      eval_every=1000,
+      log_every=50,
+      checkpoint_every=1000,
+      eval_batches=16,
+  )
   c.data.source = 'tokens'
   return c
 
@@ -29,9 +51,17 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
 def local_training(c, compute_budget: float, seq_len: int = 256):
   """Two CPU cores, minutes: the built-in stdlib byte corpus."""
   c.model.update(vocab_size=256)
-  c.train.update(seq_len=seq_len, batch_size=16, learning_rate=3e-3, compute_budget=compute_budget,
-                 eval_every=100, log_every=20, checkpoint_every=100, eval_batches=4,
-                 steps_per_call=10)
+  c.train.update(
+      seq_len=seq_len,
+      batch_size=16,
+      learning_rate=3e-3,
+      compute_budget=compute_budget,
+      eval_every=100,
+      log_every=20,
+      checkpoint_every=100,
+      eval_batches=4,
+      steps_per_call=10,
+  )
   c.data.source = 'stdlib'
   return c
 
@@ -39,22 +69,20 @@ def local_training(c, compute_budget: float, seq_len: int = 256):
 def smoke_training(c):
   """Seconds, for tests: synthetic tokens, tiny model."""
   c.model.update(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=64)
-  c.train.update(seq_len=32, batch_size=4, learning_rate=1e-2, tokens=4 * 32 * 10,
-                 eval_every=5, log_every=5, checkpoint_every=5, eval_batches=2)
+  c.train.update(
+      seq_len=32,
+      batch_size=4,
+      learning_rate=1e-2,
+      tokens=4 * 32 * 10,
+      eval_every=5,
+      log_every=5,
+      checkpoint_every=5,
+      eval_batches=2,
+  )
   c.data.source = 'synthetic'
   c.mesh.num_devices = 1  # tests set meshes of their own
   return c
 
-
-# --- Studies -------------------------------------------------------------------------------------
-
-import dataclasses
-
-from configs import paper_tables as tables
-from experiments.sweep import Member
-from fitting import laws
-from ling_jax import design as design_lib
-from ling_jax import flops
 
 # --- The local protocol (docs/replication.md) ----------------------------------------------------
 #
@@ -70,16 +98,6 @@ from ling_jax import flops
 #  * the loss every fit uses is the held-out loss on one fixed set of LOCAL_EVAL_SEQUENCES
 #    sequences, the same for every member.
 
-import dataclasses
-import json
-import os
-
-from configs import paper_tables as tables
-from experiments.sweep import Member
-from fitting import laws
-from ling_jax import design as design_lib
-from ling_jax import flops
-
 LOCAL_MIN_STEPS = 1000
 # The fixed held-out set: 32,768 sequences (4,194,304 bytes). The per-sequence standard deviation
 # is about 0.2-0.3 x the loss and grows, relative to it, as the loss falls: with 16,384 sequences
@@ -92,12 +110,23 @@ LOCAL_BUDGETS = [2e11, 5e11, 1.25e12, 3.2e12, 8e12]
 # Backbones (n_layers, d_model, n_heads, n_kv_heads) the designs choose from: head dim 24 and
 # d_model a multiple of 24, so that 2 d_model / G is whole for every G of Table 8 and the
 # granularity groups stay exactly iso-FLOP.
-LOCAL_LADDER = [(2, 24, 1, 1), (2, 48, 2, 1), (3, 72, 3, 1), (3, 96, 4, 2), (4, 120, 5, 1),
-                (4, 144, 6, 2), (5, 168, 7, 1), (5, 192, 8, 2), (6, 240, 10, 2), (6, 288, 12, 4),
-                (7, 336, 14, 2)]
+LOCAL_LADDER = [
+    (2, 24, 1, 1),
+    (2, 48, 2, 1),
+    (3, 72, 3, 1),
+    (3, 96, 4, 2),
+    (4, 120, 5, 1),
+    (4, 144, 6, 2),
+    (5, 168, 7, 1),
+    (5, 192, 8, 2),
+    (6, 240, 10, 2),
+    (6, 288, 12, 4),
+    (7, 336, 14, 2),
+]
 LOCAL_HEAD_DIM = 24
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'results', 'local')
+RESULTS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results', 'local'
+)
 SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
 # Local studies train 128-byte sequences: at d_model 32-320 the attention scores (4 s d per
 # layer) would otherwise dominate M, and shorter sequences leave more optimizer steps per budget.
@@ -117,6 +146,7 @@ def fitted_report(study: str) -> dict | None:
 @dataclasses.dataclass(frozen=True)
 class LocalLaw:
   """A value of a local law and where it came from."""
+
   value: float
   source: str
   provisional: bool
@@ -127,16 +157,41 @@ def _power(entry: dict, C: float) -> float:
   return float(math.exp(params['log_coefficient']) * C ** params['exponent_C'])
 
 
+# --- The demo scale ---------------------------------------------------------------------------
+#
+# The local protocol shrunk to minutes: five dense budgets (a frontier reaching 4x above the
+# largest MoE budget, so that EL up to 4 reads off fitted points) and two activation-ratio
+# groups, on the same corpus, designs and dispatch as `local`; fewer than 1,000 steps and a
+# small held-out set, so its intervals are wide. Learning rate and batch: the local
+# hyperparameter law once committed, else Eq. 3 with half its learning rate (the best of
+# Eq. 3 x 2^{-3..0} in the local study's first runs at 1e11 FLOPs).
+DEMO_DENSE_BUDGETS = [2.5e10, 5e10, 1e11, 2e11, 4e11]
+DEMO_GROUP_BUDGETS = [5e10, 1e11]
+DEMO_EVAL_SEQUENCES = 2048
+DEMO_EQ3_LR_FACTOR = 0.5
+
+
+def demo_hyperparameters(C: float, kind: str) -> tuple[float, int]:
+  """(peak learning rate, batch in sequences) of a demo member at C FLOPs."""
+  lr, batch = local_hyperparameters(C, kind)
+  factor = DEMO_EQ3_LR_FACTOR if lr.provisional else 1.0
+  return lr.value * factor, max(1, round(batch.value / LOCAL_SEQ_LEN))
+
+
 def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
   """(peak learning rate, batch in tokens) at C FLOPs for 'moe' or 'dense' at local scale."""
   report = fitted_report('hparams')
   if report and kind in report:
     source = f'results/local/hparams ({kind} law)'
-    return (LocalLaw(_power(report[kind]['learning_rate'], C), source, False),
-            LocalLaw(_power(report[kind]['batch_tokens'], C), source, False))
+    return (
+        LocalLaw(_power(report[kind]['learning_rate'], C), source, False),
+        LocalLaw(_power(report[kind]['batch_tokens'], C), source, False),
+    )
   source = 'provisional: arXiv 2507.17702 Eq. 3 (hparams:local not fitted yet)'
-  return (LocalLaw(laws.MOE_LEARNING_RATE(C), source, True),
-          LocalLaw(laws.MOE_BATCH_TOKENS(C), source, True))
+  return (
+      LocalLaw(laws.MOE_LEARNING_RATE(C), source, True),
+      LocalLaw(laws.MOE_BATCH_TOKENS(C), source, True),
+  )
 
 
 def local_optimal_m(C: float, kind: str) -> LocalLaw:
@@ -144,11 +199,15 @@ def local_optimal_m(C: float, kind: str) -> LocalLaw:
   report = fitted_report('allocation')
   if report and kind in report:
     law = report[kind]['M_opt']
-    return LocalLaw(law['coefficient'] * C ** law['exponent'],
-                    f'results/local/allocation ({kind} M_opt law)', False)
+    return LocalLaw(
+        law['coefficient'] * C ** law['exponent'],
+        f'results/local/allocation ({kind} M_opt law)',
+        False,
+    )
   law = laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M
-  return LocalLaw(law(C), 'provisional: arXiv 2507.17702 Table 1 (allocation:local not fitted '
-                  'yet)', True)
+  return LocalLaw(
+      law(C), 'provisional: arXiv 2507.17702 Table 1 (allocation:local not fitted ' 'yet)', True
+  )
 
 
 def local_batch_sequences(batch_tokens: float, tokens: float) -> int:
@@ -181,9 +240,14 @@ class Group:
     return Member(f'{self.name}_{suffix}', self.overrides(**model), self.name, self.provisional)
 
   def overrides(self, **model) -> dict:
-    out = {'model.n_layers': self.n_layers, 'model.d_model': self.d_model,
-           'model.n_heads': self.n_heads, 'model.n_kv_heads': self.n_kv_heads,
-           'train.learning_rate': self.learning_rate, 'train.batch_size': self.batch_size}
+    out = {
+        'model.n_layers': self.n_layers,
+        'model.d_model': self.d_model,
+        'model.n_heads': self.n_heads,
+        'model.n_kv_heads': self.n_kv_heads,
+        'train.learning_rate': self.learning_rate,
+        'train.batch_size': self.batch_size,
+    }
     if self.budget:
       out['train.compute_budget'] = self.budget
     out.update({f'model.{k}': v for k, v in model.items()})
@@ -194,30 +258,62 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
   """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
   LOCAL_BUDGETS with the backbone of the baseline MoE's M_opt(C) (see local_group)."""
   if scale == 'paper':
-    return [Group(i, L, d, h, kv, c, lr, b) for i, ((L, d, h, kv), c, lr, b) in enumerate(zip(
-        design_lib.PAPER_BACKBONES, tables.GROUP_MAX_FLOPS, tables.GROUP_LR, batches))]
+    return [
+        Group(i, L, d, h, kv, c, lr, b)
+        for i, ((L, d, h, kv), c, lr, b) in enumerate(
+            zip(design_lib.PAPER_BACKBONES, tables.GROUP_MAX_FLOPS, tables.GROUP_LR, batches)
+        )
+    ]
   if scale == 'local':
     return [local_group(i, c) for i, c in enumerate(LOCAL_BUDGETS)]
+  if scale == DEMO:
+    return [demo_group(i, c) for i, c in enumerate(DEMO_GROUP_BUDGETS)]
   return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
 
 
 def local_group(index: int, budget: float) -> Group:
   """The group of a local budget: the baseline MoE's compute-optimal backbone, the local laws'
   learning rate and batch (shrunk to keep LOCAL_MIN_STEPS steps)."""
-  d = design_lib.design(budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value,
-                        **local_design_options())
+  d = design_lib.design(
+      budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value, **local_design_options()
+  )
   lr, batch = local_hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
   f = d.model
-  return Group(index, f['n_layers'], f['d_model'], f['n_heads'], f['n_kv_heads'], budget,
-               lr.value, sequences, local_provisional())
+  return Group(
+      index,
+      f['n_layers'],
+      f['d_model'],
+      f['n_heads'],
+      f['n_kv_heads'],
+      budget,
+      lr.value,
+      sequences,
+      local_provisional(),
+  )
+
+
+def demo_group(index: int, budget: float) -> Group:
+  """A demo group: the baseline MoE's Table 1 backbone at `budget` on the local ladder."""
+  d = design_lib.design(
+      budget, BASELINE_MOE, m_target=laws.MOE_OPTIMAL_M(budget), **local_design_options()
+  )
+  lr, sequences = demo_hyperparameters(budget, 'moe')
+  f = d.model
+  return Group(
+      index, f['n_layers'], f['d_model'], f['n_heads'], f['n_kv_heads'], budget, lr, sequences
+  )
 
 
 def local_provisional(needs=('hparams', 'allocation')) -> str:
   """Why local designs are provisional ('' once the local laws they need are fitted)."""
   missing = [s for s in needs if fitted_report(s) is None]
-  return (f'the local {" and ".join(missing)} law(s) are not fitted yet '
-          f'(results/local/{{{",".join(missing)}}}/report.json)' if missing else '')
+  return (
+      f'the local {" and ".join(missing)} law(s) are not fitted yet '
+      f'(results/local/{{{",".join(missing)}}}/report.json)'
+      if missing
+      else ''
+  )
 
 
 def study_config(name: str, scale: str, source: str, designed: bool = False):
@@ -228,14 +324,22 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
   c = config_lib.base_config()
   if scale == 'paper':
     paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
-  elif scale == 'local':
+  elif scale in ('local', DEMO):
     local_training(c, compute_budget=1e12, seq_len=LOCAL_SEQ_LEN)
-    c.train.update(eval_every=1000, checkpoint_every=1000, log_every=100, eval_batches=4,
-                   eval_sequences=LOCAL_EVAL_SEQUENCES, eval_batch_size=LOCAL_EVAL_BATCH)
+    c.train.update(
+        eval_every=1000,
+        checkpoint_every=1000,
+        log_every=100,
+        eval_batches=4,
+        eval_sequences=LOCAL_EVAL_SEQUENCES,
+        eval_batch_size=LOCAL_EVAL_BATCH,
+    )
     c.data.eval_fraction = 0.15  # 6.3 MB held out (48,618 windows), 25.3 MB to train on
     # Dropless: bytes route by their identity (a batch of Python source is a quarter spaces), so
     # capacity limits drop 15-25% of assignments even at capacity factor 2.0.
     c.moe.update(dispatch='blocks', capacity_factor=0.0)
+    if scale == DEMO:
+      c.train.update(eval_every=10_000, eval_sequences=DEMO_EVAL_SEQUENCES)
   else:
     smoke_training(c)
     c.train.update(tokens=0 if designed else 4 * 32 * 4, eval_every=100, checkpoint_every=2)
@@ -247,8 +351,13 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
 def table3_run(c, row: dict):
   """Paper Table 3's validation runs: 1T tokens of 8192-token sequences, as printed."""
   fields = dict(row)
-  c.train.update(learning_rate=fields.pop('learning_rate'), batch_size=fields.pop('batch_size'),
-                 seq_len=8192, compute_budget=0.0, tokens=10 ** 12)
+  c.train.update(
+      learning_rate=fields.pop('learning_rate'),
+      batch_size=fields.pop('batch_size'),
+      seq_len=8192,
+      compute_budget=0.0,
+      tokens=10**12,
+  )
   c.model.update(**fields)
   return c
 
@@ -268,15 +377,25 @@ def optimal_m(compute: float, scale: str, kind: str) -> float:
     return law(compute)
   if scale == 'local':
     return local_optimal_m(compute, kind).value
+  if scale == DEMO:
+    return law(compute)
   shape = BASELINE_MOE if moe else design_lib.MoEShape()
-  reference = flops.paper_flops_per_token(design_lib.architecture(
-      design_lib.model_fields(SMOKE_BACKBONES[0], shape), 32, 64))
+  reference = flops.paper_flops_per_token(
+      design_lib.architecture(design_lib.model_fields(SMOKE_BACKBONES[0], shape), 32, 64)
+  )
   return reference * (compute / 3e8) ** law.exponent
 
 
-def design_member(name: str, group: str, d: design_lib.Design, scale: str, kind: str = 'moe',
-                  batch_sequences: int | None = None, learning_rate: float | None = None,
-                  needs_local_laws=('hparams', 'allocation')) -> Member:
+def design_member(
+    name: str,
+    group: str,
+    d: design_lib.Design,
+    scale: str,
+    kind: str = 'moe',
+    batch_sequences: int | None = None,
+    learning_rate: float | None = None,
+    needs_local_laws=('hparams', 'allocation'),
+) -> Member:
   """A member from a design. At paper scale the design's Eq. 3 learning rate and batch; at local
   scale the local laws' (batch shrunk to keep LOCAL_MIN_STEPS steps); at smoke scale fixed
   values; a grid may set either."""
@@ -287,9 +406,16 @@ def design_member(name: str, group: str, d: design_lib.Design, scale: str, kind:
     batch_sequences = batch_sequences or local_batch_sequences(batch.value, d.tokens)
     learning_rate = learning_rate or lr.value
     provisional = local_provisional(needs_local_laws)
+  elif scale == DEMO:
+    lr, batch = demo_hyperparameters(d.compute_budget, kind)
+    batch_sequences, learning_rate = batch_sequences or batch, learning_rate or lr
   elif scale == 'smoke':
     batch_sequences, learning_rate = batch_sequences or 4, learning_rate or 1e-2
-  overrides.update({'train.compute_budget': d.compute_budget,
-                    'train.learning_rate': learning_rate or d.learning_rate,
-                    'train.batch_size': batch_sequences or d.batch_sequences})
+  overrides.update(
+      {
+          'train.compute_budget': d.compute_budget,
+          'train.learning_rate': learning_rate or d.learning_rate,
+          'train.batch_size': batch_sequences or d.batch_sequences,
+      }
+  )
   return Member(name, overrides, group, provisional)

@@ -20,8 +20,7 @@ def get_config(arg=None):
   c.name = f'dense_{scale}'
   if scale == 'paper':
     c.model.update(n_layers=16, d_model=1024, n_heads=16, n_kv_heads=4, d_ffn=3072)
-    return common.paper_training(c, learning_rate=8.1e-4, batch_sequences=531,
-                                 compute_budget=2e20)
+    return common.paper_training(c, learning_rate=8.1e-4, batch_sequences=531, compute_budget=2e20)
   if scale == 'local':
     c.model.update(n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, d_ffn=192)
     return common.local_training(c, compute_budget=1.5e13)

@@ -5,9 +5,9 @@
   python -m experiments.run --config=configs/dense_6p1b.py:local --workdir=/tmp/dense_6p1b
 
 `paper` (default): 28 layers, d_model 4096, d_ffn 14336, 32/8 heads, 1T tokens of 8192, lr
-2.93e-4, batch 2048 sequences, clip 1.0 (N = 6.11B). `local`: a 4-layer d_model-256 dense model, 3e13
-FLOPs on CPU (about 10 minutes), beside configs/ling_mini_beta.py:local. The paper found its loss matched by Ling-mini-beta at 1/7 of the active
-parameters.
+2.93e-4, batch 2048 sequences, clip 1.0 (N = 6.11B). `local`: a 4-layer d_model-256 dense
+model, 3e13 FLOPs on CPU (about 10 minutes), beside configs/ling_mini_beta.py:local. The paper
+found its loss matched by Ling-mini-beta at 1/7 of the active parameters.
 """
 
 from configs import common

@@ -4,36 +4,45 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/dense_baseline.py:local --workdir=/tmp/studies
 
-One compute-optimal dense model per budget (ling_jax.design at the dense M_opt(C)), so that
+One compute-optimal dense model per budget (fitting.model_design at the dense M_opt(C)), so that
 L_dense(C) can be fitted and inverted at each MoE run's loss. The budgets bracket the MoE
 budgets: half the smallest below, and 8 times the largest above, so that an MoE run with an EL up
 to 8 reads its dense compute off fitted points, not an extrapolation. `paper` (default): 1e18 ..
 2e21 FLOPs, Table 1's M_opt. `local` (step 3 of the local protocol, docs/replication.md):
 1e11 .. 6.4e13 FLOPs at this scale's fitted dense M_opt(C), learning rate and batch from its
-hyperparameter law. `smoke`: 2 members.
+hyperparameter law. `demo` (the dense half of `python -m experiments.demo`): 2.5e10 .. 4e11
+FLOPs. `smoke`: 2 members.
 """
 
 from configs import common
 from configs import hparams
 from configs import paper_tables as tables
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 
-BUDGETS = {'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
-           'local': [1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2.5e13, 6.4e13],
-           'smoke': [3e8, 6e8]}
+BUDGETS = {
+    'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
+    'local': [1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2.5e13, 6.4e13],
+    'smoke': [3e8, 6e8],
+    common.DEMO: common.DEMO_DENSE_BUDGETS,
+}
 
 
 def get_config(arg=None):
-  scale = common.parse_scale(arg)
+  scale = common.parse_scale(arg, demo=True)
   return common.study_config('dense_baseline', scale, __file__, designed=True)
 
 
 def get_sweep(arg=None):
-  scale = common.parse_scale(arg)
+  scale = common.parse_scale(arg, demo=True)
   members = []
   for budget in BUDGETS[scale]:
-    d = design_lib.design(budget, design_lib.MoEShape(), **hparams.design_options(scale),
-                          m_target=common.optimal_m(budget, scale, 'dense'))
-    members.append(common.design_member(f'dense_C{budget:.2g}', f'C{budget:.2g}', d, scale,
-                                        'dense'))
+    d = design_lib.design(
+        budget,
+        design_lib.MoEShape(),
+        **hparams.design_options(scale),
+        m_target=common.optimal_m(budget, scale, 'dense'),
+    )
+    members.append(
+        common.design_member(f'dense_C{budget:.2g}', f'C{budget:.2g}', d, scale, 'dense')
+    )
   return members

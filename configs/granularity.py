@@ -32,8 +32,12 @@ def get_sweep(arg=None):
   members = []
   for group in common.groups(scale):
     for (experts, active, shared), g in zip(shapes, GRANULARITIES):
-      width = (tables.TABLE_8[group.index][1][GRANULARITIES.index(g)] if scale == 'paper' else
-               math.floor(2 * group.d_model / g))
-      members.append(group.member(f'G{g}', n_experts=experts, top_k=active, n_shared=shared,
-                                  d_expert=width))
+      width = (
+          tables.TABLE_8[group.index][1][GRANULARITIES.index(g)]
+          if scale == 'paper'
+          else math.floor(2 * group.d_model / g)
+      )
+      members.append(
+          group.member(f'G{g}', n_experts=experts, top_k=active, n_shared=shared, d_expert=width)
+      )
   return members

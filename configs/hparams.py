@@ -4,7 +4,7 @@
       --config.data.paths=gs://BUCKET/tokens/train.bin --sweep_index=$TASK_ID
   python -m experiments.run --config=configs/hparams.py:local --workdir=/tmp/studies --list
 
-At each budget the model comes from an allocation law (ling_jax.design: MoE 64 experts / 4
+At each budget the model comes from an allocation law (fitting.model_design: MoE 64 experts / 4
 active / 1 shared, G = 2, and dense), and every (learning rate, batch) of the grid trains it.
 `paper` (default): log2 lr in {-11, -10.5, ..., -9}, log2 batch tokens in {18, ..., 21}, budgets
 3e17, 3e18, 3e19, 3e20 FLOPs (the paper's range, one per decade): 2 x 4 x 5 x 4 = 160 members.
@@ -21,16 +21,20 @@ import math
 
 from configs import common
 from fitting import laws
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 
 GRID = {
-    'paper': dict(budgets=[3e17, 3e18, 3e19, 3e20], log2_lr=[-11, -10.5, -10, -9.5, -9],
-                  log2_batch_tokens=[18, 19, 20, 21]),
+    'paper': dict(
+        budgets=[3e17, 3e18, 3e19, 3e20],
+        log2_lr=[-11, -10.5, -10, -9.5, -9],
+        log2_batch_tokens=[18, 19, 20, 21],
+    ),
     # Local: offsets (log2) from Eq. 3 at each budget, not absolute values.
     # The first dense runs put the best learning rate at 1/4 of Eq. 3 (1e11 FLOPs) and 1/2 of it
     # (5.6e11): the grid reaches down to 1/8.
-    'local': dict(budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-3, -2, -1, 0],
-                  log2_batch_tokens=[-1, 0, 1]),
+    'local': dict(
+        budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-3, -2, -1, 0], log2_batch_tokens=[-1, 0, 1]
+    ),
     'smoke': dict(budgets=[3e8], log2_lr=[-8, -6], log2_batch_tokens=[7, 8]),
 }
 SHAPES = {'moe': common.BASELINE_MOE, 'dense': design_lib.MoEShape()}
@@ -44,7 +48,7 @@ def get_config(arg=None):
 def design_options(scale):
   if scale == 'paper':
     return {}
-  if scale == 'local':
+  if scale in ('local', common.DEMO):
     return common.local_design_options()
   return dict(seq_len=32, vocab_size=64, head_dim=8, ladder=common.SMOKE_BACKBONES)
 
@@ -53,12 +57,16 @@ def _grid(scale, budget, seq_len, tokens):
   """(learning rate, batch sequences) pairs of one budget."""
   grid = GRID[scale]
   if scale != 'local':
-    return [(2.0 ** lr, max(1, 2 ** b // seq_len)) for lr in grid['log2_lr']
-            for b in grid['log2_batch_tokens']]
+    return [
+        (2.0**lr, max(1, 2**b // seq_len))
+        for lr in grid['log2_lr']
+        for b in grid['log2_batch_tokens']
+    ]
   lr0, batch0 = laws.MOE_LEARNING_RATE(budget), laws.MOE_BATCH_TOKENS(budget)
-  batches = sorted({common.local_batch_sequences(batch0 * 2.0 ** b, tokens)
-                    for b in grid['log2_batch_tokens']})
-  return [(lr0 * 2.0 ** lr, b) for lr in grid['log2_lr'] for b in batches]
+  batches = sorted(
+      {common.local_batch_sequences(batch0 * 2.0**b, tokens) for b in grid['log2_batch_tokens']}
+  )
+  return [(lr0 * 2.0**lr, b) for lr in grid['log2_lr'] for b in batches]
 
 
 def get_sweep(arg=None):
@@ -72,7 +80,16 @@ def get_sweep(arg=None):
         m_target = common.optimal_m(budget, scale, kind)
       d = design_lib.design(budget, shape, **design_options(scale), m_target=m_target)
       for lr, batch in _grid(scale, budget, seq_len, d.tokens):
-        members.append(common.design_member(
-            f'{kind}_C{budget:.2g}_lr{math.log2(lr):+.2f}_b{batch}', f'{kind}_C{budget:.2g}', d,
-            scale, kind, batch_sequences=batch, learning_rate=lr, needs_local_laws=()))
+        members.append(
+            common.design_member(
+                f'{kind}_C{budget:.2g}_lr{math.log2(lr):+.2f}_b{batch}',
+                f'{kind}_C{budget:.2g}',
+                d,
+                scale,
+                kind,
+                batch_sequences=batch,
+                learning_rate=lr,
+                needs_local_laws=(),
+            )
+        )
   return members

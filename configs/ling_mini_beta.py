@@ -23,8 +23,18 @@ def get_config(arg=None):
   if scale == 'paper':
     common.table3_run(c, tables.LING_MINI_BETA)
   elif scale == 'local':
-    c.model.update(n_layers=4, d_model=192, n_heads=6, n_kv_heads=2, n_experts=384, top_k=12,
-                   n_shared=1, granularity=12.0, num_dense_layers=1, d_ffn=13 * 32)
+    c.model.update(
+        n_layers=4,
+        d_model=192,
+        n_heads=6,
+        n_kv_heads=2,
+        n_experts=384,
+        top_k=12,
+        n_shared=1,
+        granularity=12.0,
+        num_dense_layers=1,
+        d_ffn=13 * 32,
+    )
     c.train.compute_budget = 3e13
   else:
     c.model.update(n_experts=24, top_k=3, n_shared=1, d_expert=8, num_dense_layers=1, d_ffn=32)

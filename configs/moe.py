@@ -23,13 +23,31 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.name = f'moe_{scale}'
   if scale == 'paper':
-    c.model.update(n_layers=16, d_model=1024, n_heads=16, n_kv_heads=4, n_experts=64, top_k=2,
-                   n_shared=1, d_expert=1024, d_ffn=0)
-    return common.paper_training(c, learning_rate=8.1e-4, batch_sequences=531,
-                                 compute_budget=2e20)
+    c.model.update(
+        n_layers=16,
+        d_model=1024,
+        n_heads=16,
+        n_kv_heads=4,
+        n_experts=64,
+        top_k=2,
+        n_shared=1,
+        d_expert=1024,
+        d_ffn=0,
+    )
+    return common.paper_training(c, learning_rate=8.1e-4, batch_sequences=531, compute_budget=2e20)
   if scale == 'local':
-    c.model.update(n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, num_dense_layers=1,
-                   d_ffn=192, n_experts=16, top_k=2, n_shared=1, granularity=4.0)
+    c.model.update(
+        n_layers=4,
+        d_model=128,
+        n_heads=4,
+        n_kv_heads=2,
+        num_dense_layers=1,
+        d_ffn=192,
+        n_experts=16,
+        top_k=2,
+        n_shared=1,
+        granularity=4.0,
+    )
     return common.local_training(c, compute_budget=1.5e13)
   c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=16)
   return common.smoke_training(c)

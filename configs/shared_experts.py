@@ -34,6 +34,9 @@ def get_sweep(arg=None):
   members = []
   for group in common.groups(scale):
     for active, shared in splits:
-      members.append(group.member(f'Ea{active}_Es{shared}', top_k=active, n_shared=shared,
-                                  d_expert=group.d_model // 4))
+      members.append(
+          group.member(
+              f'Ea{active}_Es{shared}', top_k=active, n_shared=shared, d_expert=group.d_model // 4
+          )
+      )
   return members

@@ -1,6 +1,7 @@
 """Gathers every study member's summary into one results table (JSONL and CSV) for fitting/.
 
   python -m experiments.collect --workdir=/tmp/studies [--out=/tmp/studies/results]
+  python -m experiments.collect --workdir=/tmp/studies --study=hparams --out=/tmp/hparams/results
 
 Reads WORKDIR/<study>/<member>/{member.json, summary.json, failure.json, config.json}; members
 still running or interrupted are listed as such. Writes OUT.jsonl and OUT.csv (default
@@ -21,36 +22,94 @@ from etils import epath
 from experiments import sweep
 from ling_jax import metrics as metrics_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The workdir the studies ran in.', required=True)
-_OUT = flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
+FLAGS = flags.FLAGS
 
-COLUMNS = ['study', 'member', 'group', 'status', 'budget', 'n_layers', 'd_model', 'n_heads',
-           'n_kv_heads', 'd_ffn', 'num_dense_layers', 'n_experts', 'top_k', 'n_shared', 'd_expert',
-           'N', 'N_a', 'M', 'D', 'C', 'A', 'A_routed', 'G', 'S', 'learning_rate', 'batch_size',
-           'seq_len', 'final_train_loss', 'final_eval_loss', 'eval_tokens', 'eval_loss_stderr',
-           'dropped_fraction', 'max_dropped_fraction', 'wall_time_s', 'tokens_per_s',
-           'steady_tokens_per_s', 'steps', 'data_fingerprint', 'reason']
-MODEL_FIELDS = ['n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ffn', 'num_dense_layers',
-                'n_experts', 'top_k', 'n_shared', 'd_expert']
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when run as one: `rows` and `write` are a library
+  too (experiments.demo), and absl refuses a flag defined twice in one process."""
+  flags.DEFINE_string('workdir', None, 'The workdir the studies ran in.', required=True)
+  flags.DEFINE_string('study', None, 'Only this study (default: every study in WORKDIR).')
+  flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
+
+
+COLUMNS = [
+    'study',
+    'member',
+    'group',
+    'status',
+    'budget',
+    'n_layers',
+    'd_model',
+    'n_heads',
+    'n_kv_heads',
+    'd_ffn',
+    'num_dense_layers',
+    'n_experts',
+    'top_k',
+    'n_shared',
+    'd_expert',
+    'N',
+    'N_a',
+    'M',
+    'D',
+    'C',
+    'A',
+    'A_routed',
+    'G',
+    'S',
+    'learning_rate',
+    'batch_size',
+    'seq_len',
+    'final_train_loss',
+    'final_eval_loss',
+    'eval_tokens',
+    'eval_loss_stderr',
+    'dropped_fraction',
+    'max_dropped_fraction',
+    'wall_time_s',
+    'tokens_per_s',
+    'steady_tokens_per_s',
+    'steps',
+    'data_fingerprint',
+    'reason',
+]
+MODEL_FIELDS = [
+    'n_layers',
+    'd_model',
+    'n_heads',
+    'n_kv_heads',
+    'd_ffn',
+    'num_dense_layers',
+    'n_experts',
+    'top_k',
+    'n_shared',
+    'd_expert',
+]
 
 
 def _read_json(path: epath.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def rows(workdir: str) -> list[dict]:
+def rows(workdir: str, study: str | None = None) -> list[dict]:
+  """One row per member of every study in `workdir` (or of `study` only)."""
   out = []
   root = epath.Path(workdir)
-  for member_json in sorted(root.glob(f'*/*/{sweep.MEMBER_FILE}')):
+  for member_json in sorted(root.glob(f'{study or "*"}/*/{sweep.MEMBER_FILE}')):
     directory = member_json.parent
     member = _read_json(member_json)
     summary = _read_json(directory / metrics_lib.SUMMARY_FILE) or {}
     failure = _read_json(directory / sweep.FAILURE_FILE) or {}
     config = _read_json(directory / metrics_lib.CONFIG_FILE) or {}
-    row = dict(study=member['study'], member=member['member'], group=member['group'],
-               status=summary.get('status') or sweep.status(directory),
-               budget=config.get('train', {}).get('compute_budget'),
-               reason=failure.get('reason'))
+    row = dict(
+        study=member['study'],
+        member=member['member'],
+        group=member['group'],
+        status=summary.get('status') or sweep.status(directory),
+        budget=config.get('train', {}).get('compute_budget'),
+        reason=failure.get('reason'),
+    )
     row.update({k: config.get('model', {}).get(k) for k in MODEL_FIELDS})
     if row['n_experts'] and not row['d_expert'] and summary.get('G'):  # set by granularity
       row['d_expert'] = round(2 * row['d_model'] / summary['G'])
@@ -71,14 +130,16 @@ def write(table: list[dict], out: str) -> None:
 
 def main(argv):
   del argv
-  table = rows(_WORKDIR.value)
+  table = rows(FLAGS.workdir, FLAGS.study)
   if not table:
-    sys.exit(f'No study members under {_WORKDIR.value} (expected <study>/<member>/member.json).')
-  out = _OUT.value or str(epath.Path(_WORKDIR.value) / 'results')
+    where = f'{FLAGS.workdir}/{FLAGS.study or "<study>"}'
+    sys.exit(f'No study members under {where} (expected {where}/<member>/member.json).')
+  out = FLAGS.out or str(epath.Path(FLAGS.workdir) / 'results')
   write(table, out)
   counts = {s: sum(r['status'] == s for r in table) for s in sorted({r['status'] for r in table})}
   print(f'{len(table)} members {counts} -> {out}.jsonl, {out}.csv')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

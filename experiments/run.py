@@ -10,54 +10,62 @@ same workdir resumes: finished members are skipped, interrupted ones continue fr
 checkpoint.
 """
 
-import logging as std_logging
 import os
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, with an optional ":arg".',
-                                          lock_config=True)
+from experiments import console
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, with an optional ":arg".', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Local folder or gs:// path.')
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Run only this member of a study.')
 _LIST = flags.DEFINE_bool('list', False, "Print the study's members and their cost; train nothing.")
 _RETRY_FAILED = flags.DEFINE_bool('retry_failed', False, 'Rerun members recorded as failed.')
 _ALLOW_PROVISIONAL = flags.DEFINE_bool(
-    'allow_provisional', False, 'Train local members whose laws are not fitted yet.')
-_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, multi-process '
-                                   'runs off TPU (or LING_JAX_COORDINATOR).')
+    'allow_provisional', False, 'Train local members whose laws are not fitted yet.'
+)
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator',
+    None,
+    'host:port of process 0, multi-process ' 'runs off TPU (or LING_JAX_COORDINATOR).',
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 
 
-def _quiet_libraries() -> None:
-  """Shows ling_jax's progress lines; orbax and friends log through absl at INFO otherwise."""
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  progress = std_logging.getLogger('ling_jax')
-  progress.setLevel(std_logging.INFO)
-  handler = std_logging.StreamHandler(sys.stderr)
-  handler.setFormatter(std_logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
-  progress.addHandler(handler)
-  progress.propagate = False
+def _exit_preempted(what: str):
+  from ling_jax import preemption  # pylint: disable=import-outside-toplevel
+
+  print(f'preempted: {what} checkpointed; rerun the same command to resume.')
+  sys.exit(preemption.PREEMPTED_EXIT_CODE)
 
 
 def _run_one(config, workdir):
   from ling_jax import train  # pylint: disable=import-outside-toplevel
+
   summary = train.train(config, workdir)
-  print(f"{summary['status']}: {summary['final_step']} steps, final train loss "
-        f"{summary['final_train_loss']:.4f}, eval loss {summary['final_eval_loss']}, "
-        f"{summary['wall_time_s']:.0f} s")
-  print(f'Metrics: {os.path.join(workdir, "metrics.jsonl")} '
-        '(summary.json and config.json beside it)')
+  if summary['status'] == 'preempted':
+    _exit_preempted(f"step {summary['final_step']}")
+  number = lambda key, spec: 'n/a' if summary.get(key) is None else format(summary[key], spec)
+  print(
+      f"{summary['status']}: {summary['final_step']} steps, final train loss "
+      f"{number('final_train_loss', '.4f')}, eval loss {number('final_eval_loss', '.4f')}, "
+      f"{number('wall_time_s', '.0f')} s"
+  )
+  print(
+      f'Metrics: {os.path.join(workdir, "metrics.jsonl")} '
+      '(summary.json and config.json beside it)'
+  )
 
 
 def main(argv):
   del argv
-  _quiet_libraries()
+  console.show_progress()
   # Imported after flag parsing: JAX reads its environment when first imported.
   from experiments import sweep  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
@@ -82,13 +90,24 @@ def main(argv):
       return
     if _WORKDIR.value is None:
       sys.exit('--workdir is required.')
-    outcome = sweep.run(config, members, _WORKDIR.value, _SWEEP_INDEX.value, _RETRY_FAILED.value,
-                        allow_provisional=_ALLOW_PROVISIONAL.value)
+    outcome = sweep.run(
+        config,
+        members,
+        _WORKDIR.value,
+        _SWEEP_INDEX.value,
+        _RETRY_FAILED.value,
+        allow_provisional=_ALLOW_PROVISIONAL.value,
+    )
   except config_lib.ConfigError as error:
     sys.exit(f'Invalid config: {error}')
+  preempted = [m for m, s in outcome.items() if s == 'preempted']
+  if preempted:
+    _exit_preempted(f'{config.name}/{preempted[0]}')
   counts = {s: list(outcome.values()).count(s) for s in sorted(set(outcome.values()))}
-  print(f'{config.name}: {counts} in {os.path.join(_WORKDIR.value, config.name)}; gather with '
-        f'python -m experiments.collect --workdir={_WORKDIR.value}')
+  print(
+      f'{config.name}: {counts} in {os.path.join(_WORKDIR.value, config.name)}; gather with '
+      f'python -m experiments.collect --workdir={_WORKDIR.value}'
+  )
 
 
 if __name__ == '__main__':

@@ -89,8 +89,10 @@ def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.A
 
 def table(base, members: list[Member], workdir: str | None = None) -> str:
   """One line per member: N, N_a, M, D, C, A, G, S, learning rate, batch, cost here, status."""
-  header = (f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '
-            f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status')
+  header = (
+      f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '
+      f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status'
+  )
   lines = [header]
   total_hours = 0.0
   model = cost.load()
@@ -103,21 +105,31 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
     total_hours += hours
     state = status(member_dir(workdir, base, member)) if workdir else '-'
     state += ' (provisional)' if member.provisional else ''
-    lines.append(f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
-                 f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
-                 f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
-                 f'{c.train.batch_size:>5} {hours:>9.3g}h {state}')
+    lines.append(
+        f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
+        f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
+        f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
+        f'{c.train.batch_size:>5} {hours:>9.3g}h {state}'
+    )
   notes = sorted({m.provisional for m in members if m.provisional})
   lines += [f'provisional: {note}' for note in notes]
-  lines.append(f'{len(members)} members, C in FLOPs (paper convention), D in tokens; cost_here '
-               f'is the step-time model of experiments/cost.py (measured {model["measured"]} on '
-               f'{model["machine"]}): {total_hours:.3g} h in all')
+  lines.append(
+      f'{len(members)} members, C in FLOPs (paper convention), D in tokens; cost_here '
+      f'is the step-time model of experiments/cost.py (measured {model["measured"]} on '
+      f'{model["machine"]}): {total_hours:.3g} h in all'
+  )
   return '\n'.join(lines)
 
 
-def run(base, members: list[Member], workdir: str, index: int | None = None,
-        retry_failed: bool = False, train_fn=None,
-        allow_provisional: bool = False) -> dict[str, str]:
+def run(
+    base,
+    members: list[Member],
+    workdir: str,
+    index: int | None = None,
+    retry_failed: bool = False,
+    train_fn=None,
+    allow_provisional: bool = False,
+) -> dict[str, str]:
   """Runs the members (all, or the one at `index`) in order; returns member -> status.
 
   Members whose design is provisional (a law of an earlier protocol step is not fitted yet) are
@@ -125,19 +137,23 @@ def run(base, members: list[Member], workdir: str, index: int | None = None,
   """
   if train_fn is None:
     from ling_jax import train as train_lib  # JAX only when something trains
+
     train_fn = train_lib.train
   validated = validate_all(base, members)
   if index is not None:
     if not 0 <= index < len(members):
-      raise config_lib.ConfigError(f'--sweep_index={index}: the study has {len(members)} members '
-                                   f'(0..{len(members) - 1}); see --list.')
+      raise config_lib.ConfigError(
+          f'--sweep_index={index}: the study has {len(members)} members '
+          f'(0..{len(members) - 1}); see --list.'
+      )
     validated = [validated[index]]
   provisional = [m for m, _, _ in validated if m.provisional]
   if provisional and not allow_provisional:
     raise config_lib.ConfigError(
         f'{base.name}: {len(provisional)} member(s) are provisional because '
         f'{provisional[0].provisional}; run and fit the earlier steps of the protocol first '
-        '(docs/replication.md), or pass --allow_provisional to train them anyway.')
+        '(docs/replication.md), or pass --allow_provisional to train them anyway.'
+    )
   outcome = {}
   for member, c, _ in validated:
     directory = member_dir(workdir, base, member)
@@ -147,20 +163,42 @@ def run(base, members: list[Member], workdir: str, index: int | None = None,
       outcome[member.name] = state
       continue
     directory.mkdir(parents=True, exist_ok=True)
-    metrics_lib.write_whole(directory / MEMBER_FILE, json.dumps(dict(
-        study=base.name, member=member.name, group=member.group, overrides=member.overrides),
-        indent=2))
+    metrics_lib.write_whole(
+        directory / MEMBER_FILE,
+        json.dumps(
+            dict(
+                study=base.name, member=member.name, group=member.group, overrides=member.overrides
+            ),
+            indent=2,
+        ),
+    )
     if (directory / FAILURE_FILE).exists():
       (directory / FAILURE_FILE).unlink()
     log.info('%s: %s', member.name, 'resuming' if state == 'interrupted' else 'starting')
     try:
       summary = train_fn(c, str(directory))
       outcome[member.name] = summary['status']
+      if summary['status'] == 'preempted':  # checkpointed; the rest waits for the rerun
+        log.warning(
+            '%s: preempted at step %d; rerun the same command to resume',
+            member.name,
+            summary['final_step'],
+        )
+        break
     except Exception as error:  # pylint: disable=broad-except
       reason = f'{type(error).__name__}: {error}'
       log.error('%s failed: %s', member.name, reason)
-      metrics_lib.write_whole(directory / FAILURE_FILE, json.dumps(dict(
-          study=base.name, member=member.name, reason=reason,
-          traceback=traceback.format_exc()[-4000:]), indent=2))
+      metrics_lib.write_whole(
+          directory / FAILURE_FILE,
+          json.dumps(
+              dict(
+                  study=base.name,
+                  member=member.name,
+                  reason=reason,
+                  traceback=traceback.format_exc()[-4000:],
+              ),
+              indent=2,
+          ),
+      )
       outcome[member.name] = 'failed'
   return outcome

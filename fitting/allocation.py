@@ -22,8 +22,10 @@ def isoflop_minimum(m, loss, budget: float) -> float:
     raise core.FitError(f'IsoFLOP at C={budget:.3g}: loss is not convex in ln M (no minimum).')
   vertex = center - c1 / (2 * c2)
   if not x.min() <= vertex <= x.max():
-    raise core.FitError(f'IsoFLOP at C={budget:.3g}: the minimum lies outside the sizes tried '
-                        f'(M_opt ~ {np.exp(vertex):.3g}); widen the sweep.')
+    raise core.FitError(
+        f'IsoFLOP at C={budget:.3g}: the minimum lies outside the sizes tried '
+        f'(M_opt ~ {np.exp(vertex):.3g}); widen the sweep.'
+    )
   return float(np.exp(vertex))
 
 
@@ -32,13 +34,23 @@ def minima(rows, loss_key: str, budget_key: str = 'budget'):
   for row in rows:
     by_budget[row[budget_key]].append(row)
   budgets = sorted(by_budget)
-  optima = [isoflop_minimum(np.array([r['M'] for r in by_budget[c]]),
-                            np.array([r[loss_key] for r in by_budget[c]]), c) for c in budgets]
+  optima = [
+      isoflop_minimum(
+          np.array([r['M'] for r in by_budget[c]]), np.array([r[loss_key] for r in by_budget[c]]), c
+      )
+      for c in budgets
+  ]
   return np.array(budgets, float), np.array(optima)
 
 
-def fit_allocation(rows, loss_key: str, budget_key: str = 'budget', n_bootstrap: int = 1000,
-                   seed: int = 0, what: str = 'allocation') -> dict:
+def fit_allocation(
+    rows,
+    loss_key: str,
+    budget_key: str = 'budget',
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    what: str = 'allocation',
+) -> dict:
   """M_opt(C) with intervals (bootstrap over runs within each budget), and the implied D_opt."""
   budgets, optima = minima(rows, loss_key, budget_key)
   if len(budgets) < 2:
@@ -51,8 +63,11 @@ def fit_allocation(rows, loss_key: str, budget_key: str = 'budget', n_bootstrap:
     by_budget[row[budget_key]].append(row)
   draws = []
   for _ in range(n_bootstrap):
-    sample = [r for c in budgets for r in
-              (by_budget[c][i] for i in rng.integers(0, len(by_budget[c]), len(by_budget[c])))]
+    sample = [
+        r
+        for c in budgets
+        for r in (by_budget[c][i] for i in rng.integers(0, len(by_budget[c]), len(by_budget[c])))
+    ]
     try:
       b, o = minima(sample, loss_key, budget_key)
       draws.append(core.fit(law, dict(C=b), o, objective='ls', starts=[result.theta]).theta)
@@ -64,6 +79,9 @@ def fit_allocation(rows, loss_key: str, budget_key: str = 'budget', n_bootstrap:
   if len(draws):
     result.intervals = {p: core.interval(draws[:, i]) for i, p in enumerate(law.params)}
   k, a = float(np.exp(result.theta[0])), float(result.theta[1])
-  return dict(M_opt=dict(coefficient=k, exponent=a, fit=result.to_json()),
-              D_opt=dict(coefficient=1 / k, exponent=1 - a),
-              budgets=budgets.tolist(), minima=optima.tolist())
+  return dict(
+      M_opt=dict(coefficient=k, exponent=a, fit=result.to_json()),
+      D_opt=dict(coefficient=1 / k, exponent=1 - a),
+      budgets=budgets.tolist(),
+      minima=optima.tolist(),
+  )

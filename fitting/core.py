@@ -3,7 +3,7 @@
 Objectives (named in every result):
   * 'huber' (default): sum_i Huber_delta(log f(x_i) - log y_i), delta = 1e-3, summed over points,
     not averaged: a mean-reduced objective with scipy's default tolerances stops early, which is
-    how the original Chinchilla fit went wrong (anchors-fitting.md 1.4);
+    how the original Chinchilla fit went wrong (Besiroglu et al. 2024, arXiv 2404.10102);
   * 'ls': sum_i (log f - log y)^2 / 2;
   * 'vpnls': least squares in y itself with the linear coefficients solved by non-negative least
     squares for every value of the nonlinear ones (variable projection); for laws that are sums of
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from typing import Mapping
 
 import numpy as np
@@ -67,16 +66,19 @@ def huber(r: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
 
 
 def _columns(X: Mapping[str, np.ndarray], idx=None) -> dict[str, np.ndarray]:
-  return {k: np.asarray(v, float) if idx is None else np.asarray(v, float)[idx]
-          for k, v in X.items()}
+  return {
+      k: np.asarray(v, float) if idx is None else np.asarray(v, float)[idx] for k, v in X.items()
+  }
 
 
 def check_inputs(law: laws_lib.Law, X, y, minimum: int | None = None, what: str = '') -> None:
   y = np.asarray(y, float)
   need = minimum or len(law.params) + 1
   if len(y) < need:
-    raise FitError(f'{what or law.name}: {len(y)} usable points, {law.name} needs at least '
-                   f'{need} ({len(law.params)} parameters).')
+    raise FitError(
+        f'{what or law.name}: {len(y)} usable points, {law.name} needs at least '
+        f'{need} ({len(law.params)} parameters).'
+    )
   if not np.all(np.isfinite(y)) or np.any(y <= 0):
     raise FitError(f'{what or law.name}: {law.target} must be finite and positive.')
   for name in law.covariates:
@@ -96,6 +98,7 @@ def _objective(law, X, log_y, objective, delta):
     else:
       value, psi = 0.5 * float(r @ r), r
     return value, J.T @ psi
+
   return f
 
 
@@ -103,8 +106,16 @@ def _minimize(f, start, bounds):
   return optimize.minimize(f, start, jac=True, method='L-BFGS-B', bounds=bounds, options=OPTIONS)
 
 
-def fit(law: laws_lib.Law, X: Mapping[str, np.ndarray], y, objective: str = 'huber',
-        delta: float = 1e-3, starts=None, bounds=None, what: str = '') -> FitResult:
+def fit(
+    law: laws_lib.Law,
+    X: Mapping[str, np.ndarray],
+    y,
+    objective: str = 'huber',
+    delta: float = 1e-3,
+    starts=None,
+    bounds=None,
+    what: str = '',
+) -> FitResult:
   """Best of a grid of L-BFGS-B starts (the law's grid unless `starts` is given)."""
   check_inputs(law, X, y, what=what)
   if objective == 'vpnls':
@@ -122,60 +133,81 @@ def fit(law: laws_lib.Law, X: Mapping[str, np.ndarray], y, objective: str = 'hub
   best = results[int(np.argmin(values))]
   tolerance = 1e-6 * max(abs(best.fun), 1e-300) + 1e-14
   return FitResult(
-      law=law.name, params=law.named(best.x), objective=objective, delta=delta,
-      value=float(best.fun), n_points=len(log_y), n_starts=len(starts),
+      law=law.name,
+      params=law.named(best.x),
+      objective=objective,
+      delta=delta,
+      value=float(best.fun),
+      n_points=len(log_y),
+      n_starts=len(starts),
       starts_at_best=float(np.mean(values <= best.fun + tolerance)),
-      converged=bool(best.success), message=str(best.message),
-      at_bounds=[p for p, v, (lo, hi) in zip(law.params, best.x, bounds)
-                 if np.isclose(v, lo, atol=1e-6) or np.isclose(v, hi, atol=1e-6)])
+      converged=bool(best.success),
+      message=str(best.message),
+      at_bounds=[
+          p
+          for p, v, (lo, hi) in zip(law.params, best.x, bounds)
+          if np.isclose(v, lo, atol=1e-6) or np.isclose(v, hi, atol=1e-6)
+      ],
+  )
 
 
 # --- Variable projection ------------------------------------------------------------------------
 
 
-def _vp_basis(law, nonlinear, X):
-  if law.name == 'chinchilla':
-    alpha, beta = nonlinear
-    return np.column_stack([np.ones(len(X['N'])), X['N'] ** -alpha, X['D'] ** -beta])
-  if law.name == 'frontier_with_floor':
-    (beta,) = nonlinear
-    return np.column_stack([np.ones(len(X['C'])), X['C'] ** -beta])
-  raise FitError(f'vpnls: {law.name} is not a sum of non-negative terms; use huber or ls.')
-
-
 def _vpnls(law, X, y) -> FitResult:
+  if not law.n_nonlinear:
+    raise FitError(f'vpnls: {law.name} is not a sum of non-negative terms; use huber or ls.')
   X = _columns(X)
   y = np.asarray(y, float)
 
   def projected(nonlinear):
-    basis = _vp_basis(law, nonlinear, X)
+    basis = law.vp_basis(nonlinear, X)
     scale = basis.max(axis=0)
     coefficients, residual = optimize.nnls(basis / scale, y)
-    return residual ** 2, coefficients / scale
+    return residual**2, coefficients / scale
 
-  n_nonlinear = 2 if law.name == 'chinchilla' else 1
+  n_nonlinear = law.n_nonlinear
   grid = np.linspace(0.02, 1.5, 64)
   candidates = itertools.product(*[grid] * n_nonlinear)
   start = min(candidates, key=lambda c: projected(c)[0])
-  refined = optimize.minimize(lambda c: projected(c)[0], start, method='Nelder-Mead',
-                              options=dict(xatol=1e-10, fatol=1e-14, maxiter=20_000))
+  refined = optimize.minimize(
+      lambda c: projected(c)[0],
+      start,
+      method='Nelder-Mead',
+      options=dict(xatol=1e-10, fatol=1e-14, maxiter=20_000),
+  )
   nonlinear = refined.x
   value, coefficients = projected(nonlinear)
   logs = np.log(np.maximum(coefficients, 1e-300))
-  theta = (np.concatenate([logs, nonlinear]) if law.name == 'chinchilla' else
-           np.array([logs[0], logs[1], nonlinear[0]]))
-  return FitResult(law=law.name, params=law.named(theta), objective='vpnls', delta=0.0,
-                   value=float(value), n_points=len(y), n_starts=64 ** n_nonlinear,
-                   starts_at_best=float('nan'), converged=bool(refined.success),
-                   message=str(refined.message),
-                   at_bounds=[p for p, c in zip(law.params, coefficients) if c <= 0])
+  theta = law.vp_theta(logs, nonlinear)
+  return FitResult(
+      law=law.name,
+      params=law.named(theta),
+      objective='vpnls',
+      delta=0.0,
+      value=float(value),
+      n_points=len(y),
+      n_starts=64**n_nonlinear,
+      starts_at_best=float('nan'),
+      converged=bool(refined.success),
+      message=str(refined.message),
+      at_bounds=[p for p, c in zip(law.params, coefficients) if c <= 0],
+  )
 
 
 # --- Uncertainty and goodness of fit ------------------------------------------------------------
 
 
-def bootstrap(law: laws_lib.Law, X, y, result: FitResult, n: int = 1000, seed: int = 0,
-              clusters=None, level: float = 0.95) -> FitResult:
+def bootstrap(
+    law: laws_lib.Law,
+    X,
+    y,
+    result: FitResult,
+    n: int = 1000,
+    seed: int = 0,
+    clusters=None,
+    level: float = 0.95,
+) -> FitResult:
   """Resamples runs (or clusters of rows) with replacement, refits warm-started from the full-data
   optimum, and attaches percentile intervals and the draws to `result`."""
   X = _columns(X)
@@ -188,9 +220,11 @@ def bootstrap(law: laws_lib.Law, X, y, result: FitResult, n: int = 1000, seed: i
   for _ in range(n):
     idx = np.concatenate([members[c] for c in rng.choice(labels, len(labels))])
     try:
-      refit = fit(law, _columns(X, idx), y[idx], result.objective, result.delta,
-                  starts=[result.theta]) if result.objective != 'vpnls' else _vpnls(
-                      law, _columns(X, idx), y[idx])
+      refit = (
+          fit(law, _columns(X, idx), y[idx], result.objective, result.delta, starts=[result.theta])
+          if result.objective != 'vpnls'
+          else _vpnls(law, _columns(X, idx), y[idx])
+      )
       draws.append(refit.theta)
     except FitError:
       failures += 1
@@ -217,12 +251,17 @@ def goodness(law: laws_lib.Law, result: FitResult, X, y, held_out=None) -> dict:
       return None
     r = prediction[mask] - y[mask]
     total = np.sum((y[mask] - y[mask].mean()) ** 2)
-    return dict(n=int(mask.sum()), rmse=float(np.sqrt(np.mean(r ** 2))),
-                rmse_log=float(np.sqrt(np.mean((np.log(prediction[mask]) - np.log(y[mask])) ** 2))),
-                r2=float(1 - np.sum(r ** 2) / total) if total > 0 else None)
+    return dict(
+        n=int(mask.sum()),
+        rmse=float(np.sqrt(np.mean(r**2))),
+        rmse_log=float(np.sqrt(np.mean((np.log(prediction[mask]) - np.log(y[mask])) ** 2))),
+        r2=float(1 - np.sum(r**2) / total) if total > 0 else None,
+    )
 
-  out = dict(fitted=stats(~held_out), held_out=stats(held_out),
-             residuals=(np.log(prediction) - np.log(y)).tolist())
+  out = dict(
+      fitted=stats(~held_out),
+      held_out=stats(held_out),
+      residuals=(np.log(prediction) - np.log(y)).tolist(),
+  )
   result.goodness = out
   return out
-

@@ -5,7 +5,7 @@
 G is the unified law's optimum G* = 2^(-beta / (2 gamma)) (11.3 with the paper's Table 2), one
 shared expert (the paper's Key Takeaway 3), A the requested activation ratio (default 3.1%, the
 paper's validation point; EL keeps rising as A falls, so A is a cost choice, not an optimum);
-layers, d_model, learning rate, batch and tokens come from ling_jax.design.
+layers, d_model, learning rate, batch and tokens come from fitting.model_design.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import json
 
 from fitting import laws
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 from ling_jax import flops
 
 
@@ -30,11 +30,20 @@ def recommend(C: float, A: float = 0.031, top_k: int = 8, coefficients='paper') 
   d = design_lib.design(C, shape)
   arch = design_lib.architecture(d.model, 4096, 126_464)
   el = float(laws.unified_el(flops.activation_ratio(arch), flops.granularity(arch), C, params)[0])
-  return dict(C=C, G_star=g_star, A=flops.activation_ratio(arch), G=flops.granularity(arch),
-              model=d.model, learning_rate=d.learning_rate, batch_tokens=d.batch_tokens,
-              tokens=d.tokens, N=flops.non_embedding_params(arch),
-              N_a=flops.non_embedding_params(arch, active=True), predicted_EL=el,
-              reasons=list(d.reasons))
+  return dict(
+      C=C,
+      G_star=g_star,
+      A=flops.activation_ratio(arch),
+      G=flops.granularity(arch),
+      model=d.model,
+      learning_rate=d.learning_rate,
+      batch_tokens=d.batch_tokens,
+      tokens=d.tokens,
+      N=flops.non_embedding_params(arch),
+      N_a=flops.non_embedding_params(arch, active=True),
+      predicted_EL=el,
+      reasons=list(d.reasons),
+  )
 
 
 def main(argv=None):
@@ -46,12 +55,16 @@ def main(argv=None):
   args = parser.parse_args(argv)
   r = recommend(args.C, args.A, args.top_k, args.coefficients)
   m = r['model']
-  print(f"C = {r['C']:.3g} FLOPs: G* = {r['G_star']:.2f}; {m['n_experts']} experts of width "
-        f"{m['d_expert']} (G = {r['G']:.2f}), top-{m['top_k']} + {m['n_shared']} shared "
-        f"(A = {r['A']:.2%}); {m['n_layers']} layers x d_model {m['d_model']}, "
-        f"{m['n_heads']}/{m['n_kv_heads']} heads; N = {r['N']:.3g}, N_a = {r['N_a']:.3g}")
-  print(f"learning rate {r['learning_rate']:.3g}, batch {r['batch_tokens']:.3g} tokens, "
-        f"{r['tokens']:.3g} tokens; predicted EL {r['predicted_EL']:.2f}")
+  print(
+      f"C = {r['C']:.3g} FLOPs: G* = {r['G_star']:.2f}; {m['n_experts']} experts of width "
+      f"{m['d_expert']} (G = {r['G']:.2f}), top-{m['top_k']} + {m['n_shared']} shared "
+      f"(A = {r['A']:.2%}); {m['n_layers']} layers x d_model {m['d_model']}, "
+      f"{m['n_heads']}/{m['n_kv_heads']} heads; N = {r['N']:.3g}, N_a = {r['N_a']:.3g}"
+  )
+  print(
+      f"learning rate {r['learning_rate']:.3g}, batch {r['batch_tokens']:.3g} tokens, "
+      f"{r['tokens']:.3g} tokens; predicted EL {r['predicted_EL']:.2f}"
+  )
   for reason in r['reasons']:
     print('  ' + reason)
   return r

@@ -28,8 +28,11 @@ def frontier_points(rows: list[dict], loss_key: str, cost_key: str = 'C'):
     if budget not in best or row[loss_key] < best[budget][loss_key]:
       best[budget] = row
   budgets = sorted(best)
-  return (np.array([best[b][cost_key] for b in budgets]),
-          np.array([best[b][loss_key] for b in budgets]), [best[b] for b in budgets])
+  return (
+      np.array([best[b][cost_key] for b in budgets]),
+      np.array([best[b][loss_key] for b in budgets]),
+      [best[b] for b in budgets],
+  )
 
 
 def fit_frontier(cost, loss, form: str = 'power', objective: str = 'huber', what: str = ''):
@@ -43,19 +46,12 @@ def fit_frontier(cost, loss, form: str = 'power', objective: str = 'huber', what
 
 def invert_frontier(law, theta, loss):
   """Cost at which the frontier reaches `loss`; NaN below a fitted floor."""
-  loss = np.asarray(loss, float)
-  if law.name == 'frontier':
-    log_coefficient, exponent = theta
-    return np.exp((np.log(loss) - log_coefficient) / exponent)
-  log_b, log_alpha, beta = theta
-  excess = loss - np.exp(log_b)
-  with np.errstate(invalid='ignore', divide='ignore'):
-    return np.where(excess > 0, np.exp((np.log(excess) - log_alpha) / -beta), np.nan)
+  return law.inverse(theta, loss)
 
 
 ACTIVATION_DEFINITIONS = {
     'stated': 'A = (E_a + E_s) / (E + E_s), the definition of arXiv 2507.17702 Sec. 2.1',
-    'routed': 'A = E_a / E, the routed-only ratio behind the paper\'s printed 0.8% and 3.1%',
+    'routed': "A = E_a / E, the routed-only ratio behind the paper's printed 0.8% and 3.1%",
 }
 
 
@@ -69,30 +65,60 @@ def family(row: dict) -> str:
   without its group prefix ('g3_E64' -> 'E64'), as the study configs name members."""
   member, group = str(row.get('member', '')), str(row.get('group', ''))
   if group and member.startswith(group + '_'):
-    return member[len(group) + 1:]
-  return '/'.join(f'{k}={row.get(k)}' for k in ('n_experts', 'top_k', 'n_shared', 'd_expert',
-                                                 'num_dense_layers'))
+    return member[len(group) + 1 :]
+  return '/'.join(
+      f'{k}={row.get(k)}'
+      for k in ('n_experts', 'top_k', 'n_shared', 'd_expert', 'num_dense_layers')
+  )
 
 
-def el_per_run(moe_rows, dense_law, dense_theta, dense_losses, loss_key, cost_key='C',
-               activation_definition='stated'):
+def el_per_run(
+    moe_rows,
+    dense_law,
+    dense_theta,
+    dense_losses,
+    loss_key,
+    cost_key='C',
+    activation_definition='stated',
+):
   """One EL point per MoE run: C_dense(L_run) / C_run. A point whose loss lies outside the
   losses the dense frontier was fitted on is `extrapolated`: the laws leave it out."""
   lo, hi = float(np.min(dense_losses)), float(np.max(dense_losses))
   out = []
   for row in moe_rows:
     c_dense = float(invert_frontier(dense_law, dense_theta, row[loss_key]))
-    out.append(dict(study=row.get('study'), member=row.get('member'), group=row.get('group'),
-                    family=family(row), A=activation(row, activation_definition),
-                    A_stated=row.get('A'), A_routed=row.get('A_routed'), G=row.get('G'),
-                    S=row.get('S'), C=row[cost_key], budget=row.get('budget'), loss=row[loss_key],
-                    C_dense=c_dense, EL=c_dense / row[cost_key], definition='per_run',
-                    extrapolated=not lo <= row[loss_key] <= hi))
+    out.append(
+        dict(
+            study=row.get('study'),
+            member=row.get('member'),
+            group=row.get('group'),
+            family=family(row),
+            A=activation(row, activation_definition),
+            A_stated=row.get('A'),
+            A_routed=row.get('A_routed'),
+            G=row.get('G'),
+            S=row.get('S'),
+            C=row[cost_key],
+            budget=row.get('budget'),
+            loss=row[loss_key],
+            C_dense=c_dense,
+            EL=c_dense / row[cost_key],
+            definition='per_run',
+            extrapolated=not lo <= row[loss_key] <= hi,
+        )
+    )
   return out
 
 
-def el_per_architecture(moe_rows, dense_law, dense_theta, dense_losses, loss_key, cost_key='C',
-                        activation_definition='stated'):
+def el_per_architecture(
+    moe_rows,
+    dense_law,
+    dense_theta,
+    dense_losses,
+    loss_key,
+    cost_key='C',
+    activation_definition='stated',
+):
   """The paper's EL: each MoE architecture (family) gets its own power law L(C) over its budgets,
   and EL at each of those budgets is C_dense(L_arch(C)) / C. Families with fewer than 3 budgets
   are skipped; a target loss outside the dense losses is flagged `extrapolated`."""
@@ -109,22 +135,42 @@ def el_per_architecture(moe_rows, dense_law, dense_theta, dense_losses, loss_key
     for c, row in zip(cost, best):
       target_loss = float(law.predict(result.theta, dict(C=np.array([c])))[0])
       c_dense = float(invert_frontier(dense_law, dense_theta, target_loss))
-      out.append(dict(study=row.get('study'), family=name, group=row.get('group'),
-                      A=activation(row, activation_definition), A_stated=row.get('A'),
-                      A_routed=row.get('A_routed'), G=row.get('G'), S=row.get('S'), C=float(c),
-                      loss=target_loss, C_dense=c_dense, EL=c_dense / c,
-                      definition='per_architecture', n_budgets=len(cost),
-                      extrapolated=not lo <= target_loss <= hi))
+      out.append(
+          dict(
+              study=row.get('study'),
+              family=name,
+              group=row.get('group'),
+              A=activation(row, activation_definition),
+              A_stated=row.get('A'),
+              A_routed=row.get('A_routed'),
+              G=row.get('G'),
+              S=row.get('S'),
+              C=float(c),
+              loss=target_loss,
+              C_dense=c_dense,
+              EL=c_dense / c,
+              definition='per_architecture',
+              n_budgets=len(cost),
+              extrapolated=not lo <= target_loss <= hi,
+          )
+      )
   return out
 
 
-def el_bootstrap(dense_rows, moe_rows, loss_key, form='power', n=200, seed=0, cost_key='C',
-                 activation_definition='stated'):
+def el_bootstrap(
+    dense_rows,
+    moe_rows,
+    loss_key,
+    form='power',
+    n=200,
+    seed=0,
+    cost_key='C',
+    activation_definition='stated',
+):
   """Per-run EL points with 95% intervals from a run-level bootstrap of the dense frontier."""
   cost, loss, _ = frontier_points(dense_rows, loss_key, cost_key)
   law, result = fit_frontier(cost, loss, form, what='dense frontier')
-  points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key,
-                      activation_definition)
+  points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key, activation_definition)
   rng = np.random.default_rng(seed)
   draws = []
   for _ in range(n):
@@ -144,8 +190,9 @@ def el_bootstrap(dense_rows, moe_rows, loss_key, form='power', n=200, seed=0, co
   return law, result, points
 
 
-def joint_bootstrap(dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0,
-                    stratum=None) -> dict:
+def joint_bootstrap(
+    dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0, stratum=None
+) -> dict:
   """Percentile intervals of `statistic(dense_rows, moe_rows) -> {name: value}` over draws that
   resample the dense runs and the MoE runs together (each with replacement; MoE runs within
   their `stratum(row)`, e.g. the budget group, so that every draw keeps the design), so that the
@@ -168,5 +215,9 @@ def joint_bootstrap(dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0
       if value is not None and np.isfinite(value):
         values[key].append(value)
   intervals = {k: core.interval(np.array(v)) for k, v in values.items() if len(v) >= max(2, n // 2)}
-  return dict(intervals=intervals, draws={k: len(v) for k, v in values.items()}, n=n,
-              failed_fraction=failed / n if n else 0.0)
+  return dict(
+      intervals=intervals,
+      draws={k: len(v) for k, v in values.items()},
+      n=n,
+      failed_fraction=failed / n if n else 0.0,
+  )

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
+from etils import epath
 
 from fitting import allocation
 from fitting import core
@@ -36,15 +39,19 @@ from fitting import hparams
 from fitting import laws
 from fitting import results as results_lib
 
-EL_STUDIES = ('activation_ratio', 'granularity', 'shared_experts', 'dense_layers',
-              'attention_ratio')
-STUDIES = ('dense_baseline', 'hparams', 'allocation') + EL_STUDIES
+EL_STUDIES = (
+    'activation_ratio',
+    'granularity',
+    'shared_experts',
+    'dense_layers',
+    'attention_ratio',
+)
 
 
 def _plot(fn, *args):
   try:
     from fitting import plots  # pylint: disable=import-outside-toplevel
-  except ImportError:  # matplotlib is optional: pip install ling-jax[plots]
+  except ImportError:  # a Python without matplotlib (a bare Colab runtime) still fits
     return None
   return getattr(plots, fn)(*args)
 
@@ -67,30 +74,54 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
     if len(cost) - 1 > len(law.params):  # refit without the largest budget, score it
       loo = core.fit(law, dict(C=cost[~held]), loss[~held], starts=[result.theta])
       core.goodness(law, loo, dict(C=cost), loss, held)
-      result.goodness = dict(full=core.goodness(law, result, dict(C=cost), loss)['fitted'],
-                             largest_budget_held_out=loo.goodness['held_out'])
+      result.goodness = dict(
+          full=core.goodness(law, result, dict(C=cost), loss)['fitted'],
+          largest_budget_held_out=loo.goodness['held_out'],
+      )
     else:
       core.goodness(law, result, dict(C=cost), loss)
     report[form] = result.to_json()
     report[form]['formula'] = law.formula
-    _plot('frontier', cost, loss, law, result.theta,
-          os.path.join(out_dir, f'dense_frontier_{form}.png'))
+    _plot(
+        'frontier',
+        cost,
+        loss,
+        law,
+        result,
+        os.path.join(out_dir, f'dense_frontier_{form}.png'),
+        loss_key,
+    )
   return report
 
 
 def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
   report = {}
   for kind in ('moe', 'dense'):
-    members = [dict(r, batch_tokens=r['batch_size'] * r['seq_len']) for r in rows
-               if results_lib.is_moe(r) == (kind == 'moe')]
+    members = [
+        dict(r, batch_tokens=r['batch_size'] * r['seq_len'])
+        for r in rows
+        if results_lib.is_moe(r) == (kind == 'moe')
+    ]
     if not members:
       continue
-    fitted = hparams.fit_laws(members, loss_key, group_keys=('budget',), n_bootstrap=n_bootstrap,
-                              what=f'hparams ({kind})')
+    fitted = hparams.fit_laws(
+        members, loss_key, group_keys=('budget',), n_bootstrap=n_bootstrap, what=f'hparams ({kind})'
+    )
     report[kind] = fitted.to_json()
     near = hparams.near_optimal(members, ('budget',), loss_key)
-    _plot('hyperparameter_bands', members, near, (fitted.learning_rate, fitted.batch),
-          os.path.join(out_dir, f'hparams_{kind}.png'))
+    _plot(
+        'hyperparameter_bands',
+        members,
+        near,
+        (fitted.learning_rate, fitted.batch),
+        os.path.join(out_dir, f'hparams_{kind}.png'),
+    )
+    _plot(
+        'hyperparameter_landscape',
+        members,
+        loss_key,
+        os.path.join(out_dir, f'hparams_{kind}_landscape.png'),
+    )
   return report
 
 
@@ -99,15 +130,18 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
   for kind in ('moe', 'dense'):
     members = [r for r in rows if results_lib.is_moe(r) == (kind == 'moe')]
     if members:
-      report[kind] = allocation.fit_allocation(members, loss_key, n_bootstrap=n_bootstrap,
-                                               what=f'allocation ({kind})')
+      report[kind] = allocation.fit_allocation(
+          members, loss_key, n_bootstrap=n_bootstrap, what=f'allocation ({kind})'
+      )
       _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
   return report
 
 
 # Single-factor EL laws of the studies that vary one factor at fixed C: fitted per budget group.
-SINGLE_FACTOR_LAWS = {'activation_ratio': (laws.EL_ACTIVATION, 'A'),
-                      'granularity': (laws.EL_GRANULARITY, 'G')}
+SINGLE_FACTOR_LAWS = {
+    'activation_ratio': (laws.EL_ACTIVATION, 'A'),
+    'granularity': (laws.EL_GRANULARITY, 'G'),
+}
 UNIFIED_STUDIES = ('activation_ratio', 'granularity')
 
 
@@ -117,8 +151,10 @@ def _fittable(points):
 
 
 def _design(points, keys):
-  return ({k: np.array([p[k] for p in points], float) for k in keys},
-          np.array([p['EL'] for p in points], float))
+  return (
+      {k: np.array([p[k] for p in points], float) for k in keys},
+      np.array([p['EL'] for p in points], float),
+  )
 
 
 def single_factor_fits(points, law, covariate, starts=None) -> dict:
@@ -133,8 +169,13 @@ def single_factor_fits(points, law, covariate, starts=None) -> dict:
     X, y = _design(members, law.covariates)
     if len(np.unique(X[covariate])) <= len(law.params):
       continue
-    out[group] = core.fit(law, X, y, starts=None if starts is None else [starts[group]],
-                          what=f'{law.name} group {group}')
+    out[group] = core.fit(
+        law,
+        X,
+        y,
+        starts=None if starts is None else [starts[group]],
+        what=f'{law.name} group {group}',
+    )
   return out
 
 
@@ -149,16 +190,21 @@ def compute_fits(points, starts=None, min_budgets: int = 3) -> dict:
     if len({p['C'] for p in members}) < min_budgets:
       continue
     X, y = _design(members, ('C',))
-    out[name] = core.fit(laws.EL_COMPUTE, X, y,
-                         starts=None if starts is None else [starts[name]], what=f'Eq. 12 {name}')
+    out[name] = core.fit(
+        laws.EL_COMPUTE,
+        X,
+        y,
+        starts=None if starts is None else [starts[name]],
+        what=f'Eq. 12 {name}',
+    )
   return out
 
 
-def _single_factor_statistics(study, dense_rows, moe_rows, loss_key, activation_definition,
-                              starts):
+def _single_factor_statistics(study, dense_rows, moe_rows, loss_key, activation_definition, starts):
   """Eq. 10 / 11 parameters per group from one (resampled) set of runs."""
-  _, _, points = el_lib.el_bootstrap(dense_rows, moe_rows, loss_key, n=0,
-                                     activation_definition=activation_definition)
+  _, _, points = el_lib.el_bootstrap(
+      dense_rows, moe_rows, loss_key, n=0, activation_definition=activation_definition
+  )
   law, covariate = SINGLE_FACTOR_LAWS[study]
   points = [p for p in _fittable(points) if p['group'] in starts]
   fits = single_factor_fits(points, law, covariate, starts=starts)
@@ -167,63 +213,99 @@ def _single_factor_statistics(study, dense_rows, moe_rows, loss_key, activation_
 
 def _compute_statistics(dense_rows, moe_rows, loss_key, activation_definition, starts):
   """Eq. 12 parameters per architecture from one (resampled) set of runs."""
-  _, _, points = el_lib.el_bootstrap(dense_rows, moe_rows, loss_key, n=0,
-                                     activation_definition=activation_definition)
+  _, _, points = el_lib.el_bootstrap(
+      dense_rows, moe_rows, loss_key, n=0, activation_definition=activation_definition
+  )
   points = [p for p in _fittable(points) if p['family'] in starts]
   fits = compute_fits(points, starts=starts, min_budgets=2)
   return {f'el_compute/{name}/{k}': v for name, r in fits.items() for k, v in r.params.items()}
 
 
-def fit_el_study(study, study_rows, dense_rows, loss_key, n_bootstrap,
-                 activation_definition='stated') -> dict:
+def fit_el_study(
+    study, study_rows, dense_rows, loss_key, n_bootstrap, activation_definition='stated'
+) -> dict:
   """EL of one study: per-run and per-architecture points, the single-factor law per budget
   group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms."""
-  _, frontier, points = el_lib.el_bootstrap(dense_rows, study_rows, loss_key, n=n_bootstrap,
-                                            activation_definition=activation_definition)
+  _, frontier, points = el_lib.el_bootstrap(
+      dense_rows, study_rows, loss_key, n=n_bootstrap, activation_definition=activation_definition
+  )
   dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
-  per_arch = el_lib.el_per_architecture(study_rows, laws.FRONTIER, frontier.theta, dense_loss,
-                                        loss_key, activation_definition=activation_definition)
+  per_arch = el_lib.el_per_architecture(
+      study_rows,
+      laws.FRONTIER,
+      frontier.theta,
+      dense_loss,
+      loss_key,
+      activation_definition=activation_definition,
+  )
   fittable = _fittable(points)
   entry = dict(
       activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation_definition],
-      definition='per_run: C_dense(L_run) / C_run; per_architecture: each family\'s own '
+      definition="per_run: C_dense(L_run) / C_run; per_architecture: each family's own "
       'L = alpha C^-beta at each of its budgets, C_dense(L_arch(C)) / C; dense frontier '
       'L = alpha C^-beta fitted to dense_baseline',
-      dense_frontier_range=dict(C=[float(dense_cost.min()), float(dense_cost.max())],
-                                loss=[float(dense_loss.min()), float(dense_loss.max())]),
-      points=points, per_architecture=per_arch,
-      excluded_points=[dict(member=p['member'], loss=p['loss'], EL=p['EL'],
-                            reason='loss outside the dense frontier\'s fitted losses: EL would '
-                            'extrapolate the frontier') for p in points if p['extrapolated']])
+      dense_frontier_range=dict(
+          C=[float(dense_cost.min()), float(dense_cost.max())],
+          loss=[float(dense_loss.min()), float(dense_loss.max())],
+      ),
+      points=points,
+      per_architecture=per_arch,
+      excluded_points=[
+          dict(
+              member=p['member'],
+              loss=p['loss'],
+              EL=p['EL'],
+              reason="loss outside the dense frontier's fitted losses: EL would "
+              'extrapolate the frontier',
+          )
+          for p in points
+          if p['extrapolated']
+      ],
+  )
   starts = {}
   if study in SINGLE_FACTOR_LAWS:
     law, covariate = SINGLE_FACTOR_LAWS[study]
     fits = single_factor_fits(fittable, law, covariate)
     entry[law.name] = {g: r.to_json() for g, r in fits.items()}
     starts['single'] = {g: r.theta for g, r in fits.items()}
-    if law is laws.EL_GRANULARITY:
-      for g, r in fits.items():
-        b, c = r.params['b_G'], r.params['c_G']
-        entry[law.name][g]['G_star'] = 2.0 ** (-c / 2) if b < 0 else None
+    for g, r in fits.items():
+      entry[law.name][g].update(law.derived(r.theta))
   fits = compute_fits(fittable)
   entry['el_compute'] = {name: r.to_json() for name, r in fits.items()}
   starts['compute'] = {name: r.theta for name, r in fits.items()}
   boots = []
   if n_bootstrap and starts.get('single'):  # MoE runs resampled within their budget group
-    boots.append(el_lib.joint_bootstrap(
-        dense_rows, study_rows, lambda d, m: _single_factor_statistics(
-            study, d, m, loss_key, activation_definition, starts['single']),
-        n=n_bootstrap, stratum=lambda r: r.get('group')))
+    boots.append(
+        el_lib.joint_bootstrap(
+            dense_rows,
+            study_rows,
+            lambda d, m: _single_factor_statistics(
+                study, d, m, loss_key, activation_definition, starts['single']
+            ),
+            n=n_bootstrap,
+            stratum=lambda r: r.get('group'),
+        )
+    )
   if n_bootstrap and starts.get('compute'):  # ... and within their architecture
-    boots.append(el_lib.joint_bootstrap(
-        dense_rows, study_rows, lambda d, m: _compute_statistics(
-            d, m, loss_key, activation_definition, starts['compute']),
-        n=n_bootstrap, seed=1, stratum=el_lib.family))
+    boots.append(
+        el_lib.joint_bootstrap(
+            dense_rows,
+            study_rows,
+            lambda d, m: _compute_statistics(
+                d, m, loss_key, activation_definition, starts['compute']
+            ),
+            n=n_bootstrap,
+            seed=1,
+            stratum=el_lib.family,
+        )
+    )
   if boots:
     entry['joint_bootstrap'] = dict(
-        n=n_bootstrap, failed_fraction=max(b['failed_fraction'] for b in boots),
+        n=n_bootstrap,
+        failed_fraction=max(b['failed_fraction'] for b in boots),
         resampled='dense and MoE runs together (MoE within each budget group for Eq. 10/11, '
-        'within each architecture for Eq. 12)')
+        'within each architecture for Eq. 12)',
+    )
   for boot in boots:
     for key, interval in boot['intervals'].items():
       law_name, group, param = key.split('/')
@@ -233,9 +315,15 @@ def fit_el_study(study, study_rows, dense_rows, loss_key, n_bootstrap,
         target.setdefault('joint_draws', {})[param] = boot['draws'][key]
   if study == 'activation_ratio':
     entry['check_A_equals_1'] = [
-        dict(member=p['member'], EL=p['EL'], EL_interval=p.get('EL_interval'),
-             holds=bool(p.get('EL_interval') and p['EL_interval'][0] <= 1 <= p['EL_interval'][1]))
-        for p in points if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9]
+        dict(
+            member=p['member'],
+            EL=p['EL'],
+            EL_interval=p.get('EL_interval'),
+            holds=bool(p.get('EL_interval') and p['EL_interval'][0] <= 1 <= p['EL_interval'][1]),
+        )
+        for p in points
+        if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9
+    ]
   return entry
 
 
@@ -251,21 +339,33 @@ def fit_el_laws(points, what, n_bootstrap):
   train = y < 6
   if train.sum() > len(laws.UNIFIED_EL.params):
     result = core.fit(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], what=what)
-    core.bootstrap(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], result,
-                   n=n_bootstrap)
+    core.bootstrap(
+        laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], result, n=n_bootstrap
+    )
     core.goodness(laws.UNIFIED_EL, result, X, y, held_out=~train)
-    report['unified_el'] = dict(result.to_json(), split='EL < 6 fitted, EL >= 6 held out',
-                                G_star=laws.UNIFIED_EL.optimal_granularity(result.theta),
-                                draws=result.draws.tolist())
+    report['unified_el'] = dict(
+        result.to_json(),
+        split='EL < 6 fitted, EL >= 6 held out',
+        G_star=laws.UNIFIED_EL.optimal_granularity(result.theta),
+        draws=result.draws.tolist(),
+    )
     largest = X['C'] >= X['C'].max() * (1 - 1e-9)
     if (~largest).sum() > len(laws.UNIFIED_EL.params):
-      loo = core.fit(laws.UNIFIED_EL, {k: v[~largest] for k, v in X.items()}, y[~largest],
-                     starts=[result.theta], what=what)
+      loo = core.fit(
+          laws.UNIFIED_EL,
+          {k: v[~largest] for k, v in X.items()},
+          y[~largest],
+          starts=[result.theta],
+          what=what,
+      )
       report['unified_el']['largest_budget_held_out'] = core.goodness(
-          laws.UNIFIED_EL, loo, X, y, held_out=largest)['held_out']
+          laws.UNIFIED_EL, loo, X, y, held_out=largest
+      )['held_out']
   else:
-    report['unified_el'] = dict(error=f'{what}: {int(train.sum())} EL points below 6; the '
-                                f'unified law needs more than {len(laws.UNIFIED_EL.params)}.')
+    report['unified_el'] = dict(
+        error=f'{what}: {int(train.sum())} EL points below 6; the '
+        f'unified law needs more than {len(laws.UNIFIED_EL.params)}.'
+    )
   return report
 
 
@@ -275,15 +375,100 @@ def fit_direct_loss(rows, loss_key, what):
   y = np.array([r[loss_key] for r in rows])
   held = X['C'] >= X['C'].max() * (1 - 1e-9)
   if (~held).sum() <= len(laws.DIRECT_LOSS.params):
-    raise core.FitError(f'{what}: {(~held).sum()} runs below the largest budget; the direct '
-                        f'loss law needs more than {len(laws.DIRECT_LOSS.params)}.')
+    raise core.FitError(
+        f'{what}: {(~held).sum()} runs below the largest budget; the direct '
+        f'loss law needs more than {len(laws.DIRECT_LOSS.params)}.'
+    )
   result = core.fit(laws.DIRECT_LOSS, {k: v[~held] for k, v in X.items()}, y[~held], what=what)
   core.goodness(laws.DIRECT_LOSS, result, X, y, held_out=held)
   return result.to_json()
 
 
-def run(results_path, study='all', out_dir='fits', loss_key='final_eval_loss',
-        n_bootstrap=1000, activation='stated') -> dict:
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What every study's fitter may read: all usable rows by study, and the run's options."""
+
+  by_study: dict
+  loss_key: str
+  out_dir: str
+  n_bootstrap: int
+  activation: str
+
+
+def _fit_dense_baseline(name, c: Context) -> dict:
+  return fit_dense_baseline(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
+
+
+def _fit_hparams(name, c: Context) -> dict:
+  return fit_hparams(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
+
+
+def _fit_allocation(name, c: Context) -> dict:
+  return fit_allocation_study(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
+
+
+def _fit_el(name, c: Context) -> dict:
+  dense, rows = c.by_study.get('dense_baseline'), c.by_study[name]
+  if not dense:
+    raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
+  entry = fit_el_study(name, rows, dense, c.loss_key, c.n_bootstrap, c.activation)
+  if all(r.get('wall_time_s') for r in rows + dense):
+    _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
+    entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
+  if name == 'granularity':
+    _plot('loss_vs_granularity', rows, c.loss_key, os.path.join(c.out_dir, 'loss_vs_G.png'))
+  if name == 'activation_ratio':
+    fits = {g: r['params'] for g, r in entry.get(laws.EL_ACTIVATION.name, {}).items()}
+    _plot(
+        'el_vs_activation',
+        entry['points'],
+        os.path.join(c.out_dir, 'el_vs_A.png'),
+        laws.EL_ACTIVATION,
+        fits,
+    )
+  return entry
+
+
+# Each study's fitter: a new study is one entry here (and its rows in the results table).
+FITTERS = {
+    'dense_baseline': _fit_dense_baseline,
+    'hparams': _fit_hparams,
+    'allocation': _fit_allocation,
+    **dict.fromkeys(EL_STUDIES, _fit_el),
+}
+STUDIES = tuple(FITTERS)
+
+
+def default_out(results_path: str) -> str:
+  """Where fits go unless told: a `fits` folder beside the results table."""
+  return str(epath.Path(results_path).parent / 'fits')
+
+
+def run(
+    results_path,
+    study='all',
+    out_dir=None,
+    loss_key='final_eval_loss',
+    n_bootstrap=1000,
+    activation='stated',
+) -> dict:
+  """Fits `study` (or all) of a results table; writes report.json and figures to `out_dir`
+  (default: `default_out`), a local folder or gs:// (written here first, then uploaded)."""
+  out_dir = out_dir or default_out(results_path)
+  if '://' not in str(out_dir):
+    return _run(results_path, study, out_dir, loss_key, n_bootstrap, activation)
+  with tempfile.TemporaryDirectory() as local:
+    report = _run(results_path, study, local, loss_key, n_bootstrap, activation)
+    remote = epath.Path(out_dir)
+    remote.mkdir(parents=True, exist_ok=True)
+    for name in sorted(os.listdir(local)):  # report.json last: present means complete
+      if name != 'report.json':
+        (remote / name).write_bytes(open(os.path.join(local, name), 'rb').read())
+    (remote / 'report.json').write_bytes(open(os.path.join(local, 'report.json'), 'rb').read())
+  return report
+
+
+def _run(results_path, study, out_dir, loss_key, n_bootstrap, activation) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
   by_study = _by_study(rows)
@@ -291,43 +476,30 @@ def run(results_path, study='all', out_dir='fits', loss_key='final_eval_loss',
   if study != 'all' and study not in STUDIES:
     raise core.FitError(f'--study={study}: use one of {", ".join(STUDIES)} or all.')
   if activation not in el_lib.ACTIVATION_DEFINITIONS:
-    raise core.FitError(f'--activation={activation}: use one of '
-                        f'{", ".join(el_lib.ACTIVATION_DEFINITIONS)}.')
-  report = dict(results=results_path, loss=loss_key,
-                activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation], objective='huber (delta 1e-3, summed) on '
-                'log residuals unless stated', bootstrap=n_bootstrap,
-                excluded=[dict(study=r.get('study'), member=r.get('member'), reason=r['reason'])
-                          for r in excluded], studies={})
+    raise core.FitError(
+        f'--activation={activation}: use one of ' f'{", ".join(el_lib.ACTIVATION_DEFINITIONS)}.'
+    )
+  report = dict(
+      results=results_path,
+      loss=loss_key,
+      activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation],
+      objective='huber (delta 1e-3, summed) on ' 'log residuals unless stated',
+      bootstrap=n_bootstrap,
+      excluded=[
+          dict(study=r.get('study'), member=r.get('member'), reason=r['reason']) for r in excluded
+      ],
+      studies={},
+  )
+  context = Context(by_study, loss_key, out_dir, n_bootstrap, activation)
   el_all = []
   for name in wanted:
     if not by_study.get(name):
       raise core.FitError(f'--study={name}: no usable run of this study in {results_path}.')
     try:
-      if name == 'dense_baseline':
-        report['studies'][name] = fit_dense_baseline(by_study[name], loss_key, out_dir,
-                                                     n_bootstrap)
-      elif name == 'hparams':
-        report['studies'][name] = fit_hparams(by_study[name], loss_key, out_dir, n_bootstrap)
-      elif name == 'allocation':
-        report['studies'][name] = fit_allocation_study(by_study[name], loss_key, out_dir,
-                                                       n_bootstrap)
-      else:
-        dense = by_study.get('dense_baseline')
-        if not dense:
-          raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
-        entry = fit_el_study(name, by_study[name], dense, loss_key, n_bootstrap, activation)
-        if all(r.get('wall_time_s') for r in by_study[name] + dense):
-          _, _, wall = el_lib.el_bootstrap(dense, by_study[name], loss_key, n=0,
-                                           cost_key='wall_time_s')
-          entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
-        if name == 'granularity':
-          _plot('loss_vs_granularity', by_study[name], loss_key,
-                os.path.join(out_dir, 'loss_vs_G.png'))
-        if name == 'activation_ratio':
-          _plot('el_vs_activation', entry['points'], os.path.join(out_dir, 'el_vs_A.png'))
-        report['studies'][name] = entry
-        if name in UNIFIED_STUDIES:
-          el_all += entry['points']
+      entry = FITTERS[name](name, context)
+      report['studies'][name] = entry
+      if name in UNIFIED_STUDIES:
+        el_all += entry['points']
     except core.FitError as error:
       if study != 'all':
         raise
@@ -342,8 +514,14 @@ def run(results_path, study='all', out_dir='fits', loss_key='final_eval_loss',
       report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
     except core.FitError as error:
       report['direct_loss'] = dict(error=str(error))
-  _plot('el_heatmap', lambda A, G, C: laws.unified_el(A, G, C),
-        os.path.join(out_dir, 'el_heatmap_paper.png'))
+  unified = report.get('el_laws', {}).get('unified_el', {})
+  if 'params' in unified:  # the heat map of the law fitted here, titled with its source
+    _plot(
+        'el_heatmap',
+        lambda A, G, C: laws.unified_el(A, G, C, unified['params']),
+        os.path.join(out_dir, 'el_heatmap.png'),
+        f'fitted Eq. 13 ({os.path.basename(str(results_path))}): EL(A, C) at G = 12',
+    )
   with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
     json.dump(report, f, indent=1, default=float)
   os.replace(os.path.join(out_dir, 'report.json.tmp'), os.path.join(out_dir, 'report.json'))
@@ -354,14 +532,24 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--results', required=True, help='results .jsonl or .csv, local or gs://')
   parser.add_argument('--study', default='all')
-  parser.add_argument('--out', default='fits')
-  parser.add_argument('--loss', default='final_eval_loss',
-                      help='the loss every law is fitted to (held-out loss at the end of training)')
-  parser.add_argument('--activation', default='stated', choices=sorted(el_lib.ACTIVATION_DEFINITIONS),
-                      help='A = (E_a+E_s)/(E+E_s) (stated) or E_a/E (routed)')
+  parser.add_argument(
+      '--out', default=None, help='folder or gs://; default: fits/ beside --results'
+  )
+  parser.add_argument(
+      '--loss',
+      default='final_eval_loss',
+      help='the loss every law is fitted to (held-out loss at the end of training)',
+  )
+  parser.add_argument(
+      '--activation',
+      default='stated',
+      choices=sorted(el_lib.ACTIVATION_DEFINITIONS),
+      help='A = (E_a+E_s)/(E+E_s) (stated) or E_a/E (routed)',
+  )
   parser.add_argument('--bootstrap', type=int, default=1000)
   args = parser.parse_args(argv)
   try:
+    args.out = args.out or default_out(args.results)
     report = run(args.results, args.study, args.out, args.loss, args.bootstrap, args.activation)
   except core.FitError as error:
     sys.exit(f'fitting.fit: {error}')

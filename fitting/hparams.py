@@ -35,13 +35,27 @@ class HyperparameterLaws:
   n_groups: int
 
   def to_json(self) -> dict:
-    return dict(learning_rate=self.learning_rate.to_json(), batch_tokens=self.batch.to_json(),
-                n_near_optimal=self.n_near_optimal, n_groups=self.n_groups, band=BAND)
+    return dict(
+        learning_rate=self.learning_rate.to_json(),
+        batch_tokens=self.batch.to_json(),
+        n_near_optimal=self.n_near_optimal,
+        n_groups=self.n_groups,
+        band=BAND,
+    )
 
 
-def fit_laws(rows, loss_key: str, lr_covariates=('C',), batch_covariates=('C',),
-             batch_key: str = 'batch_tokens', group_keys=('C',), objective: str = 'ls',
-             n_bootstrap: int = 1000, seed: int = 0, what: str = 'hyperparameters'):
+def fit_laws(
+    rows,
+    loss_key: str,
+    lr_covariates=('C',),
+    batch_covariates=('C',),
+    batch_key: str = 'batch_tokens',
+    group_keys=('C',),
+    objective: str = 'ls',
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    what: str = 'hyperparameters',
+):
   """ln lr and ln batch linear in the log covariates, over the near-optimal runs.
 
   objective 'ls' is ordinary least squares in log space (as Step Law and DeepSeek); 'huber' the

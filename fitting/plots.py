@@ -18,12 +18,31 @@ def _save(fig, path):
   return str(path)
 
 
-def frontier(cost, loss, law, theta, path, label='dense'):
+def _band(ax, law, result, covariate, grid, color):
+  """The 95% band of a law's prediction over its bootstrap draws, where it has any."""
+  draws = getattr(result, 'draws', None)
+  if draws is None or not len(draws):
+    return
+  curves = np.array([law.predict(t, {covariate: grid}) for t in draws])
+  lo, hi = np.nanpercentile(curves, [2.5, 97.5], axis=0)
+  ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0, label='95% bootstrap band')
+
+
+def frontier(cost, loss, law, result, path, loss_key='loss', label='dense'):
+  """Runs, the fitted frontier and its bootstrap band; the fitted range shaded off outside."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  ax.scatter(cost, loss, label=f'{label} runs')
+  ax.scatter(cost, loss, label=f'{label} runs', zorder=3)
   grid = np.geomspace(min(cost) / 2, max(cost) * 4, 100)
-  ax.plot(grid, law.predict(theta, dict(C=grid)), label=law.formula.split(';')[0])
-  ax.set(xscale='log', xlabel='C (FLOPs)', ylabel='final loss', title=f'{label} loss frontier')
+  line = ax.plot(grid, law.predict(result.theta, dict(C=grid)), label=law.formula.split(';')[0])
+  _band(ax, law, result, 'C', grid, line[0].get_color())
+  for lo, hi in ((grid[0], min(cost)), (max(cost), grid[-1])):
+    ax.axvspan(lo, hi, color='0.92', lw=0, zorder=0)
+  ax.set(
+      xscale='log',
+      xlabel='C (FLOPs)',
+      ylabel=loss_key,
+      title=f'{label} loss frontier (grey: beyond the runs)',
+  )
   ax.legend(fontsize=7)
   return _save(fig, path)
 
@@ -43,28 +62,55 @@ def loss_vs_granularity(rows, loss_key, path, fits=None):
       c = np.polyfit(np.log2(g), loss, 2)
       grid = np.geomspace(g.min(), g.max(), 50)
       ax.plot(grid, np.polyval(c, np.log2(grid)), color=points[0].get_color())
-  ax.set(xscale='log', xlabel='granularity G', ylabel='final loss', title='loss vs G')
+  ax.set(xscale='log', xlabel='granularity G', ylabel=loss_key, title='loss vs G per budget group')
   ax.legend(fontsize=6)
   return _save(fig, path)
 
 
-def el_vs_activation(points, path):
+def el_vs_activation(points, path, law=None, fits=None):
+  """EL against A per budget: 95% intervals, extrapolated points hollow (never fitted), and the
+  fitted Eq. 10 of each budget group (`fits`: group -> params) over its points."""
   fig, ax = plt.subplots(figsize=(5, 4))
   groups = collections.defaultdict(list)
   for p in points:
-    groups[f"{p['C']:.2g}"].append(p)
-  for name, members in sorted(groups.items(), key=lambda kv: float(kv[0])):
+    groups[p.get('group') or f"{p['C']:.2g}"].append(p)
+  for i, (name, members) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0]['C'])):
+    members = sorted(members, key=lambda m: m['A'])
+    color = f'C{i}'
     a = np.array([m['A'] for m in members])
     el = np.array([m['EL'] for m in members])
-    order = np.argsort(a)
-    ax.plot(a[order], el[order], 'o-', label=f'C={name}')
-  ax.set(xscale='log', yscale='log', xlabel='activation ratio A', ylabel='EL',
-         title='EL vs A per budget')
+    lo_hi = np.array([m.get('EL_interval') or (np.nan, np.nan) for m in members], float)
+    extrapolated = np.array([bool(m.get('extrapolated')) for m in members])
+    err = np.abs(lo_hi.T - el)
+    ax.errorbar(a, el, yerr=err, fmt='none', capsize=2, lw=0.8, color=color)
+    ax.scatter(
+        a[~extrapolated],
+        el[~extrapolated],
+        color=color,
+        s=16,
+        zorder=3,
+        label=f"C={members[0]['C']:.2g}",
+    )
+    ax.scatter(
+        a[extrapolated], el[extrapolated], facecolors='none', edgecolors=color, s=16, zorder=3
+    )
+    if law is not None and fits and name in fits:
+      grid = np.geomspace(a.min(), a.max(), 50)
+      ax.plot(grid, law.predict(law.vector(fits[name]), dict(A=grid)), color=color, lw=1)
+  ax.axhline(1.0, color='0.6', lw=0.8, ls='--')
+  ax.set(
+      xscale='log',
+      yscale='log',
+      xlabel='activation ratio A',
+      ylabel='EL (FLOPs)',
+      title='EL vs A per budget\n(95% intervals; hollow: extrapolated, not fitted)',
+  )
   ax.legend(fontsize=6)
   return _save(fig, path)
 
 
-def el_heatmap(el_fn, path, title='EL(A, C) at G = 12'):
+def el_heatmap(el_fn, path, title):
+  """EL over (A, C) at G = 12 from `el_fn`; `title` says whose law it is."""
   a = np.geomspace(0.005, 1, 60)
   c = np.geomspace(1e18, 1e23, 60)
   A, Cm = np.meshgrid(a, c)
@@ -86,19 +132,45 @@ def isoflop(rows, loss_key, path, budget_key='budget'):
     loss = np.array([r[loss_key] for r in members])
     order = np.argsort(m)
     ax.plot(m[order], loss[order], 'o-', label=f'C={budget:.2g}')
-  ax.set(xscale='log', xlabel='M (FLOPs/token)', ylabel='final loss', title='IsoFLOP profiles')
+  ax.set(xscale='log', xlabel='M (FLOPs/token)', ylabel=loss_key, title='IsoFLOP profiles')
   ax.legend(fontsize=6)
   return _save(fig, path)
 
 
 def hyperparameter_bands(rows, near, law_fits, path):
+  """Learning rate and batch of every run against C, the near-optimal ones marked, the fitted
+  power laws with their bootstrap bands (paper Fig. 2, right)."""
   fig, axes = plt.subplots(1, 2, figsize=(9, 4))
   for ax, key, fit in zip(axes, ('learning_rate', 'batch_tokens'), law_fits):
     ax.scatter([r['C'] for r in rows], [r[key] for r in rows], s=8, color='0.7', label='all runs')
     ax.scatter([r['C'] for r in near], [r[key] for r in near], s=14, label='within 0.25% of best')
     grid = np.geomspace(min(r['C'] for r in rows) / 2, max(r['C'] for r in rows) * 4, 50)
     k, e = fit.params['log_coefficient'], fit.params['exponent_C']
-    ax.plot(grid, np.exp(k) * grid ** e, label=f'{np.exp(k):.3g} C^{e:.3f}')
+    line = ax.plot(grid, np.exp(k) * grid**e, label=f'{np.exp(k):.3g} C^{e:.3f}')
+    draws = getattr(fit, 'draws', None)
+    if draws is not None and len(draws):
+      curves = np.exp(draws[:, :1] + draws[:, 1:2] * np.log(grid)[None, :])
+      lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
+      ax.fill_between(grid, lo, hi, color=line[0].get_color(), alpha=0.2, lw=0, label='95% band')
     ax.set(xscale='log', yscale='log', xlabel='C (FLOPs)', ylabel=key)
     ax.legend(fontsize=7)
+  return _save(fig, path)
+
+
+def hyperparameter_landscape(rows, loss_key, path):
+  """Loss against learning rate, one panel per budget and one line per batch (paper Fig. 2,
+  left): where the near-optimal band sits, and how flat it is."""
+  budgets = sorted({r['C'] for r in rows})
+  fig, axes = plt.subplots(1, len(budgets), figsize=(3.4 * len(budgets), 3.4), squeeze=False)
+  for ax, budget in zip(axes[0], budgets):
+    members = [r for r in rows if r['C'] == budget]
+    best = min(r[loss_key] for r in members)
+    for batch in sorted({r['batch_tokens'] for r in members}):
+      line = sorted(
+          (r['learning_rate'], r[loss_key]) for r in members if r['batch_tokens'] == batch
+      )
+      ax.plot(*zip(*line), 'o-', ms=3, label=f'batch {batch:.0f} tokens')
+    ax.axhspan(best, best * 1.0025, color='0.85', lw=0, label='within 0.25% of best')
+    ax.set(xscale='log', xlabel='peak learning rate', ylabel=loss_key, title=f'C = {budget:.2g}')
+    ax.legend(fontsize=6)
   return _save(fig, path)

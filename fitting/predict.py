@@ -18,14 +18,17 @@ import numpy as np
 
 from fitting import core
 from fitting import laws
-from ling_jax import design as design_lib
+from fitting import model_design as design_lib
 from ling_jax import flops
 
 
 def predict(A: float, G: float, C: float, coefficients='paper') -> dict:
   if coefficients == 'paper':
-    theta, draws, source = (laws.UNIFIED_EL.vector(laws.PAPER_UNIFIED_EL), None,
-                            'paper Table 2 (no interval published)')
+    theta, draws, source = (
+        laws.UNIFIED_EL.vector(laws.PAPER_UNIFIED_EL),
+        None,
+        'paper Table 2 (no interval published)',
+    )
   else:
     with open(coefficients) as f:
       unified = laws.unified_el_from_report(json.load(f))
@@ -40,9 +43,13 @@ def predict(A: float, G: float, C: float, coefficients='paper') -> dict:
   c_dense = el * C
   dense = design_lib.design(c_dense, design_lib.MoEShape())
   arch = design_lib.architecture(dense.model, 4096, 126_464)
-  out.update(C_dense=c_dense, dense_M_opt=laws.DENSE_OPTIMAL_M(c_dense),
-             dense_model=dense.model, dense_N=flops.non_embedding_params(arch),
-             dense_tokens=dense.tokens)
+  out.update(
+      C_dense=c_dense,
+      dense_M_opt=laws.DENSE_OPTIMAL_M(c_dense),
+      dense_model=dense.model,
+      dense_N=flops.non_embedding_params(arch),
+      dense_tokens=dense.tokens,
+  )
   return out
 
 
@@ -57,13 +64,20 @@ def main(argv=None):
     r = predict(args.A, args.G, args.C, args.coefficients)
   except (OSError, ValueError) as error:
     sys.exit(f'fitting.predict: --coefficients={args.coefficients}: {error}')
-  interval = (f" (95% interval {r['EL_interval'][0]:.3g} - {r['EL_interval'][1]:.3g})"
-              if 'EL_interval' in r else '')
-  print(f"EL(A={r['A']:.3g}, G={r['G']:.3g}, C={r['C']:.3g} FLOPs) = {r['EL']:.3f}{interval} "
-        f"[{r['source']}]")
-  print(f"equivalent dense compute {r['C_dense']:.3g} FLOPs; compute-optimal dense model: "
-        f"{r['dense_model']['n_layers']} layers x d_model {r['dense_model']['d_model']}, "
-        f"N = {r['dense_N']:.3g} non-embedding parameters, {r['dense_tokens']:.3g} tokens")
+  interval = (
+      f" (95% interval {r['EL_interval'][0]:.3g} - {r['EL_interval'][1]:.3g})"
+      if 'EL_interval' in r
+      else ''
+  )
+  print(
+      f"EL(A={r['A']:.3g}, G={r['G']:.3g}, C={r['C']:.3g} FLOPs) = {r['EL']:.3f}{interval} "
+      f"[{r['source']}]"
+  )
+  print(
+      f"equivalent dense compute {r['C_dense']:.3g} FLOPs; compute-optimal dense model: "
+      f"{r['dense_model']['n_layers']} layers x d_model {r['dense_model']['d_model']}, "
+      f"N = {r['dense_N']:.3g} non-embedding parameters, {r['dense_tokens']:.3g} tokens"
+  )
   return r
 
 

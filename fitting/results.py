@@ -43,7 +43,9 @@ def load(path: str) -> list[dict]:
     try:
       rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as error:
-      raise FitError(f'--results={path}: not JSON lines ({error}); pass a .jsonl or .csv.') from None
+      raise FitError(
+          f'--results={path}: not JSON lines ({error}); pass a .jsonl or .csv.'
+      ) from None
   if not rows:
     raise FitError(f'--results={path}: the table is empty.')
   for row in rows:

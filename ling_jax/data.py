@@ -43,7 +43,7 @@ class WindowSource(grain.sources.RandomAccessDataSource):
   def __getitem__(self, index: int) -> np.ndarray:
     which = int(np.searchsorted(self._ends, index, side='right'))
     start = (index - (self._ends[which - 1] if which else 0)) * self._length
-    return np.asarray(self._arrays[which][start:start + self._length + 1], dtype=np.int32)
+    return np.asarray(self._arrays[which][start : start + self._length + 1], dtype=np.int32)
 
 
 class SyntheticSource(grain.sources.RandomAccessDataSource):
@@ -110,30 +110,39 @@ class Dataset:
     self.seq_len = length
     if d.source == 'stdlib':
       train, held, self.fingerprint = stdlib_corpus(d.eval_fraction)
-      self.train_source, self.eval_source = WindowSource([train], length), WindowSource([held], length)
+      self.train_source, self.eval_source = WindowSource([train], length), WindowSource(
+          [held], length
+      )
     elif d.source == 'synthetic':
       n_eval = max(64, int(65_536 * d.eval_fraction))
       self.train_source = SyntheticSource(65_536, length, config.model.vocab_size, d.seed)
       # Same chain (seed), records past the training range: held out, same distribution.
-      self.eval_source = grain.MapDataset.source(SyntheticSource(
-          65_536 + n_eval, length, config.model.vocab_size, d.seed))[65_536:]
+      self.eval_source = grain.MapDataset.source(
+          SyntheticSource(65_536 + n_eval, length, config.model.vocab_size, d.seed)
+      )[65_536:]
       self.fingerprint = f'synthetic-v{config.model.vocab_size}-s{d.seed}'
     elif d.source == 'tokens':
-      self.train_source = WindowSource([_load_token_file(p, d.token_dtype) for p in d.paths],
-                                       length)
+      self.train_source = WindowSource(
+          [_load_token_file(p, d.token_dtype) for p in d.paths], length
+      )
       self.eval_source = WindowSource(
-          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length)
+          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length
+      )
       self.fingerprint = f'tokens-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
     else:
       self.train_source = grain.sources.ArrayRecordDataSource(list(d.paths))
-      self.eval_source = (grain.sources.ArrayRecordDataSource(list(d.eval_paths))
-                          if d.eval_paths else None)
+      self.eval_source = (
+          grain.sources.ArrayRecordDataSource(list(d.eval_paths)) if d.eval_paths else None
+      )
       self.fingerprint = f'array_record-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
     self._config = config
     if len(self.train_source) == 0:
       from ling_jax.config import ConfigError
-      raise ConfigError(f'config.data: source {d.source!r} holds no training window of '
-                        f'train.seq_len + 1 = {length + 1} tokens; add data or shorten seq_len.')
+
+      raise ConfigError(
+          f'config.data: source {d.source!r} holds no training window of '
+          f'train.seq_len + 1 = {length + 1} tokens; add data or shorten seq_len.'
+      )
 
   def _batched(self, source, batch_size: int, seed: int | None, repeat: bool) -> grain.IterDataset:
     d = self._config.data
@@ -146,10 +155,11 @@ class Dataset:
       ds = ds.shuffle(seed=seed)
     if repeat:
       ds = ds.repeat()
-    ds = ds[jax.process_index()::jax.process_count()]
+    ds = ds[jax.process_index() :: jax.process_count()]
     if d.source == 'array_record':
       iter_ds = grain.experimental.ConcatThenSplitIterDataset(
-          ds.to_iter_dataset(), length_struct={'tokens': self.seq_len + 1})
+          ds.to_iter_dataset(), length_struct={'tokens': self.seq_len + 1}
+      )
       return iter_ds.map(lambda x: x['tokens']).batch(per_process, drop_remainder=True)
     return ds.batch(per_process, drop_remainder=True).to_iter_dataset()
 
@@ -178,10 +188,16 @@ class Dataset:
       return batches
     if self._config.data.source != 'array_record' and len(self.eval_source) < t.eval_sequences:
       from ling_jax.config import ConfigError
-      raise ConfigError(f'config.train.eval_sequences={t.eval_sequences}: the held-out data holds '
-                        f'{len(self.eval_source)} windows of {self.seq_len + 1} tokens; lower it '
-                        'or hold out more data (data.eval_fraction).')
+
+      raise ConfigError(
+          f'config.train.eval_sequences={t.eval_sequences}: the held-out data holds '
+          f'{len(self.eval_source)} windows of {self.seq_len + 1} tokens; lower it '
+          'or hold out more data (data.eval_fraction).'
+      )
     size = t.eval_batch_size or t.batch_size
     # Only the batches the set needs are read, not the whole held-out split.
-    return list(itertools.islice(self._batched(self.eval_source, size, EVAL_ORDER_SEED, False),
-                                 t.eval_sequences // size))
+    return list(
+        itertools.islice(
+            self._batched(self.eval_source, size, EVAL_ORDER_SEED, False), t.eval_sequences // size
+        )
+    )

@@ -7,8 +7,9 @@ import os
 import jax
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+def initialize(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
   """Joins the processes of a run before any device is used.
 
   An explicit coordinator (flag or LING_JAX_COORDINATOR, with LING_JAX_NUM_PROCESSES and

@@ -21,18 +21,17 @@ Shape letters: T local tokens, K top-k, A = T K, n expert-axis size, El local ex
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from ling_jax import moe as moe_lib
+from ling_jax import dispatch as dispatch_lib
 
 EXPERT_AXIS = 'expert'
 
 
 def _slots(capacity_factor: float, assignments: int, experts: int, dropless: int) -> int:
-  return moe_lib.capacity(assignments, experts, dropless, capacity_factor)
+  return dispatch_lib.capacity(assignments, experts, dropless, capacity_factor)
 
 
 def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
@@ -41,13 +40,14 @@ def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
   El = wg.shape[0]
   N, K = ids_NxK.shape
   bucket_NxK = jnp.where(ids_NxK >= 0, ids_NxK, El)  # bucket El collects the invalid ones
-  plan = moe_lib.capacity_plan(bucket_NxK, El + 1, slots)
+  plan = dispatch_lib.capacity_plan(bucket_NxK, El + 1, slots)
   n_rows = El * slots
   row_of_assignment = jnp.where(plan.row_of_assignment < n_rows, plan.row_of_assignment, n_rows)
-  rows_RxD = moe_lib.permute_rows(src_NxD, plan.token_of_row[:n_rows],
-                                  row_of_assignment.reshape(N, K))
-  y_RxD = moe_lib.swiglu_capacity(rows_RxD, wg, wu, wo)
-  y_AxD = moe_lib.permute_rows(y_RxD, row_of_assignment, plan.assignment_of_row[:n_rows, None])
+  rows_RxD = dispatch_lib.permute_rows(
+      src_NxD, plan.token_of_row[:n_rows], row_of_assignment.reshape(N, K)
+  )
+  y_RxD = dispatch_lib.swiglu_capacity(rows_RxD, wg, wu, wo)
+  y_AxD = dispatch_lib.permute_rows(y_RxD, row_of_assignment, plan.assignment_of_row[:n_rows, None])
   valid_A = (ids_NxK >= 0).reshape(-1)
   dropped = jnp.sum(valid_A & (row_of_assignment >= n_rows))
   return y_AxD, dropped
@@ -57,7 +57,7 @@ def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """An expert axis of 1: each batch shard dispatches its own tokens to its full set of
   experts with the configured dispatch (capacity einsum or a dropless grouped matmul), no
   communication."""
-  y_TxD, dropped = moe_lib.dispatch_local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts)
+  y_TxD, dropped = dispatch_lib.dispatch_local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts)
   return y_TxD, dropped, 0
 
 
@@ -68,21 +68,24 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   T, K = experts_TxK.shape
   D = x_TxD.shape[-1]
   c_send = _slots(opts.capacity_factor, T * K, n, T * min(K, El))
-  send = moe_lib.capacity_plan(experts_TxK // El, n, c_send)
-  send_rows = moe_lib.permute_rows(x_TxD, send.token_of_row,
-                                   send.row_of_assignment.reshape(T, K))
+  send = dispatch_lib.capacity_plan(experts_TxK // El, n, c_send)
+  send_rows = dispatch_lib.permute_rows(
+      x_TxD, send.token_of_row, send.row_of_assignment.reshape(T, K)
+  )
   local_ids = (experts_TxK % El).reshape(-1)
-  send_ids = jnp.where(send.assignment_of_row < T * K,
-                       local_ids[jnp.minimum(send.assignment_of_row, T * K - 1)], -1)
-  exchange = lambda a: jax.lax.all_to_all(a.reshape(n, c_send, *a.shape[1:]), EXPERT_AXIS, 0, 0,
-                                          tiled=True).reshape(a.shape)
+  send_ids = jnp.where(
+      send.assignment_of_row < T * K, local_ids[jnp.minimum(send.assignment_of_row, T * K - 1)], -1
+  )
+  exchange = lambda a: jax.lax.all_to_all(
+      a.reshape(n, c_send, *a.shape[1:]), EXPERT_AXIS, 0, 0, tiled=True
+  ).reshape(a.shape)
   recv_rows, recv_ids = exchange(send_rows), exchange(send_ids)
   slots = _slots(opts.capacity_factor, n * T * K, n * El, n * c_send)
   y_recv, dropped_here = local_experts(recv_rows, recv_ids[:, None], wg, wu, wo, slots)
   y_back = exchange(y_recv.reshape(n * c_send, D))
-  y_AxD = moe_lib.permute_rows(y_back, send.row_of_assignment, send.assignment_of_row[:, None])
+  y_AxD = dispatch_lib.permute_rows(y_back, send.row_of_assignment, send.assignment_of_row[:, None])
   dropped = jnp.sum(~send.kept) + dropped_here
-  return moe_lib.combine(y_AxD, weights_TxK), dropped, n * c_send
+  return dispatch_lib.combine(y_AxD, weights_TxK), dropped, n * c_send
 
 
 def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
@@ -96,7 +99,7 @@ def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   ids = jnp.where((local >= 0) & (local < El), local, -1)
   slots = _slots(opts.capacity_factor, n * T * K, n * El, n * T)
   y_AxD, dropped = local_experts(x_all, ids, wg, wu, wo, slots)
-  y_all = moe_lib.combine(y_AxD, weights_all)
+  y_all = dispatch_lib.combine(y_AxD, weights_all)
   y_TxD = jax.lax.psum_scatter(y_all, EXPERT_AXIS, scatter_dimension=0, tiled=True)
   return y_TxD, dropped, n * T  # rows received: the all-gathered tokens
 
@@ -123,16 +126,17 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   n = jax.lax.axis_size(EXPERT_AXIS)
   El = wg.shape[0]
   T, K = experts_TxK.shape
-  plan = moe_lib.dropless_plan(experts_TxK, n * El)  # rows sorted by global expert
-  rows = moe_lib.permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
+  plan = dispatch_lib.dropless_plan(experts_TxK, n * El)  # rows sorted by global expert
+  rows = dispatch_lib.permute_rows(x_TxD, plan.token_of_row, plan.row_of_assignment.reshape(T, K))
   per_shard = plan.group_sizes.reshape(n, El).sum(axis=1)
   counts = jax.lax.all_gather(per_shard, EXPERT_AXIS)  # [n senders, n receivers]
   shard = jax.lax.axis_index(EXPERT_AXIS)
   params = ragged_a2a_params(counts, shard)
   recv_sizes = params[3]
   buffer = T * K * min(n, El)  # worst case: every shard sends all its rows here, k per token
-  received = jax.lax.ragged_all_to_all(rows, jnp.zeros((buffer, rows.shape[1]), rows.dtype),
-                                       *params, axis_name=EXPERT_AXIS)
+  received = jax.lax.ragged_all_to_all(
+      rows, jnp.zeros((buffer, rows.shape[1]), rows.dtype), *params, axis_name=EXPERT_AXIS
+  )
   # Received rows come by sender, each sender's sorted by expert: rebuild each row's expert.
   group_sizes = jax.lax.all_gather(plan.group_sizes.reshape(n, El), EXPERT_AXIS)[:, shard]
   local_counts = group_sizes.sum(axis=0)
@@ -140,13 +144,14 @@ def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   expert_of_row = jnp.searchsorted(source_rows, jnp.arange(buffer), side='right') % El
   valid = jnp.arange(buffer) < recv_sizes.sum()
   order = jnp.argsort(jnp.where(valid, expert_of_row, El), stable=True)
-  h = moe_lib.swiglu_ragged(received[order], wg, wu, wo, local_counts, matmul)
+  h = dispatch_lib.swiglu_ragged(received[order], wg, wu, wo, local_counts, matmul)
   y_received = jnp.zeros_like(h).at[order].set(h)
   # The way back is the way out with senders and receivers swapped: the transposed counts.
-  back = jax.lax.ragged_all_to_all(y_received, jnp.zeros_like(rows),
-                                   *ragged_a2a_params(counts.T, shard), axis_name=EXPERT_AXIS)
-  y_AxD = moe_lib.permute_rows(back, plan.row_of_assignment, plan.assignment_of_row[:, None])
-  return moe_lib.combine(y_AxD, weights_TxK), jnp.zeros((), jnp.int32), buffer
+  back = jax.lax.ragged_all_to_all(
+      y_received, jnp.zeros_like(rows), *ragged_a2a_params(counts.T, shard), axis_name=EXPERT_AXIS
+  )
+  y_AxD = dispatch_lib.permute_rows(back, plan.row_of_assignment, plan.assignment_of_row[:, None])
+  return dispatch_lib.combine(y_AxD, weights_TxK), jnp.zeros((), jnp.int32), buffer
 
 
 TRANSPORTS = {'local': local, 'a2a': a2a, 'ring': ring, 'ragged_a2a': ragged_a2a}
@@ -164,6 +169,8 @@ def routed(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, transport: str, opts):
     return y, dropped.reshape(1), jnp.full((1,), rows, jnp.int32)
 
   y, dropped, rows = jax.shard_map(
-      body, in_specs=(batch, batch, batch, weights, weights, weights),
-      out_specs=(batch, batch, batch))(x_TxD, experts_TxK, weights_TxK, wg, wu, wo)
+      body,
+      in_specs=(batch, batch, batch, weights, weights, weights),
+      out_specs=(batch, batch, batch),
+  )(x_TxD, experts_TxK, weights_TxK, wg, wu, wo)
   return y, dropped.sum(), rows

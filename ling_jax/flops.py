@@ -5,7 +5,7 @@ Pure Python on purpose (no JAX): `fitting/` imports it in any scientific Python.
 Three FLOP counts, each per *token* of training (forward + backward), named for what they are:
 
 * `paper_flops_per_token` -- the paper's model scale M (arXiv 2507.17702 Eq. 2, App. C, in the
-  convention that makes its iso-FLOP tables exactly iso-FLOP; shared/research/paper.md 1.2):
+  convention that makes its iso-FLOP tables exactly iso-FLOP; §2.1 Eq. 2, App. C Eqs. 14-16):
   M = 3 x non-embedding forward FLOPs, per layer 4 d^2 + 4 d^2 / g + 4 s d for attention
   (g = n_heads / n_kv_heads, s = training sequence length, no causal halving) plus
   6 d d_ffn (dense layer) or 6 d (E_a + E_s) d_expert (MoE layer). Router, embeddings and logits
@@ -66,7 +66,7 @@ class Architecture:
     return self.n_layers - self.num_moe_layers
 
 
-# --- Derived ratios (paper.md 1.3) -------------------------------------------------------------
+# --- Derived ratios (arXiv 2507.17702 §2.1, App. A) -----------------------------------------
 
 
 def activation_ratio(arch: Architecture) -> float:
@@ -82,7 +82,7 @@ def routed_activation_ratio(arch: Architecture) -> float:
 
 
 def granularity(arch: Architecture) -> float:
-  """G = 2 d_model / d_expert (the paper's definition; Ludziejewski et al. use 4 d_model / d_expert)."""
+  """G = 2 d_model / d_expert (the paper's; Ludziejewski et al. use 4 d_model / d_expert)."""
   return 2 * arch.d_model / arch.d_expert if arch.is_moe else float('nan')
 
 
@@ -146,9 +146,11 @@ def paper_forward_flops_per_token(arch: Architecture) -> int:
   """Non-embedding forward FLOPs per token in the paper's convention (M / 3)."""
   scores = 4 * arch.seq_len * arch.n_heads * arch.hd  # = 4 s d when n_heads * hd = d
   attention = _attention_projection_forward_flops(arch) + scores
-  return (arch.n_layers * attention +
-          arch.num_ffn_dense_layers * _ffn_forward_flops(arch, moe=False) +
-          arch.num_moe_layers * _ffn_forward_flops(arch, moe=True))
+  return (
+      arch.n_layers * attention
+      + arch.num_ffn_dense_layers * _ffn_forward_flops(arch, moe=False)
+      + arch.num_moe_layers * _ffn_forward_flops(arch, moe=True)
+  )
 
 
 def paper_flops_per_token(arch: Architecture) -> int:
@@ -170,10 +172,12 @@ def hardware_flops_per_token(arch: Architecture) -> float:
   scores = 4 * arch.seq_len * arch.n_heads * arch.hd / 2
   router = 2 * arch.d_model * arch.n_experts if arch.is_moe else 0
   per_layer_attention = _attention_projection_forward_flops(arch) + scores
-  forward = (arch.n_layers * per_layer_attention +
-             arch.num_ffn_dense_layers * _ffn_forward_flops(arch, moe=False) +
-             arch.num_moe_layers * (_ffn_forward_flops(arch, moe=True) + router) +
-             2 * arch.d_model * arch.vocab_size)
+  forward = (
+      arch.n_layers * per_layer_attention
+      + arch.num_ffn_dense_layers * _ffn_forward_flops(arch, moe=False)
+      + arch.num_moe_layers * (_ffn_forward_flops(arch, moe=True) + router)
+      + 2 * arch.d_model * arch.vocab_size
+  )
   return 3 * forward
 
 
@@ -204,4 +208,3 @@ def summary(arch: Architecture) -> dict[str, float]:
       'G': granularity(arch),
       'S': shared_ratio(arch),
   }
-

@@ -36,9 +36,11 @@ def _tokamax_implementation(implementation: str, tiles: tuple):
   # Tiles are a setting of the TPU Mosaic kernel; elsewhere it raises NotImplementedError and
   # tokamax moves on to the next implementation of the sequence.
   from tokamax._src.ops.ragged_dot import pallas_mosaic_tpu  # pylint: disable=import-outside-toplevel
+
   tile_m, tile_k, tile_n = tiles
   tpu = pallas_mosaic_tpu.PallasMosaicTpuRaggedDot(
-      config=pallas_mosaic_tpu.Config(tile_m=tile_m, tile_k=tile_k, tile_n=tile_n))
+      config=pallas_mosaic_tpu.Config(tile_m=tile_m, tile_k=tile_k, tile_n=tile_n)
+  )
   if implementation in ('', 'mosaic'):
     return (tpu,) + (('mosaic', 'triton', 'xla') if not implementation else ('mosaic',))
   return (implementation,)
@@ -48,12 +50,16 @@ def make(backend: str, implementation: str = '', tiles: tuple = ()) -> GroupedMa
   """`fn(rows_RxK, weights_GxKxN, group_sizes_G) -> out_RxN` for a backend of BACKENDS."""
   if backend == 'ragged_dot':
     import jax  # pylint: disable=import-outside-toplevel
+
     return jax.lax.ragged_dot
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   if not flags.FLAGS.is_parsed():
     # tokamax reads absl flags when called and would parse the host program's argv (pytest's,
     # a notebook kernel's) as its own; outside an absl app, take every flag's default.
     flags.FLAGS.mark_as_parsed()
   import tokamax  # pylint: disable=import-outside-toplevel
-  return functools.partial(tokamax.ragged_dot,
-                           implementation=_tokamax_implementation(implementation, tuple(tiles)))
+
+  return functools.partial(
+      tokamax.ragged_dot, implementation=_tokamax_implementation(implementation, tuple(tiles))
+  )

@@ -12,14 +12,25 @@ from flax import nnx
 
 
 def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(d_in, d_out, use_bias=False, rngs=rngs,
-                    kernel_init=nnx.initializers.normal(cfg.init_std),
-                    dtype=jnp.dtype(cfg.compute_dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+  return nnx.Linear(
+      d_in,
+      d_out,
+      use_bias=False,
+      rngs=rngs,
+      kernel_init=nnx.initializers.normal(cfg.init_std),
+      dtype=jnp.dtype(cfg.compute_dtype),
+      param_dtype=jnp.dtype(cfg.param_dtype),
+  )
 
 
 def rms_norm(dim: int, cfg, rngs: nnx.Rngs) -> nnx.RMSNorm:
-  return nnx.RMSNorm(dim, epsilon=cfg.norm_eps, rngs=rngs, dtype=jnp.dtype(cfg.compute_dtype),
-                     param_dtype=jnp.dtype(cfg.param_dtype))
+  return nnx.RMSNorm(
+      dim,
+      epsilon=cfg.norm_eps,
+      rngs=rngs,
+      dtype=jnp.dtype(cfg.compute_dtype),
+      param_dtype=jnp.dtype(cfg.param_dtype),
+  )
 
 
 class SwiGLU(nnx.Module):
@@ -79,7 +90,8 @@ class Attention(nnx.Module):
       q_BxLxNxH, k_BxLxGxH = self.q_norm(q_BxLxNxH), self.k_norm(k_BxLxGxH)
     q_BxLxNxH = apply_rope(q_BxLxNxH, self.rope_base, self.rotated_dims)
     k_BxLxGxH = apply_rope(k_BxLxGxH, self.rope_base, self.rotated_dims)
-    out_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxGxH, v_BxLxGxH, is_causal=True,
-                                               implementation=self.impl)
+    out_BxLxNxH = jax.nn.dot_product_attention(
+        q_BxLxNxH, k_BxLxGxH, v_BxLxGxH, is_causal=True, implementation=self.impl
+    )
     out_TxF = einops.rearrange(out_BxLxNxH, 'b l n h -> (b l) (n h)')
     return self.o(out_TxF).reshape(B, L, D)

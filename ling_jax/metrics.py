@@ -5,6 +5,9 @@ which cannot append, every `flush_every` records become one immutable chunk file
 `metrics/`. Readers keep the last record per (kind, step), so steps repeated after a resume
 replace the earlier ones. Whole files (config, summary) are written to a temporary name and
 renamed, so they are complete or absent.
+
+No JAX here: the sweep and the study configs read these files without starting JAX, so the
+trainer passes in what only JAX knows (the device kind, whether this process writes).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import time
 from typing import Any
 
-import jax
 import numpy as np
 from etils import epath
 
@@ -39,10 +41,11 @@ PEAK_FLOPS_BY_DEVICE_KIND = {
 }
 
 
-def peak_flops_per_device(configured: float) -> float | None:
+def peak_flops_per_device(configured: float, device_kind: str) -> float | None:
+  """FLOP/s per chip: `configured` when non-zero, else the table's entry for `device_kind`."""
   if configured:
     return configured
-  kind = jax.devices()[0].device_kind
+  kind = device_kind
   for prefix in sorted(PEAK_FLOPS_BY_DEVICE_KIND, key=len, reverse=True):
     if kind.startswith(prefix):
       return PEAK_FLOPS_BY_DEVICE_KIND[prefix]
@@ -58,8 +61,8 @@ def _jsonable(value: Any) -> Any:
     return {k: _jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [_jsonable(v) for v in value]
-  if isinstance(value, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(value).tolist())
+  if hasattr(value, '__array__') and not isinstance(value, (np.floating, np.integer)):
+    return _jsonable(np.asarray(value).tolist())  # numpy and jax arrays alike
   if isinstance(value, (np.floating, float)):
     value = float(value)
     return value if math.isfinite(value) else str(value)  # 'nan' / 'inf' stay readable
@@ -82,10 +85,15 @@ def write_whole(path: epath.Path, text: str) -> None:
 
 
 class MetricWriter:
-  """JSONL (and optional TensorBoard) metrics of one run; a no-op except on process 0."""
+  """JSONL (and optional TensorBoard) metrics of one run; a no-op unless `active`.
 
-  def __init__(self, workdir: str, tensorboard: bool = False, flush_every: int = 10):
-    self.active = jax.process_index() == 0
+  Multi-process runs pass active = (jax.process_index() == 0): one process writes.
+  """
+
+  def __init__(
+      self, workdir: str, tensorboard: bool = False, flush_every: int = 10, active: bool = True
+  ):
+    self.active = active
     self.workdir = epath.Path(workdir)
     self.remote = is_remote(workdir)
     self.flush_every = flush_every
@@ -106,6 +114,7 @@ class MetricWriter:
           self._file.write('\n')
     if tensorboard:
       import tensorboardX  # optional dependency: pip install ling-jax[tensorboard]
+
       self._tb = tensorboardX.SummaryWriter(str(self.workdir / 'tensorboard'))
 
   def write(self, record: dict[str, Any]) -> None:

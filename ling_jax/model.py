@@ -26,8 +26,16 @@ REMAT_POLICIES = {
 class Block(nnx.Module):
   """Pre-norm residual block: attention, then a dense SwiGLU or an MoE FFN."""
 
-  def __init__(self, model_cfg, moe_cfg, moe: bool, d_expert: int, *, rngs: nnx.Rngs,
-               batch_axes=('data', 'fsdp', 'expert')):
+  def __init__(
+      self,
+      model_cfg,
+      moe_cfg,
+      moe: bool,
+      d_expert: int,
+      *,
+      rngs: nnx.Rngs,
+      batch_axes=('data', 'fsdp', 'expert'),
+  ):
     self.attn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
     self.attn = layers.Attention(model_cfg, rngs=rngs)
     self.ffn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
@@ -48,6 +56,7 @@ def _stack(n: int, make, rngs: nnx.Rngs):
   @nnx.vmap(in_axes=(0,), out_axes=0)
   def make_stacked(rngs):
     return make(rngs)
+
   return make_stacked(rngs)
 
 
@@ -59,20 +68,35 @@ class Transformer(nnx.Module):
     self.scan_layers = m.scan_layers
     self.remat = m.remat
     self.compute_dtype = jnp.dtype(m.compute_dtype)
-    self.embed = nnx.Embed(m.vocab_size, m.d_model, rngs=rngs,
-                           embedding_init=nnx.initializers.normal(m.init_std),
-                           param_dtype=jnp.dtype(m.param_dtype), dtype=self.compute_dtype)
+    self.embed = nnx.Embed(
+        m.vocab_size,
+        m.d_model,
+        rngs=rngs,
+        embedding_init=nnx.initializers.normal(m.init_std),
+        param_dtype=jnp.dtype(m.param_dtype),
+        dtype=self.compute_dtype,
+    )
     n_moe = m.n_layers - m.num_dense_layers if m.n_experts else 0
     d_expert = config_lib.resolve_d_expert(m) if n_moe else 0
-    self.dense_layers = nnx.data(None if m.n_layers == n_moe else _stack(
-        m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs))
+    self.dense_layers = nnx.data(
+        None
+        if m.n_layers == n_moe
+        else _stack(m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs)
+    )
     batch_axes = sharding.batch_axes(config)
-    self.moe_layers = nnx.data(None if not n_moe else _stack(
-        n_moe, lambda r: Block(m, config.moe, True, d_expert, rngs=r, batch_axes=batch_axes),
-        rngs))
+    self.moe_layers = nnx.data(
+        None
+        if not n_moe
+        else _stack(
+            n_moe,
+            lambda r: Block(m, config.moe, True, d_expert, rngs=r, batch_axes=batch_axes),
+            rngs,
+        )
+    )
     self.final_norm = layers.rms_norm(m.d_model, m, rngs)
     self.unembed = nnx.data(
-        None if m.tie_embeddings else layers.linear(m.d_model, m.vocab_size, m, rngs))
+        None if m.tie_embeddings else layers.linear(m.d_model, m.vocab_size, m, rngs)
+    )
 
   def _run_stack(self, stack, x_BxLxD):
     graphdef, state = nnx.split(stack)

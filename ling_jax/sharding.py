@@ -11,7 +11,9 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ling_jax.config import ConfigError
 
@@ -44,22 +46,29 @@ def make_mesh(config) -> jax.sharding.Mesh:
   if m.num_devices:
     if m.num_devices > len(devices):
       raise ConfigError(f'config.mesh.num_devices={m.num_devices}: only {len(devices)} devices.')
-    devices = devices[:m.num_devices]
+    devices = devices[: m.num_devices]
   sizes = [m[a] for a in MESH_AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive, with at '
-                      'most one -1 (the devices left).')
+    raise ConfigError(
+        f'config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive, with at '
+        'most one -1 (the devices left).'
+    )
   fixed = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % fixed:
-      raise ConfigError(f'config.mesh: {len(devices)} devices are not a multiple of the fixed axes '
-                        f'({fixed}); change the mesh sizes.')
+      raise ConfigError(
+          f'config.mesh: {len(devices)} devices are not a multiple of the fixed axes '
+          f'({fixed}); change the mesh sizes.'
+      )
     sizes[sizes.index(-1)] = len(devices) // fixed
   if math.prod(sizes) != len(devices):
-    raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices '
-                      f'of {len(devices)}; set one axis to -1 or config.mesh.num_devices.')
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+    raise ConfigError(
+        f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices '
+        f'of {len(devices)}; set one axis to -1 or config.mesh.num_devices.'
+    )
+  return jax.make_mesh(
+      tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
 
 
 def _rules(config) -> dict:
@@ -69,7 +78,7 @@ def _rules(config) -> dict:
 def logical_axes(path: tuple[str, ...], ndim: int) -> tuple:
   """Logical names of a parameter (or of its optimizer moments) from its path."""
   for suffix, names in LOGICAL_AXES.items():
-    if tuple(path[-len(suffix):]) == suffix:
+    if tuple(path[-len(suffix) :]) == suffix:
       extra = ndim - len(names)
       if extra not in (0, 1):
         break
@@ -88,18 +97,25 @@ def _keys(path) -> tuple[str, ...]:
 
 def state_shardings(config, mesh, state):
   """NamedShardings of a train-state pytree (parameters, router bias, optimizer moments)."""
+
   def one(path, leaf):
     ndim = len(getattr(leaf, 'shape', ()))
     names = logical_axes(_keys(path), ndim) if ndim else ()
     s = spec(config, names)
     for dim, axes in zip(leaf.shape, s):
-      size = math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))
-                       if a) if axes else 1
+      size = (
+          math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)) if a)
+          if axes
+          else 1
+      )
       if dim % size:
-        raise ConfigError(f'{"/".join(_keys(path))}: dimension {dim} does not divide over mesh '
-                          f'axes {axes} ({size} devices); change config.mesh or '
-                          'config.sharding_rules.')
+        raise ConfigError(
+            f'{"/".join(_keys(path))}: dimension {dim} does not divide over mesh '
+            f'axes {axes} ({size} devices); change config.mesh or '
+            'config.sharding_rules.'
+        )
     return NamedSharding(mesh, s)
+
   return jax.tree_util.tree_map_with_path(one, state)
 
 

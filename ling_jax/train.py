@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 from etils import epath
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ling_jax import checkpoint as checkpoint_lib
 from ling_jax import config as config_lib
@@ -31,6 +32,7 @@ from ling_jax import metrics as metrics_lib
 from ling_jax import model as model_lib
 from ling_jax import moe as moe_lib
 from ling_jax import optim
+from ling_jax import preemption
 from ling_jax import sharding as sharding_lib
 
 log = logging.getLogger('ling_jax')
@@ -58,7 +60,8 @@ class Program:
       raise config_lib.ConfigError(
           f'config.train.batch_size={config.train.batch_size}: each of the '
           f'{config.train.grad_accum_steps} microbatches must split over the {shards} batch '
-          'shards of config.mesh; change the batch, grad_accum_steps or the mesh.')
+          'shards of config.mesh; change the batch, grad_accum_steps or the mesh.'
+      )
     total_steps = config_lib.num_steps(config, arch)
     optimizer, schedule = optim.make_optimizer(config.train, total_steps)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0))))
@@ -68,8 +71,12 @@ class Program:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
     params, router_bias = nnx.to_pure_dict(params), nnx.to_pure_dict(router_bias)
-    return dict(params=params, router_bias=router_bias, opt_state=self.optimizer.init(params),
-                step=jnp.zeros((), jnp.int32))
+    return dict(
+        params=params,
+        router_bias=router_bias,
+        opt_state=self.optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+    )
 
   def state_shardings(self):
     return sharding_lib.state_shardings(self.config, self.mesh, jax.eval_shape(self._init))
@@ -95,18 +102,27 @@ class Program:
     batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config))
     batches = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1))
     replicated = NamedSharding(self.mesh, P())
-    train_steps = jax.jit(self.train_steps, in_shardings=(state, batches),
-                          out_shardings=(state, replicated), donate_argnums=(0,))
-    eval_loss = jax.jit(self.eval_loss, in_shardings=(state['params'], state['router_bias'], batch),
-                        out_shardings=replicated)
+    train_steps = jax.jit(
+        self.train_steps,
+        in_shardings=(state, batches),
+        out_shardings=(state, replicated),
+        donate_argnums=(0,),
+    )
+    eval_loss = jax.jit(
+        self.eval_loss,
+        in_shardings=(state['params'], state['router_bias'], batch),
+        out_shardings=replicated,
+    )
     return train_steps, eval_loss
 
   def batch_shape(self, steps: int) -> jax.ShapeDtypeStruct:
     """The global array of `steps` batches a train call takes, as a shape for compiling."""
     t = self.config.train
     return jax.ShapeDtypeStruct(
-        (steps, t.batch_size, t.seq_len + 1), jnp.int32,
-        sharding=NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1)))
+        (steps, t.batch_size, t.seq_len + 1),
+        jnp.int32,
+        sharding=NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1)),
+    )
 
   def model(self, params, router_bias) -> model_lib.Transformer:
     return nnx.merge(self.graphdef, params, router_bias)
@@ -122,8 +138,9 @@ class Program:
     if stats:
       moe = self.config.moe
       reduce = jnp.sum if moe.router_loss_reduction == 'sum' else jnp.mean
-      objective += (moe.load_balance_coef * reduce(stats['load_balance_loss']) +
-                    moe.z_loss_coef * reduce(stats['z_loss']))
+      objective += moe.load_balance_coef * reduce(
+          stats['load_balance_loss']
+      ) + moe.z_loss_coef * reduce(stats['z_loss'])
     return objective, dict(ce=ce, stats=stats)
 
   # --- Steps ---------------------------------------------------------------------------------
@@ -153,11 +170,16 @@ class Program:
       counts_LxE = aux['stats']['expert_counts'].sum(axis=0)
       rate = self.config.moe.bias_update_rate
       router_bias = jax.tree.map(lambda b: moe_lib.bias_update(b, counts_LxE, rate), router_bias)
-    metrics = dict(loss=aux['ce'].mean(), objective=aux['objective'].mean(),
-                   grad_norm=optax.tree.norm(grads), learning_rate=self.schedule(state['step']),
-                   **{k: v for k, v in stats.items() if k != 'expert_counts'})
-    new_state = dict(params=params, router_bias=router_bias, opt_state=opt_state,
-                     step=state['step'] + 1)
+    metrics = dict(
+        loss=aux['ce'].mean(),
+        objective=aux['objective'].mean(),
+        grad_norm=optax.tree.norm(grads),
+        learning_rate=self.schedule(state['step']),
+        **{k: v for k, v in stats.items() if k != 'expert_counts'},
+    )
+    new_state = dict(
+        params=params, router_bias=router_bias, opt_state=opt_state, step=state['step'] + 1
+    )
     return new_state, metrics
 
   def train_steps(self, state: dict, tokens_SxBxL1) -> tuple[dict, dict]:
@@ -166,8 +188,9 @@ class Program:
   def eval_loss(self, params, router_bias, tokens_BxL1):
     """Mean cross-entropy of each sequence [B] (nats per token)."""
     logits_BxLxV, _ = self.model(params, router_bias)(tokens_BxL1[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits_BxLxV, tokens_BxL1[:, 1:]).mean(axis=-1)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean(
+        axis=-1
+    )
 
 
 # --- The loop ----------------------------------------------------------------------------------
@@ -178,10 +201,19 @@ def _run_summary(program: Program, dataset, **extra) -> dict:
   tokens_per_step = c.train.batch_size * c.train.seq_len
   tokens = program.total_steps * tokens_per_step
   s = flops.summary(program.arch)
-  return dict(name=c.name, data_fingerprint=dataset.fingerprint, steps=program.total_steps,
-              tokens_per_step=tokens_per_step, D=tokens, C=s['M'] * tokens,
-              learning_rate=c.train.learning_rate, batch_size=c.train.batch_size,
-              seq_len=c.train.seq_len, **s, **extra)
+  return dict(
+      name=c.name,
+      data_fingerprint=dataset.fingerprint,
+      steps=program.total_steps,
+      tokens_per_step=tokens_per_step,
+      D=tokens,
+      C=s['M'] * tokens,
+      learning_rate=c.train.learning_rate,
+      batch_size=c.train.batch_size,
+      seq_len=c.train.seq_len,
+      **s,
+      **extra,
+  )
 
 
 def _record_summary(records: list[dict], final_step: int, window: int) -> dict:
@@ -192,8 +224,10 @@ def _record_summary(records: list[dict], final_step: int, window: int) -> dict:
   out = dict(final_train_loss=float(np.mean(last)) if last else None)
   dropped = [np.mean(r['dropped_fraction']) for r in train if 'dropped_fraction' in r]
   if dropped:
-    out.update(dropped_fraction=float(np.mean(dropped)), max_dropped_fraction=float(np.max(
-        [np.max(r['dropped_fraction']) for r in train])))
+    out.update(
+        dropped_fraction=float(np.mean(dropped)),
+        max_dropped_fraction=float(np.max([np.max(r['dropped_fraction']) for r in train])),
+    )
   return out
 
 
@@ -241,17 +275,25 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
   config = program.config
   dataset = data_lib.Dataset(config)
   workdir_path = epath.Path(workdir)
-  writer = metrics_lib.MetricWriter(workdir, config.metrics.tensorboard, config.metrics.flush_every)
+  writer = metrics_lib.MetricWriter(
+      workdir,
+      config.metrics.tensorboard,
+      config.metrics.flush_every,
+      active=jax.process_index() == 0,
+  )
   writer.write_json(metrics_lib.CONFIG_FILE, config.to_dict())
-  ckpt = checkpoint_lib.Checkpointer(str(workdir_path / 'checkpoints'), config.train.keep_checkpoints,
-                                     config.train.async_checkpoint)
+  ckpt = checkpoint_lib.Checkpointer(
+      str(workdir_path / 'checkpoints'),
+      config.train.keep_checkpoints,
+      config.train.async_checkpoint,
+  )
 
   state = program.init_state()
   train_iter = dataset.train_iterator()
   meta = dict(wall_time_s=0.0)
-  start = ckpt.latest_step()
-  if start is not None:
-    state, meta = ckpt.restore(start, state, train_iter)
+  restored = ckpt.restore_latest(state, train_iter)
+  if restored is not None:
+    start, state, meta = restored
     log.info('Resumed from step %d in %s', start, workdir)
   start = int(state['step'])
   summary_path = workdir_path / metrics_lib.SUMMARY_FILE
@@ -266,29 +308,45 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
   # calls that end at an eval, a checkpoint or the last step).
   if eval_batches:
     eval_loss = eval_loss.lower(state['params'], state['router_bias'], eval_batches[0]).compile()
-  compiled = {n: train_steps.lower(state, program.batch_shape(n)).compile()
-              for n in _call_lengths(start, last_step(program, stop_at_step), config)}
+  compiled = {
+      n: train_steps.lower(state, program.batch_shape(n)).compile()
+      for n in _call_lengths(start, last_step(program, stop_at_step), config)
+  }
 
   tokens_per_step = config.train.batch_size * config.train.seq_len
   hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
-  peak = metrics_lib.peak_flops_per_device(config.metrics.peak_flops_per_device)
+  peak = metrics_lib.peak_flops_per_device(
+      config.metrics.peak_flops_per_device, jax.devices()[0].device_kind
+  )
   last = last_step(program, stop_at_step)
 
   def evaluate(step: int, final: bool = False) -> dict:
     """Eval loss (nats per token) on the held-out set (its first `eval_batches` batches unless
     `final`), with the standard error over its sequences and its size in tokens."""
-    batches = eval_batches if final else eval_batches[:config.train.eval_batches]
+    batches = eval_batches if final else eval_batches[: config.train.eval_batches]
     if not batches:
       return dict(final_eval_loss=None)
-    losses = np.concatenate(jax.device_get(
-        [eval_loss(state['params'], state['router_bias'], b) for b in batches])).astype(np.float64)
+    losses = np.concatenate(
+        jax.device_get([eval_loss(state['params'], state['router_bias'], b) for b in batches])
+    ).astype(np.float64)
     value = float(losses.mean())
     stderr = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
-    writer.write(dict(kind='eval', step=step, tokens=step * tokens_per_step, eval_loss=value,
-                      eval_loss_stderr=stderr, eval_tokens=losses.size * config.train.seq_len))
+    writer.write(
+        dict(
+            kind='eval',
+            step=step,
+            tokens=step * tokens_per_step,
+            eval_loss=value,
+            eval_loss_stderr=stderr,
+            eval_tokens=losses.size * config.train.seq_len,
+        )
+    )
     log.info('step %d eval_loss %.4f +- %.4f', step, value, stderr or 0.0)
-    return dict(final_eval_loss=value, eval_loss_stderr=stderr,
-                eval_tokens=int(losses.size * config.train.seq_len))
+    return dict(
+        final_eval_loss=value,
+        eval_loss_stderr=stderr,
+        eval_tokens=int(losses.size * config.train.seq_len),
+    )
 
   eval_result = dict(final_eval_loss=None)
   run_start = time.perf_counter()
@@ -308,23 +366,37 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
     flops_per_s = tokens_per_s * hw_flops_per_token
     for i in range(n):
       step = first_step + i
-      rec = dict(kind='train', step=step, tokens=step * tokens_per_step,
-                 **{k: v[i] for k, v in host.items()}, tokens_per_s=tokens_per_s,
-                 model_flops_per_s=flops_per_s,
-                 mfu=flops_per_s / (peak * jax.device_count()) if peak else None)
+      rec = dict(
+          kind='train',
+          step=step,
+          tokens=step * tokens_per_step,
+          **{k: v[i] for k, v in host.items()},
+          tokens_per_s=tokens_per_s,
+          model_flops_per_s=flops_per_s,
+          mfu=flops_per_s / (peak * jax.device_count()) if peak else None,
+      )
       writer.write(rec)
       if not np.isfinite(rec['loss']):
         raise FloatingPointError(f'loss is {rec["loss"]} at step {step}')
     step = first_step + n - 1
     if step // config.train.log_every > (first_step - 1) // config.train.log_every or step == last:
       eta = (program.total_steps - step) * elapsed / window_steps
-      log.info('step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s', step,
-               program.total_steps, rec['loss'], rec['grad_norm'], rec['learning_rate'],
-               tokens_per_s, _format_eta(eta))
+      log.info(
+          'step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s',
+          step,
+          program.total_steps,
+          rec['loss'],
+          rec['grad_norm'],
+          rec['learning_rate'],
+          tokens_per_s,
+          _format_eta(eta),
+      )
       window_start, window_steps = time.perf_counter(), 0
 
   pending = None  # (first step, metrics) of the call in flight: read while the next one runs
+  stop = preemption.StopRequest()
   try:
+    stop.__enter__()
     step = start
     while step < last:
       end = _chunk_end(step, last, config)
@@ -333,8 +405,11 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
       if pending is not None:
         record(*pending)
       pending, step = (step + 1, chunk_metrics), end
-      at_eval = step % config.train.eval_every == 0 and step != program.total_steps
-      at_checkpoint = step % config.train.checkpoint_every == 0 or step == last
+      preempted = stop.requested()
+      at_eval = (
+          step % config.train.eval_every == 0 and step != program.total_steps and not preempted
+      )
+      at_checkpoint = step % config.train.checkpoint_every == 0 or step == last or preempted
       if at_eval or at_checkpoint:
         record(*pending)
         pending = None
@@ -344,27 +419,38 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
         meta = dict(wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start)
         run_start = time.perf_counter()
         ckpt.save(step, state, train_iter, meta)
+      if preempted:
+        break
     if pending is not None:
       record(*pending)
     now = time.perf_counter()
     wall = meta['wall_time_s'] + now - run_start
     steady_steps = int(state['step']) - steady[1] if steady else 0
     finished = int(state['step']) >= program.total_steps
+    status = 'finished' if finished else 'preempted' if stop.signum is not None else 'stopped'
     if finished:
       eval_result = evaluate(program.total_steps, final=True)
     writer.flush()
     summary = _run_summary(
-        program, dataset, status='finished' if finished else 'stopped',
-        final_step=int(state['step']), **eval_result, wall_time_s=wall,
+        program,
+        dataset,
+        status=status,
+        final_step=int(state['step']),
+        **eval_result,
+        wall_time_s=wall,
         tokens_per_s=int(state['step']) * tokens_per_step / max(wall, 1e-9),
         # The loop's speed after compilation: evals, checkpoints, data and metrics included.
-        steady_tokens_per_s=(steady_steps * tokens_per_step / max(now - steady[0], 1e-9)
-                             if steady_steps else None),
-        **_record_summary(metrics_lib.read_metrics(workdir), int(state['step']),
-                          config.train.log_every))
+        steady_tokens_per_s=(
+            steady_steps * tokens_per_step / max(now - steady[0], 1e-9) if steady_steps else None
+        ),
+        **_record_summary(
+            metrics_lib.read_metrics(workdir), int(state['step']), config.train.log_every
+        ),
+    )
     if finished:
       writer.write_json(metrics_lib.SUMMARY_FILE, summary)
     return summary
   finally:
+    stop.__exit__()
     ckpt.close()
     writer.close()

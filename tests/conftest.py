@@ -1,8 +1,27 @@
-"""Eight fake CPU devices for every test; must run before anything imports JAX."""
+"""Eight fake CPU devices for every test; must run before anything imports JAX.
+
+The tests build many trainers whose jitted programs are identical (a run, its resumed
+twin, the same run on another mesh, subprocesses of the command line). JAX's persistent
+compilation cache, in a folder fresh for each session, compiles each such program once:
+it keys on the program and the compiler's version and flags, so no test can see a stale
+entry, and a clean session still compiles everything it runs once.
+"""
 
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='ling_jax_test_xla_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def pytest_unconfigure(config):
+  """The session's cache goes with it (the controlling process only: workers share it)."""
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)

@@ -12,7 +12,7 @@ def moe_config(**model):
   c = config_lib.base_config()
   c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=32)
   c.model.update(**model)
-  c.train.tokens = 10 ** 6
+  c.train.tokens = 10**6
   return c
 
 
@@ -113,6 +113,9 @@ def test_unknown_scale_names_the_choices():
 
 def test_local_moe_and_dense_are_iso_flop():
   from ling_jax import flops
-  moe, dense = (config_lib.validate(importlib.import_module(f'configs.{n}').get_config('local'))
-                for n in ('moe', 'dense'))
+
+  moe, dense = (
+      config_lib.validate(importlib.import_module(f'configs.{n}').get_config('local'))
+      for n in ('moe', 'dense')
+  )
   assert flops.paper_flops_per_token(moe) == flops.paper_flops_per_token(dense)

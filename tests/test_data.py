@@ -18,7 +18,9 @@ def config(source='synthetic', **data):
 def test_windows_match_naive_slicing_and_never_cross_files():
   a, b = np.arange(100), np.arange(1000, 1025)
   source = data_lib.WindowSource([a, b], length=8)
-  expected = [a[i:i + 9] for i in range(0, 100 - 8, 8)] + [b[i:i + 9] for i in range(0, 25 - 8, 8)]
+  expected = [a[i : i + 9] for i in range(0, 100 - 8, 8)] + [
+      b[i : i + 9] for i in range(0, 25 - 8, 8)
+  ]
   assert len(source) == len(expected) == 12 + 3
   for i, window in enumerate(expected):
     np.testing.assert_array_equal(source[i], window)
@@ -43,7 +45,7 @@ def test_token_files_round_trip(tmp_path, suffix):
   ds = data_lib.Dataset(c)
   L = c.train.seq_len
   assert len(ds.train_source) == (5000 - 1) // L
-  np.testing.assert_array_equal(ds.train_source[3], tokens[3 * L:4 * L + 1])
+  np.testing.assert_array_equal(ds.train_source[3], tokens[3 * L : 4 * L + 1])
   batch = next(ds.train_iterator())
   assert batch.shape == (c.train.batch_size, L + 1) and batch.dtype == np.int32
   assert ds.fingerprint.startswith('tokens-')
@@ -51,10 +53,13 @@ def test_token_files_round_trip(tmp_path, suffix):
 
 def test_array_record_documents_are_packed_in_order(tmp_path):
   from array_record.python.array_record_module import ArrayRecordWriter
+
   path = str(tmp_path / 'docs.array_record')
   writer = ArrayRecordWriter(path, 'group_size:1')
-  docs = [np.arange(start, start + n, dtype=np.uint32) for start, n in
-          [(0, 50), (1000, 7), (2000, 120), (3000, 33)] * 20]
+  docs = [
+      np.arange(start, start + n, dtype=np.uint32)
+      for start, n in [(0, 50), (1000, 7), (2000, 120), (3000, 33)] * 20
+  ]
   for doc in docs:
     writer.write(doc.tobytes())
   writer.close()

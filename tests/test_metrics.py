@@ -1,4 +1,4 @@
-"""Metric files: one record per (kind, step) after resumes, chunked writes, whole-or-absent files."""
+"""Metric files: one record per (kind, step) after resumes, chunked writes, whole-or-absent."""
 
 import json
 
@@ -15,8 +15,12 @@ def test_local_records_read_back_with_resume_duplicates_replaced(tmp_path):
   w.write(dict(kind='eval', step=3, eval_loss=2.0))
   w.close()
   records = metrics_lib.read_metrics(str(tmp_path))
-  assert [(r['kind'], r['step']) for r in records] == [('train', 1), ('train', 2), ('eval', 3),
-                                                       ('train', 3)]
+  assert [(r['kind'], r['step']) for r in records] == [
+      ('train', 1),
+      ('train', 2),
+      ('eval', 3),
+      ('train', 3),
+  ]
   assert records[-1]['loss'] == 1.5
 
 

@@ -7,20 +7,40 @@ import pytest
 from flax import nnx
 
 from ling_jax import config as config_lib
+from ling_jax import dispatch as dispatch_lib
 from ling_jax import layers
 from ling_jax import moe as moe_lib
 
 T_BATCH, T_LEN, D, E, K, F = 2, 8, 16, 8, 2, 12
 
 
-def make_moe(router='softmax', dispatch='einsum', capacity_factor=0.0, n_experts=E, top_k=K,
-             n_shared=1, renormalize=False, n_groups=1, top_groups=1, seed=0, **moe):
+def make_moe(
+    router='softmax',
+    dispatch='einsum',
+    capacity_factor=0.0,
+    n_experts=E,
+    top_k=K,
+    n_shared=1,
+    renormalize=False,
+    n_groups=1,
+    top_groups=1,
+    seed=0,
+    **moe
+):
   c = config_lib.base_config()
-  c.model.update(d_model=D, n_experts=n_experts, top_k=top_k, n_shared=n_shared, d_expert=F,
-                 init_std=0.3)
-  c.moe.update(router=router, dispatch=dispatch, capacity_factor=capacity_factor,
-               renormalize=renormalize, routed_scaling=2.5 if router == 'sigmoid_bias' else 1.0,
-               n_groups=n_groups, top_groups=top_groups, **moe)
+  c.model.update(
+      d_model=D, n_experts=n_experts, top_k=top_k, n_shared=n_shared, d_expert=F, init_std=0.3
+  )
+  c.moe.update(
+      router=router,
+      dispatch=dispatch,
+      capacity_factor=capacity_factor,
+      renormalize=renormalize,
+      routed_scaling=2.5 if router == 'sigmoid_bias' else 1.0,
+      n_groups=n_groups,
+      top_groups=top_groups,
+      **moe
+  )
   layer = moe_lib.MoE(c.model, c.moe, F, rngs=nnx.Rngs(seed))
   if router == 'sigmoid_bias':  # a non-zero bias, so that selection and weights differ
     layer.router_bias[...] = jax.random.normal(jax.random.key(seed + 1), (n_experts,)) * 0.2
@@ -61,7 +81,7 @@ def naive_choice(params, bias, x_BxLxD, layer):
     score = logits  # softmax is monotone
   else:
     score = 1 / (1 + np.exp(-logits)) + np.asarray(bias)
-  return [np.argsort(-row, kind='stable')[:layer.top_k] for row in score]
+  return [np.argsort(-row, kind='stable')[: layer.top_k] for row in score]
 
 
 @pytest.mark.parametrize('router', ['softmax', 'sigmoid_bias'])
@@ -89,8 +109,9 @@ def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize)
     return jnp.sum(naive_moe(p, bias, x, layer, chosen) * target)
 
   y_layer, _ = nnx.merge(graphdef, params, rest)(x)
-  np.testing.assert_allclose(y_layer, naive_moe(params, bias, x, layer, chosen), rtol=2e-5,
-                             atol=2e-6)
+  np.testing.assert_allclose(
+      y_layer, naive_moe(params, bias, x, layer, chosen), rtol=2e-5, atol=2e-6
+  )
   g_layer = jax.grad(loss_layer, argnums=(0, 1))(params, x)
   g_naive = jax.grad(loss_naive, argnums=(0, 1))(params, x)
   for got, want in zip(jax.tree.leaves(g_layer), jax.tree.leaves(g_naive)):
@@ -126,10 +147,11 @@ def naive_drop_count(experts_TxK, n_experts, slots):
 def test_capacity_drops_exactly_the_late_assignments(capacity_factor):
   rng = np.random.default_rng(0)
   T = 40
-  experts_TxK = np.stack([rng.choice(E, size=K, replace=False, p=np.linspace(1, 3, E) / 16)
-                          for _ in range(T)])
-  slots = moe_lib.capacity(T * K, E, T, capacity_factor)
-  plan = moe_lib.capacity_plan(jnp.asarray(experts_TxK), E, slots)
+  experts_TxK = np.stack(
+      [rng.choice(E, size=K, replace=False, p=np.linspace(1, 3, E) / 16) for _ in range(T)]
+  )
+  slots = dispatch_lib.capacity(T * K, E, T, capacity_factor)
+  plan = dispatch_lib.capacity_plan(jnp.asarray(experts_TxK), E, slots)
   assert int((~plan.kept).sum()) == naive_drop_count(experts_TxK, E, slots) > 0
   # Each kept assignment sits in its expert's block of rows, and the inverse maps are consistent.
   rows = np.asarray(plan.row_of_assignment)
@@ -145,7 +167,7 @@ def test_capacity_einsum_output_drops_match_naive():
   x = jax.random.normal(jax.random.key(7), (T_BATCH, T_LEN, D))
   y, stats = layer(x)
   chosen = naive_choice(params, None, x, layer)
-  slots = moe_lib.capacity(T_BATCH * T_LEN * K, E, T_BATCH * T_LEN, 0.5)
+  slots = dispatch_lib.capacity(T_BATCH * T_LEN * K, E, T_BATCH * T_LEN, 0.5)
   used, kept_chosen = [0] * E, []
   for row in chosen:  # drop assignments past capacity, first come first served
     kept_row = []
@@ -157,9 +179,17 @@ def test_capacity_einsum_output_drops_match_naive():
   expected = []
   for t, row in enumerate(chosen):
     probs = jax.nn.softmax(x_TxD[t] @ params['router'])
-    expected.append(sum((probs[e] * swiglu(x_TxD[t], params['wi_gate'][e], params['wi_up'][e],
-                                            params['wo'][e])
-                         for e, keep in zip(row, kept_chosen[t]) if keep), jnp.zeros(D)))
+    expected.append(
+        sum(
+            (
+                probs[e]
+                * swiglu(x_TxD[t], params['wi_gate'][e], params['wi_up'][e], params['wo'][e])
+                for e, keep in zip(row, kept_chosen[t])
+                if keep
+            ),
+            jnp.zeros(D),
+        )
+    )
   np.testing.assert_allclose(y, jnp.stack(expected).reshape(x.shape), rtol=2e-5, atol=2e-6)
   n_dropped = sum(not k for row in kept_chosen for k in row)
   assert float(stats['dropped_fraction']) == pytest.approx(n_dropped / (T_BATCH * T_LEN * K))
@@ -184,12 +214,12 @@ def test_group_limited_routing_picks_only_from_the_best_groups():
     best = np.argsort([-sum(s) for s in group_scores])[:2]
     expected = np.zeros(16, bool)
     for g in best:
-      expected[g * 4:(g + 1) * 4] = True
+      expected[g * 4 : (g + 1) * 4] = True
     np.testing.assert_array_equal(keep, expected)
 
 
 def test_bias_update_is_zero_centred_sign_rule():
-  counts = jnp.array([[10., 2., 4., 0.]])
+  counts = jnp.array([[10.0, 2.0, 4.0, 0.0]])
   new = moe_lib.bias_update(jnp.zeros((1, 4)), counts, rate=0.1)
   # mean load 4: signs of (4 - load) are -1, +1, 0, +1; their mean 0.25 is subtracted.
   np.testing.assert_allclose(new, [[0.1 * (-1.25), 0.1 * 0.75, 0.1 * -0.25, 0.1 * 0.75]])
@@ -215,12 +245,19 @@ def test_bias_rule_balances_a_skewed_router():
   assert after < before / 2
 
 
-@pytest.mark.parametrize('backend,implementation,tiles', [
-    ('ragged_dot', '', ()), ('tokamax', 'xla', ()), ('tokamax', '', ()),
-    ('tokamax', '', (128, 128, 128))])
+@pytest.mark.parametrize(
+    'backend,implementation,tiles',
+    [
+        ('ragged_dot', '', ()),
+        ('tokamax', 'xla', ()),
+        ('tokamax', '', ()),
+        ('tokamax', '', (128, 128, 128)),
+    ],
+)
 def test_grouped_matmul_matches_a_row_loop(backend, implementation, tiles):
   """Each row times its group's matrix; on CPU tokamax falls back to XLA, tiles included."""
   from ling_jax import grouped_matmul
+
   x = jax.random.normal(jax.random.key(0), (12, 8))
   w = jax.random.normal(jax.random.key(1), (3, 8, 5))
   sizes = np.array([4, 0, 8])
@@ -237,7 +274,7 @@ def test_block_plan_places_every_assignment_once_in_its_experts_blocks(block):
   experts = np.random.default_rng(0).integers(0, 5, (11, 3))
   experts[:, 1] = (experts[:, 0] + 1) % 5  # distinct experts per token
   experts[:, 2] = (experts[:, 0] + 2) % 5
-  plan, expert_of_block = moe_lib.block_plan(jnp.asarray(experts), 5, block)
+  plan, expert_of_block = dispatch_lib.block_plan(jnp.asarray(experts), 5, block)
   rows = np.asarray(plan.row_of_assignment)
   assert len(set(rows.tolist())) == experts.size  # one row each, none dropped
   start = 0

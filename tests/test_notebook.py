@@ -5,8 +5,9 @@ import os
 
 import matplotlib
 
-NOTEBOOK = os.path.join(os.path.dirname(__file__), '..', 'fitting', 'notebooks',
-                        'reproduce_el_laws.ipynb')
+NOTEBOOK = os.path.join(
+    os.path.dirname(__file__), '..', 'fitting', 'notebooks', 'reproduce_el_laws.ipynb'
+)
 
 
 def test_notebook_runs(tmp_path, monkeypatch):

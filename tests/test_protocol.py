@@ -11,8 +11,14 @@ from experiments import sweep
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 
-STUDIES = ['hparams', 'allocation', 'dense_baseline', 'activation_ratio', 'granularity',
-           'shared_experts']
+STUDIES = [
+    'hparams',
+    'allocation',
+    'dense_baseline',
+    'activation_ratio',
+    'granularity',
+    'shared_experts',
+]
 
 
 def members_of(name, scale='local'):
@@ -77,8 +83,9 @@ def test_models_grow_with_the_budget_and_batches_keep_the_steps():
 
 def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):
   monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path / 'none'))
-  base, members = members_of('dense_baseline')[0], sweep.load_members(members_of(
-      'dense_baseline')[0])
+  base, members = members_of('dense_baseline')[0], sweep.load_members(
+      members_of('dense_baseline')[0]
+  )
   assert all(m.provisional for m in members)
   with pytest.raises(config_lib.ConfigError, match='allow_provisional'):
     sweep.run(base, members, str(tmp_path), train_fn=lambda c, d: pytest.fail('trained'))
@@ -89,16 +96,25 @@ def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, m
 def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   import json
   import os
+
   monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path))
   law = lambda c, e: dict(params=dict(log_coefficient=math.log(c), exponent_C=e))
   os.makedirs(tmp_path / 'hparams')
   with open(tmp_path / 'hparams' / 'report.json', 'w') as f:
-    json.dump(dict(studies=dict(hparams=dict(
-        moe=dict(learning_rate=law(2.0, -0.2), batch_tokens=law(0.5, 0.3)),
-        dense=dict(learning_rate=law(3.0, -0.2), batch_tokens=law(0.5, 0.3))))), f)
+    json.dump(
+        dict(
+            studies=dict(
+                hparams=dict(
+                    moe=dict(learning_rate=law(2.0, -0.2), batch_tokens=law(0.5, 0.3)),
+                    dense=dict(learning_rate=law(3.0, -0.2), batch_tokens=law(0.5, 0.3)),
+                )
+            )
+        ),
+        f,
+    )
   lr, batch = common.local_hyperparameters(1e12, 'dense')
-  assert lr.value == pytest.approx(3.0 * 1e12 ** -0.2) and not lr.provisional
-  assert batch.value == pytest.approx(0.5 * 1e12 ** 0.3)
+  assert lr.value == pytest.approx(3.0 * 1e12**-0.2) and not lr.provisional
+  assert batch.value == pytest.approx(0.5 * 1e12**0.3)
   assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
   assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
 
@@ -106,14 +122,29 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
 def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
   from experiments import cost
   from ling_jax import flops
-  shapes = [flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d)
-            for L, d in ((2, 24), (4, 144), (7, 336))]
-  shapes += [flops.Architecture(L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1,
-                                d_expert=2 * d // g)
-             for L, d in ((2, 48), (4, 144), (7, 336)) for e, k, g in ((64, 2, 2), (256, 8, 8))]
+
+  shapes = [
+      flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d)
+      for L, d in ((2, 24), (4, 144), (7, 336))
+  ]
+  shapes += [
+      flops.Architecture(
+          L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1, d_expert=2 * d // g
+      )
+      for L, d in ((2, 48), (4, 144), (7, 336))
+      for e, k, g in ((64, 2, 2), (256, 8, 8))
+  ]
   rows = [cost.features(a, b, 128) for a in shapes for b in (4, 16)]
-  planted = dict(step=0.002, layers=0.0005, dense_flops=2e-11, score_flops=4e-11,
-                 expert_flops=5e-11, dispatched_rows=1e-7, expert_layers=2e-6, parameters=3e-9)
+  planted = dict(
+      step=0.002,
+      layers=0.0005,
+      dense_flops=2e-11,
+      score_flops=4e-11,
+      expert_flops=5e-11,
+      dispatched_rows=1e-7,
+      expert_layers=2e-6,
+      parameters=3e-9,
+  )
   seconds = [sum(planted[k] * r[k] for k in cost.FEATURES) for r in rows]
   model = cost.fit(rows, seconds)
   for r, s in zip(rows, seconds):
@@ -122,9 +153,57 @@ def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
   class Train:
     batch_size, seq_len, eval_every, eval_batches = 4, 128, 1000, 4
     eval_sequences, eval_batch_size = 4096, 64
+
   step = cost.predict_seconds_per_step(model, cost.features(shapes[0], 4, 128))
   # 2,500 steps: evals at 1,000 and 2,000 of 4 x 64 sequences, 4,096 at the end; a forward
   # pass per sequence costs a third of a training step's per-sequence time.
   per_sequence = step / 4
   expected = model['startup_s'] + 2500 * step + (2 * 256 + 4096) * per_sequence / 3
   assert cost.run_seconds(model, shapes[0], Train, 2500) == pytest.approx(expected)
+
+
+def test_demo_scale_is_the_dense_baseline_and_activation_ratio_only():
+  from configs import granularity  # pylint: disable=import-outside-toplevel
+
+  for name in ('dense_baseline', 'activation_ratio'):
+    base, validated = members_of(name, 'demo')
+    assert base.data.source == 'stdlib' and base.moe.dispatch == 'blocks'
+    assert not any(m.provisional for m, _, _ in validated)  # the demo never waits for a law
+  with pytest.raises(config_lib.ConfigError, match='paper, local, smoke'):
+    granularity.get_config('demo')
+
+
+def test_demo_frontier_reaches_above_every_moe_budget():
+  """EL up to 4 reads off fitted dense points: the dense budgets reach 4x the MoE budgets."""
+  _, dense = members_of('dense_baseline', 'demo')
+  _, moe = members_of('activation_ratio', 'demo')
+  top = max(c.train.compute_budget for _, c, _ in moe)
+  assert max(c.train.compute_budget for _, c, _ in dense) >= 4 * top
+  assert min(c.train.compute_budget for _, c, _ in dense) <= min(
+      c.train.compute_budget for _, c, _ in moe
+  )
+  # One A = 1 member per group: the check that the arms are treated alike.
+  assert sum(arch.n_experts == arch.top_k for _, _, arch in moe) == len(common.DEMO_GROUP_BUDGETS)
+
+
+def test_demo_el_table_lists_every_run_and_the_a_equals_1_check():
+  from experiments import demo  # pylint: disable=import-outside-toplevel
+
+  point = lambda m, A, el, lo, hi, ext=False: dict(
+      member=m, A=A, C=5e10, loss=2.0, EL=el, EL_interval=[lo, hi], extrapolated=ext
+  )
+  report = dict(
+      studies=dict(
+          activation_ratio=dict(
+              points=[
+                  point('g0_E2', 1.0, 0.98, 0.9, 1.1),
+                  point('g0_E32', 0.091, 1.7, 1.5, 1.9, True),
+              ],
+              check_A_equals_1=[dict(member='g0_E2', EL=0.98, holds=True)],
+          )
+      )
+  )
+  lines = demo.el_table(report).splitlines()
+  assert lines[1].startswith('g0_E2') and '0.98  [0.90, 1.10]' in lines[1]
+  assert lines[2].startswith('g0_E32') and 'not fitted' in lines[2]
+  assert lines[3].endswith('interval contains 1: yes')

@@ -32,8 +32,9 @@ def config(mesh=None, transport='a2a', capacity_factor=0.0, steps=4, dispatch='e
   c = moe_config.get_config('smoke')
   c.model.update(n_experts=8, top_k=2, n_shared=1, d_expert=16, **model)
   c.moe.update(transport=transport, capacity_factor=capacity_factor, dispatch=dispatch)
-  c.train.update(batch_size=8, seq_len=16, tokens=steps * 8 * 16, checkpoint_every=2,
-                 async_checkpoint=False)
+  c.train.update(
+      batch_size=8, seq_len=16, tokens=steps * 8 * 16, checkpoint_every=2, async_checkpoint=False
+  )
   if mesh is None:
     c.mesh.update(num_devices=1, data=1)
   else:
@@ -76,13 +77,16 @@ def test_loss_and_gradients_equal_the_single_device_model(mesh, transport):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize('mesh,dispatch', [('data8', 'ragged_dot'), ('data8', 'tokamax'),
-                                           ('data2_expert4', 'ragged_dot')])
+@pytest.mark.parametrize(
+    'mesh,dispatch',
+    [('data8', 'ragged_dot'), ('data8', 'tokamax'), ('data2_expert4', 'ragged_dot')],
+)
 def test_dropless_dispatch_on_meshes_equals_the_single_device_model(mesh, dispatch, monkeypatch):
   """The grouped-matmul dispatches run on data-parallel meshes too (the batch shards' own
   dispatch) and with an expert axis (dropless exchange), with the single device's loss and
   gradients."""
   from ling_jax import grouped_matmul
+
   calls = []
   make = grouped_matmul.make
   monkeypatch.setattr(grouped_matmul, 'make', lambda *a: calls.append(a) or make(*a))
@@ -140,10 +144,12 @@ def single_run_losses(tmp_path_factory):
   return train_losses(workdir)
 
 
-@pytest.mark.parametrize('mesh,transport', [('data2_expert4', 'a2a'), ('fsdp2_expert4', 'ring'),
-                                            ('data8', 'a2a')])
-def test_twenty_sharded_steps_repeat_the_unsharded_losses(tmp_path, mesh, transport,
-                                                          single_run_losses):
+@pytest.mark.parametrize(
+    'mesh,transport', [('data2_expert4', 'a2a'), ('fsdp2_expert4', 'ring'), ('data8', 'a2a')]
+)
+def test_twenty_sharded_steps_repeat_the_unsharded_losses(
+    tmp_path, mesh, transport, single_run_losses
+):
   train_lib.train(config(MESHES[mesh], transport, steps=20), str(tmp_path / 'sharded'))
   np.testing.assert_allclose(train_losses(tmp_path / 'sharded'), single_run_losses, rtol=2e-5)
 
@@ -198,8 +204,7 @@ def first_layer_experts(c):
 
 
 def test_small_capacity_drops_exactly_and_deterministically():
-  dropped, experts = first_layer_experts(
-      config(dict(data=2, expert=4), 'a2a', capacity_factor=0.5))
+  dropped, experts = first_layer_experts(config(dict(data=2, expert=4), 'a2a', capacity_factor=0.5))
   experts = experts.reshape(8, -1, 2)
   expected = naive_a2a_drops(experts, 2, 4, 8, 0.5)
   assert expected > 0
@@ -271,16 +276,34 @@ def test_two_processes_train_on_one_eight_device_mesh(tmp_path):
   single = tmp_path / 'single'
   train_lib.train(config(dict(data=2, expert=4), steps=6), str(single))
   port = _free_port()
-  args = ['--config=configs/moe.py:smoke', f'--workdir={tmp_path / "multi"}',
-          '--config.model.n_experts=8', '--config.model.d_expert=16', '--config.moe.capacity_factor=0',
-          '--config.train.batch_size=8', '--config.train.seq_len=16', f'--config.train.tokens={6 * 8 * 16}',
-          '--config.train.checkpoint_every=2', '--config.mesh.num_devices=8',
-          '--config.mesh.data=2', '--config.mesh.expert=4', f'--coordinator=127.0.0.1:{port}',
-          '--num_processes=2']
+  args = [
+      '--config=configs/moe.py:smoke',
+      f'--workdir={tmp_path / "multi"}',
+      '--config.model.n_experts=8',
+      '--config.model.d_expert=16',
+      '--config.moe.capacity_factor=0',
+      '--config.train.batch_size=8',
+      '--config.train.seq_len=16',
+      f'--config.train.tokens={6 * 8 * 16}',
+      '--config.train.checkpoint_every=2',
+      '--config.mesh.num_devices=8',
+      '--config.mesh.data=2',
+      '--config.mesh.expert=4',
+      f'--coordinator=127.0.0.1:{port}',
+      '--num_processes=2',
+  ]
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='4')
-  procs = [subprocess.Popen([sys.executable, '-m', 'experiments.run', *args, f'--process_id={i}'],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          [sys.executable, '-m', 'experiments.run', *args, f'--process_id={i}'],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outputs
   losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']

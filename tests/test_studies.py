@@ -17,13 +17,21 @@ from configs import paper_tables as tables
 from experiments import collect
 from experiments import sweep
 from fitting import laws
+from fitting import model_design as design_lib
 from ling_jax import config as config_lib
-from ling_jax import design as design_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
 
-STUDIES = ['hparams', 'allocation', 'dense_baseline', 'activation_ratio', 'granularity',
-           'shared_experts', 'dense_layers', 'attention_ratio']
+STUDIES = [
+    'hparams',
+    'allocation',
+    'dense_baseline',
+    'activation_ratio',
+    'granularity',
+    'shared_experts',
+    'dense_layers',
+    'attention_ratio',
+]
 SINGLE_RUNS = ['ling_mini_beta', 'dense_6p1b', 'moe', 'dense']
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,8 +70,15 @@ def group_ms(name, scale):
 
 
 @pytest.mark.parametrize('scale', ['paper', 'local'])
-@pytest.mark.parametrize('name,tolerance', [('activation_ratio', 0), ('granularity', 2.5e-3),
-                                            ('shared_experts', 0), ('attention_ratio', 5e-3)])
+@pytest.mark.parametrize(
+    'name,tolerance',
+    [
+        ('activation_ratio', 0),
+        ('granularity', 2.5e-3),
+        ('shared_experts', 0),
+        ('attention_ratio', 5e-3),
+    ],
+)
 def test_ablation_groups_are_iso_flop(name, tolerance, scale):
   if name == 'attention_ratio' and scale == 'local':
     tolerance = 1.5e-2  # whole expert widths at d_model 24-48 cannot match M closer
@@ -91,8 +106,9 @@ def test_dense_layer_study_is_iso_flop_where_the_text_says_so():
 def test_design_returns_the_papers_backbone_at_its_compute_optimal_budget(index):
   shape = design_lib.MoEShape(64, 2, 1, granularity=2.0)
   backbone = design_lib.PAPER_BACKBONES[index]
-  m = flops.paper_flops_per_token(design_lib.architecture(
-      design_lib.model_fields(backbone, shape), 4096, 126_464))
+  m = flops.paper_flops_per_token(
+      design_lib.architecture(design_lib.model_fields(backbone, shape), 4096, 126_464)
+  )
   # Hand inversion of Table 1's MoE law: C_opt = (M / 0.1915) ** (1 / 0.5095).
   c_opt = (m / 0.1915) ** (1 / 0.5095)
   d = design_lib.design(c_opt, shape)
@@ -100,14 +116,14 @@ def test_design_returns_the_papers_backbone_at_its_compute_optimal_budget(index)
   assert d.M == pytest.approx(m)
   # "over three times its optimal number of tokens" (paper 4.0): Max FLOPs / C_opt.
   assert 2.9 < tables.GROUP_MAX_FLOPS[index] / c_opt < 4.8
-  assert d.learning_rate == pytest.approx(1.1576 * c_opt ** -0.1529)
+  assert d.learning_rate == pytest.approx(1.1576 * c_opt**-0.1529)
   assert any('Eq. 3' in r for r in d.reasons) and any('Table 1' in r for r in d.reasons)
 
 
 def test_design_reports_the_papers_hyperparameters_differ_from_the_law():
   for budget, lr, batch in zip(tables.GROUP_MAX_FLOPS, tables.GROUP_LR, tables.GROUP_BATCH):
     gap = design_lib.hyperparameter_gap(budget, lr, batch)
-    assert gap['law_learning_rate'] == pytest.approx(1.1576 * budget ** -0.1529)
+    assert gap['law_learning_rate'] == pytest.approx(1.1576 * budget**-0.1529)
     assert 0.8 < gap['learning_rate_ratio'] < 0.92  # printed lr below law(C_max)
     assert 1.2 < gap['batch_ratio'] < 1.3  # printed batch above law(C_max)
 
@@ -116,7 +132,7 @@ def test_design_follows_the_allocation_law_beyond_the_papers_backbones():
   d = design_lib.design(1e22, design_lib.MoEShape(384, 12, 1, granularity=12))
   assert d.M == pytest.approx(laws.MOE_OPTIMAL_M(1e22), rel=0.05)
   assert d.model['d_model'] % d.model['n_heads'] == 0
-  assert d.batch_sequences == round(0.0694 * 1e22 ** 0.3644 / 4096)
+  assert d.batch_sequences == round(0.0694 * 1e22**0.3644 / 4096)
 
 
 def test_invalid_designs_name_the_field():
@@ -130,21 +146,31 @@ def test_invalid_designs_name_the_field():
 
 def test_smoke_study_end_to_end(tmp_path):
   from ling_jax import train as train_lib
+
   base, members = study('granularity', 'smoke')
-  members = members[:3] + [sweep.Member('diverges', dict(members[0].overrides, **{
-      'train.learning_rate': 1e30}), 'g0')]
+  members = members[:3] + [
+      sweep.Member('diverges', dict(members[0].overrides, **{'train.learning_rate': 1e30}), 'g0')
+  ]
   workdir = str(tmp_path)
   # An interrupted member: stopped after 2 of its 4 steps.
   interrupted = members[1]
-  train_lib.train(sweep.member_config(base, interrupted),
-                  str(sweep.member_dir(workdir, base, interrupted)), stop_at_step=2)
+  train_lib.train(
+      sweep.member_config(base, interrupted),
+      str(sweep.member_dir(workdir, base, interrupted)),
+      stop_at_step=2,
+  )
   assert sweep.status(sweep.member_dir(workdir, base, interrupted)) == 'interrupted'
 
   outcome = sweep.run(base, members, workdir)
-  assert outcome == {members[0].name: 'finished', members[1].name: 'finished',
-                     members[2].name: 'finished', 'diverges': 'failed'}
-  failure = json.loads((sweep.member_dir(workdir, base, members[3]) /
-                        sweep.FAILURE_FILE).read_text())
+  assert outcome == {
+      members[0].name: 'finished',
+      members[1].name: 'finished',
+      members[2].name: 'finished',
+      'diverges': 'failed',
+  }
+  failure = json.loads(
+      (sweep.member_dir(workdir, base, members[3]) / sweep.FAILURE_FILE).read_text()
+  )
   assert 'FloatingPointError' in failure['reason']
   records = metrics_lib.read_metrics(str(sweep.member_dir(workdir, base, interrupted)))
   assert [r['step'] for r in records if r['kind'] == 'train'] == [1, 2, 3, 4]
@@ -170,16 +196,32 @@ def test_smoke_study_end_to_end(tmp_path):
 
 def test_cli_lists_members_and_runs_one_by_index(tmp_path):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
-  run = lambda *a: subprocess.run([sys.executable, '-m', 'experiments.run', *a], cwd=ROOT,
-                                  env=env, capture_output=True, text=True, timeout=300)
+  run = lambda *a: subprocess.run(
+      [sys.executable, '-m', 'experiments.run', *a],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   listed = run('--config=configs/activation_ratio.py:smoke', '--list')
   assert listed.returncode == 0 and 'g1_E8' in listed.stdout and '6 members' in listed.stdout
-  one = run('--config=configs/activation_ratio.py:smoke', '--sweep_index=5', f'--workdir={tmp_path}')
+  one = run(
+      '--config=configs/activation_ratio.py:smoke', '--sweep_index=5', f'--workdir={tmp_path}'
+  )
   assert one.returncode == 0, one.stderr
   assert (tmp_path / 'activation_ratio' / 'g1_E8' / 'summary.json').exists()
   assert not (tmp_path / 'activation_ratio' / 'g0_E2').exists()
-  bad = run('--config=configs/activation_ratio.py:smoke', '--sweep_index=9', f'--workdir={tmp_path}')
+  bad = run(
+      '--config=configs/activation_ratio.py:smoke', '--sweep_index=9', f'--workdir={tmp_path}'
+  )
   assert bad.returncode != 0 and '--sweep_index=9' in bad.stderr
-  gathered = subprocess.run([sys.executable, '-m', 'experiments.collect', f'--workdir={tmp_path}'],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  gathered = subprocess.run(
+      [sys.executable, '-m', 'experiments.collect', f'--workdir={tmp_path}'],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert gathered.returncode == 0 and (tmp_path / 'results.csv').exists()

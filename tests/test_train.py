@@ -27,8 +27,9 @@ def train_losses(workdir):
   return [r['loss'] for r in metrics_lib.read_metrics(workdir) if r['kind'] == 'train']
 
 
-@pytest.mark.parametrize('kind,router', [('moe', 'softmax'), ('moe', 'sigmoid_bias'),
-                                         ('dense', 'softmax')])
+@pytest.mark.parametrize(
+    'kind,router', [('moe', 'softmax'), ('moe', 'sigmoid_bias'), ('dense', 'softmax')]
+)
 def test_fifty_steps_lower_the_loss(tmp_path, kind, router):
   c = smoke(kind, steps=50, moe=dict(router=router), train=dict(checkpoint_every=50))
   summary = train_lib.train(c, str(tmp_path))
@@ -46,11 +47,14 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
   assert not (tmp_path / 'resumed' / metrics_lib.SUMMARY_FILE).exists()
   resumed = train_lib.train(c, str(tmp_path / 'resumed'))
   assert resumed['status'] == 'finished'
-  np.testing.assert_allclose(train_losses(tmp_path / 'resumed'), train_losses(tmp_path / 'straight'),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      train_losses(tmp_path / 'resumed'), train_losses(tmp_path / 'straight'), rtol=1e-6
+  )
   # A finished run asked again returns its summary without training.
-  assert train_lib.train(c, str(tmp_path / 'resumed'))['final_train_loss'] == resumed[
-      'final_train_loss']
+  assert (
+      train_lib.train(c, str(tmp_path / 'resumed'))['final_train_loss']
+      == resumed['final_train_loss']
+  )
 
 
 def first_batch(c):
@@ -95,8 +99,9 @@ def test_router_bias_moves_only_by_the_sign_rule():
   expected = moe_lib.bias_update(bias_before, aux['stats']['expert_counts'], 0.01)
   assert 'router_bias' not in str(jax.tree_util.tree_structure(state['opt_state']))
   new_state, _ = program.train_step(state, batch)
-  np.testing.assert_allclose(new_state['router_bias']['moe_layers']['ffn']['router_bias'], expected,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+      new_state['router_bias']['moe_layers']['ffn']['router_bias'], expected, atol=1e-7
+  )
 
 
 def test_weight_decay_skips_norm_scales():
@@ -110,22 +115,27 @@ def test_weight_decay_skips_norm_scales():
 
 @pytest.mark.parametrize('shape', ['exponential', 'linear', 'cosine'])
 def test_wsd_schedule_shape(shape):
-  schedule = optim.wsd_schedule(1.0, 1000, warmup_fraction=0.01, decay_fraction=0.2,
-                                decay_shape=shape, final_fraction=0.1)
+  schedule = optim.wsd_schedule(
+      1.0, 1000, warmup_fraction=0.01, decay_fraction=0.2, decay_shape=shape, final_fraction=0.1
+  )
   assert float(schedule(0)) == pytest.approx(0.1)  # 1 / 10 warmup steps
   assert float(schedule(9)) == pytest.approx(1.0)
   assert float(schedule(10)) == pytest.approx(1.0)
   assert float(schedule(799)) == pytest.approx(1.0)
   assert float(schedule(1000)) == pytest.approx(0.1, rel=1e-5)
-  midpoint = {'exponential': 0.1 ** 0.5, 'linear': 0.55, 'cosine': 0.55}[shape]
+  midpoint = {'exponential': 0.1**0.5, 'linear': 0.55, 'cosine': 0.55}[shape]
   assert float(schedule(900)) == pytest.approx(midpoint, rel=1e-4)
 
 
 def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
   losses = {}
   for dtype in ('float32', 'bfloat16'):
-    c = smoke(steps=20, model=dict(compute_dtype=dtype), train=dict(checkpoint_every=20),
-              metrics=dict(tensorboard=dtype == 'bfloat16'))
+    c = smoke(
+        steps=20,
+        model=dict(compute_dtype=dtype),
+        train=dict(checkpoint_every=20),
+        metrics=dict(tensorboard=dtype == 'bfloat16'),
+    )
     train_lib.train(c, str(tmp_path / dtype))
     losses[dtype] = train_losses(tmp_path / dtype)
   params = train_lib.Program.build(c).init_state()['params']
@@ -141,12 +151,17 @@ def test_steps_per_call_changes_nothing_but_the_round_trips(tmp_path):
     c = smoke(steps=23, train=dict(steps_per_call=spc, eval_every=5, checkpoint_every=10))
     summary = train_lib.train(c, str(tmp_path / str(spc)))
     records = metrics_lib.read_metrics(str(tmp_path / str(spc)))
-    runs[spc] = ([r['loss'] for r in records if r['kind'] == 'train'],
-                 [(r['step'], r['eval_loss']) for r in records if r['kind'] == 'eval'], summary)
+    runs[spc] = (
+        [r['loss'] for r in records if r['kind'] == 'train'],
+        [(r['step'], r['eval_loss']) for r in records if r['kind'] == 'eval'],
+        summary,
+    )
   assert runs[1][0] == runs[7][0] and len(runs[1][0]) == 23
   assert runs[1][1] == runs[7][1] and [s for s, _ in runs[1][1]] == [5, 10, 15, 20, 23]
-  assert sorted(p.name for p in (tmp_path / '7' / 'checkpoints').iterdir()
-                if p.name.isdigit()) == ['20', '23']
+  assert sorted(p.name for p in (tmp_path / '7' / 'checkpoints').iterdir() if p.name.isdigit()) == [
+      '20',
+      '23',
+  ]
 
 
 def test_a_resumed_run_summarises_the_whole_run(tmp_path):
@@ -157,10 +172,16 @@ def test_a_resumed_run_summarises_the_whole_run(tmp_path):
   train_lib.train(c, str(tmp_path / 'resumed'), stop_at_step=8)
   resumed = train_lib.train(c, str(tmp_path / 'resumed'))
   losses = train_losses(tmp_path / 'straight')
-  assert resumed['final_train_loss'] == straight['final_train_loss'] == pytest.approx(
-      np.mean(losses[-6:]), rel=1e-12)
-  drops = [np.mean(r['dropped_fraction']) for r in metrics_lib.read_metrics(
-      str(tmp_path / 'straight')) if r['kind'] == 'train']
+  assert (
+      resumed['final_train_loss']
+      == straight['final_train_loss']
+      == pytest.approx(np.mean(losses[-6:]), rel=1e-12)
+  )
+  drops = [
+      np.mean(r['dropped_fraction'])
+      for r in metrics_lib.read_metrics(str(tmp_path / 'straight'))
+      if r['kind'] == 'train'
+  ]
   assert resumed['dropped_fraction'] == pytest.approx(np.mean(drops), rel=1e-12)
 
 
@@ -185,6 +206,7 @@ def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
   assert summary['eval_tokens'] == 16 * c.train.seq_len
   # Naive reference: the checkpointed final state, each held-out sequence on its own.
   from ling_jax import checkpoint as checkpoint_lib
+
   ckpt = checkpoint_lib.Checkpointer(str(tmp_path / 'checkpoints'), 2, False)
   dataset = data_lib.Dataset(c)
   state, _ = ckpt.restore(6, program.init_state(), dataset.train_iterator())
@@ -193,9 +215,26 @@ def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
   for batch in dataset.eval_batches():
     for row in batch:
       tokens = jnp.asarray(row[None])
-      per_sequence.append(float(program.eval_loss(state['params'], state['router_bias'],
-                                                  tokens)[0]))
+      per_sequence.append(
+          float(program.eval_loss(state['params'], state['router_bias'], tokens)[0])
+      )
   assert len(per_sequence) == 16
   assert summary['final_eval_loss'] == pytest.approx(np.mean(per_sequence), rel=1e-5)
-  assert summary['eval_loss_stderr'] == pytest.approx(
-      np.std(per_sequence, ddof=1) / 4, rel=1e-4)
+  assert summary['eval_loss_stderr'] == pytest.approx(np.std(per_sequence, ddof=1) / 4, rel=1e-4)
+
+
+def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_resumes(tmp_path):
+  c = smoke(steps=15, train=dict(checkpoint_every=5, keep_checkpoints=3))
+  train_lib.train(c, str(tmp_path / 'straight'))
+  cut = tmp_path / 'cut'
+  train_lib.train(c, str(cut), stop_at_step=10)
+  newest = cut / 'checkpoints' / '10'
+  state_files = [p for p in (newest / 'state').rglob('*') if p.is_file() and p.stat().st_size]
+  for p in state_files:  # a disk that lost the arrays' data
+    p.write_bytes(b'')
+  resumed = train_lib.train(c, str(cut))
+  assert resumed['status'] == 'finished' and resumed['final_step'] == 15
+  kept = [p.name for p in (cut / 'checkpoints').iterdir() if p.name.startswith('10.unreadable-')]
+  assert len(kept) == 1  # moved aside for a post-mortem, not deleted
+  # Steps 6-10 were trained again from step 5: the records of every step are the straight run's.
+  np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))

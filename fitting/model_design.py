@@ -1,7 +1,7 @@
 """Model designs from the scaling laws: given a compute budget and an MoE shape, the architecture
 (allocation law, Table 1), learning rate and batch (hyperparameter law, Eq. 3), and why.
 
-Pure Python (no JAX), shared by the study configs and `fitting`.
+Pure Python (no JAX), used by the study configs and the `fitting.design` / `fitting.predict` tools.
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ from fitting import laws
 from ling_jax import flops
 
 # Backbones (n_layers, d_model, n_heads, n_kv_heads) the paper used: Tables 7-11, in order.
-PAPER_BACKBONES = [(8, 384, 8, 2), (8, 512, 8, 2), (10, 640, 10, 2), (14, 768, 12, 4),
-                   (16, 1024, 16, 4), (22, 1280, 20, 4)]
+PAPER_BACKBONES = [
+    (8, 384, 8, 2),
+    (8, 512, 8, 2),
+    (10, 640, 10, 2),
+    (14, 768, 12, 4),
+    (16, 1024, 16, 4),
+    (22, 1280, 20, 4),
+]
 # Median d_model / n_layers of those backbones; used to extend the ladder beyond them.
 PAPER_ASPECT = 58
 
@@ -74,20 +80,36 @@ def model_fields(backbone, shape: MoEShape) -> dict:
     return dict(fields, d_ffn=int(width))
   d_expert = shape.d_expert or math.floor(2 * d_model / shape.granularity)
   if d_expert < 1:
-    raise DesignError(f'model.d_expert: G={shape.granularity} leaves no width at d_model='
-                      f'{d_model}; lower the granularity.')
-  return dict(fields, n_experts=shape.n_experts, top_k=shape.top_k, n_shared=shape.n_shared,
-              d_expert=d_expert, num_dense_layers=shape.num_dense_layers,
-              d_ffn=(shape.top_k + shape.n_shared) * d_expert if shape.num_dense_layers else 0)
+    raise DesignError(
+        f'model.d_expert: G={shape.granularity} leaves no width at d_model='
+        f'{d_model}; lower the granularity.'
+    )
+  return dict(
+      fields,
+      n_experts=shape.n_experts,
+      top_k=shape.top_k,
+      n_shared=shape.n_shared,
+      d_expert=d_expert,
+      num_dense_layers=shape.num_dense_layers,
+      d_ffn=(shape.top_k + shape.n_shared) * d_expert if shape.num_dense_layers else 0,
+  )
 
 
 def architecture(fields: dict, seq_len: int, vocab_size: int) -> flops.Architecture:
   return flops.Architecture(seq_len=seq_len, vocab_size=vocab_size, **fields)
 
 
-def design(compute: float, shape: MoEShape, *, seq_len: int = 4096, vocab_size: int = 126_464,
-           head_dim: int = 64, kv_ratio: int = 4, ladder=PAPER_BACKBONES,
-           m_target: float | None = None) -> Design:
+def design(
+    compute: float,
+    shape: MoEShape,
+    *,
+    seq_len: int = 4096,
+    vocab_size: int = 126_464,
+    head_dim: int = 64,
+    kv_ratio: int = 4,
+    ladder=PAPER_BACKBONES,
+    m_target: float | None = None,
+) -> Design:
   """The model the laws recommend at `compute` FLOPs, with its hyperparameters.
 
   The backbone is the one of `ladder` (the paper's own backbones by default), or of a ladder
@@ -115,8 +137,9 @@ def design(compute: float, shape: MoEShape, *, seq_len: int = 4096, vocab_size: 
   lr, batch = laws.MOE_LEARNING_RATE(compute), laws.MOE_BATCH_TOKENS(compute)
   sequences = max(1, round(batch / seq_len))
   reasons = [
-      f'M target {target:.3g} FLOPs/token (given)' if m_target else
-      f'M_opt(C) = {m_law.coefficient} C^{m_law.exponent} = {target:.3g} FLOPs/token '
+      f'M target {target:.3g} FLOPs/token (given)'
+      if m_target
+      else f'M_opt(C) = {m_law.coefficient} C^{m_law.exponent} = {target:.3g} FLOPs/token '
       f'({m_law.source}, {"MoE" if moe else "dense"})',
       f'backbone {fields["n_layers"]} layers x d_model {fields["d_model"]}, '
       f'{fields["n_heads"]}/{fields["n_kv_heads"]} heads: M = {m:.3g} '
@@ -125,26 +148,36 @@ def design(compute: float, shape: MoEShape, *, seq_len: int = 4096, vocab_size: 
       f'batch = 0.0694 C^0.3644 = {batch:.3g} tokens = {sequences} x {seq_len} (Eq. 3)',
   ]
   if moe and shape.granularity and 2 * fields['d_model'] / shape.granularity != fields['d_expert']:
-    reasons.append(f'd_expert = floor(2 d_model / G) = {fields["d_expert"]} (G in fact '
-                   f'{2 * fields["d_model"] / fields["d_expert"]:.3g}), as the paper rounded')
+    reasons.append(
+        f'd_expert = floor(2 d_model / G) = {fields["d_expert"]} (G in fact '
+        f'{2 * fields["d_model"] / fields["d_expert"]:.3g}), as the paper rounded'
+    )
   if not moe:
-    reasons.append('dense learning rate and batch: the paper did not publish its dense law; '
-                   'the MoE law is used')
+    reasons.append(
+        'dense learning rate and batch: the paper did not publish its dense law; '
+        'the MoE law is used'
+    )
   return Design(fields, compute, target, m, compute / m, lr, batch, sequences, tuple(reasons))
 
 
-def hyperparameter_gap(compute: float, learning_rate: float, batch_sequences: int,
-                       seq_len: int = 4096) -> dict:
-  """Printed hyperparameters against Eq. 3 at `compute` (paper.md 2.3: they differ)."""
+def hyperparameter_gap(
+    compute: float, learning_rate: float, batch_sequences: int, seq_len: int = 4096
+) -> dict:
+  """Printed hyperparameters against Eq. 3 at `compute` (arXiv 2507.17702 App. B: they differ)."""
   lr, batch = laws.MOE_LEARNING_RATE(compute), laws.MOE_BATCH_TOKENS(compute) / seq_len
-  return dict(law_learning_rate=lr, learning_rate_ratio=learning_rate / lr,
-              law_batch_sequences=batch, batch_ratio=batch_sequences / batch)
+  return dict(
+      law_learning_rate=lr,
+      learning_rate_ratio=learning_rate / lr,
+      law_batch_sequences=batch,
+      batch_ratio=batch_sequences / batch,
+  )
 
 
 def iso_flop_expert_width(base: flops.Architecture, d_model: int, n_heads: int) -> int:
   """The expert width that keeps M of `base` when d_model changes (Table 11's designs)."""
-  probe = dataclasses.replace(base, d_model=d_model, n_heads=n_heads, head_dim=d_model // n_heads,
-                              d_expert=1)
+  probe = dataclasses.replace(
+      base, d_model=d_model, n_heads=n_heads, head_dim=d_model // n_heads, d_expert=1
+  )
   ffn_per_width = 6 * d_model * (base.top_k + base.n_shared) * base.num_moe_layers
   missing = flops.paper_forward_flops_per_token(base) - flops.paper_forward_flops_per_token(probe)
   width = 1 + missing / ffn_per_width
