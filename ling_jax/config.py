@@ -174,6 +174,11 @@ def base_config() -> ml_collections.ConfigDict:
 # --- Validation ----------------------------------------------------------------------------------
 
 
+def _finite(value) -> bool:
+  """A real number, not a bool, a string, NaN or infinity."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _require(ok: bool, message: str) -> None:
   if not ok:
     raise ConfigError(message)
@@ -219,6 +224,10 @@ def _validate_model(config) -> None:
   m = config.model
   for field in ('n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'vocab_size'):
     _positive_int(m[field], f'model.{field}')
+  _require(
+      _finite(m.init_std) and m.init_std > 0,
+      f'config.model.init_std={m.init_std!r}: must be a positive number (the paper: 0.006).',
+  )
   if not m.head_dim:
     _require(
         m.d_model % m.n_heads == 0,
@@ -351,7 +360,15 @@ def _validate_moe(config) -> None:
       f"config.moe.router_loss_reduction={moe.router_loss_reduction!r}: use 'sum' or 'mean'.",
   )
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
-    _require(moe[field] >= 0, f'config.moe.{field}={moe[field]}: must be >= 0.')
+    _require(
+        _finite(moe[field]) and moe[field] >= 0,
+        f'config.moe.{field}={moe[field]!r}: must be a finite number >= 0.',
+    )
+  _require(
+      _finite(moe.routed_scaling) and moe.routed_scaling > 0,
+      f'config.moe.routed_scaling={moe.routed_scaling!r}: must be a finite number > 0 (1.0: '
+      'the normalised weights as they are; Ling 2.0 uses 2.5).',
+  )
   if m.n_experts and moe.router == 'sigmoid_bias':
     _require(
         moe.n_groups >= 1 and m.n_experts % moe.n_groups == 0,
@@ -463,8 +480,25 @@ def _validate_train(config, arch: flops.Architecture) -> None:
       f'config.train.final_lr_fraction={t.final_lr_fraction}: must be in (0, 1].',
   )
   _require(
-      t.learning_rate > 0 and math.isfinite(t.learning_rate),
+      _finite(t.learning_rate) and t.learning_rate > 0,
       f'config.train.learning_rate={t.learning_rate}: must be a positive number.',
+  )
+  for field in ('b1', 'b2'):  # AdamW's moment decays: 1 never forgets, above 1 diverges
+    _require(
+        _finite(t[field]) and 0 <= t[field] < 1,
+        f'config.train.{field}={t[field]!r}: must be in [0, 1) (the paper: b1 0.9, b2 0.95).',
+    )
+  _require(
+      _finite(t.eps) and t.eps > 0,
+      f'config.train.eps={t.eps!r}: must be a small positive number (AdamW: 1e-8).',
+  )
+  _require(
+      _finite(t.weight_decay) and t.weight_decay >= 0,
+      f'config.train.weight_decay={t.weight_decay!r}: must be >= 0 (the paper: 0.1).',
+  )
+  _require(
+      _finite(t.clip_norm) and t.clip_norm >= 0,
+      f'config.train.clip_norm={t.clip_norm!r}: must be >= 0 (0 disables clipping).',
   )
 
 

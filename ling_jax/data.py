@@ -31,9 +31,11 @@ class WindowSource(grain.sources.RandomAccessDataSource):
   """Non-overlapping windows of `length` + 1 tokens (each shares its last token with the next)
   over one or more 1-D token arrays; windows never cross array boundaries."""
 
-  def __init__(self, arrays, length: int):
+  def __init__(self, arrays, length: int, vocab_size: int | None = None, names=None):
     self._arrays = list(arrays)
     self._length = length
+    self._vocab_size = vocab_size  # when given, every window is checked to hold token ids
+    self._names = list(names or [f'array {i}' for i in range(len(self._arrays))])
     counts = [max(0, (len(a) - 1) // length) for a in self._arrays]
     self._ends = np.cumsum(counts)
 
@@ -43,7 +45,16 @@ class WindowSource(grain.sources.RandomAccessDataSource):
   def __getitem__(self, index: int) -> np.ndarray:
     which = int(np.searchsorted(self._ends, index, side='right'))
     start = (index - (self._ends[which - 1] if which else 0)) * self._length
-    return np.asarray(self._arrays[which][start : start + self._length + 1], dtype=np.int32)
+    raw = np.asarray(self._arrays[which][start : start + self._length + 1])
+    if self._vocab_size is not None and (raw.min() < 0 or raw.max() >= self._vocab_size):
+      # Out-of-range ids would be clipped or wrap silently in the embedding gather and show up
+      # as a NaN (or a wrong loss) steps later; stop here, naming the file and the place.
+      raise ValueError(
+          f'{self._names[which]}: tokens {start}..{start + self._length} hold ids in '
+          f'[{raw.min()}, {raw.max()}], outside [0, model.vocab_size={self._vocab_size}); check '
+          'config.data.token_dtype and the tokenizer that wrote the file.'
+      )
+    return raw.astype(np.int32)
 
 
 class SyntheticSource(grain.sources.RandomAccessDataSource):
@@ -90,8 +101,24 @@ def stdlib_corpus(eval_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _load_token_file(path: str, dtype: str) -> np.ndarray:
+  """A file of token ids, memory-mapped; refused when it cannot hold ids of `dtype`."""
+  from ling_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+
   if path.endswith('.npy'):
-    return np.load(path, mmap_mode='r').reshape(-1)
+    array = np.load(path, mmap_mode='r')
+    if not np.issubdtype(array.dtype, np.integer):
+      raise ConfigError(
+          f'config.data.paths: {path} holds {array.dtype} values, not integer token ids; '
+          'save the tokenizer\'s ids (e.g. np.uint16 or np.int32).'
+      )
+    return array.reshape(-1)
+  itemsize = np.dtype(dtype).itemsize
+  size = os.path.getsize(path)
+  if size % itemsize:
+    raise ConfigError(
+        f'config.data.token_dtype={dtype!r}: {path} has {size} bytes, not a whole number of '
+        f'{itemsize}-byte ids; set the dtype the file was written with.'
+    )
   return np.memmap(path, dtype=np.dtype(dtype), mode='r')
 
 
@@ -122,11 +149,12 @@ class Dataset:
       )[65_536:]
       self.fingerprint = f'synthetic-v{config.model.vocab_size}-s{d.seed}'
     elif d.source == 'tokens':
+      vocab = config.model.vocab_size
       self.train_source = WindowSource(
-          [_load_token_file(p, d.token_dtype) for p in d.paths], length
+          [_load_token_file(p, d.token_dtype) for p in d.paths], length, vocab, d.paths
       )
       self.eval_source = WindowSource(
-          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length
+          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length, vocab, d.eval_paths
       )
       self.fingerprint = f'tokens-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
     else:

@@ -119,3 +119,26 @@ def test_local_moe_and_dense_are_iso_flop():
       for n in ('moe', 'dense')
   )
   assert flops.paper_flops_per_token(moe) == flops.paper_flops_per_token(dense)
+
+
+@pytest.mark.parametrize(
+    'section,field,value',
+    [
+        ('train', 'b1', 1.2),  # AdamW moments that grow instead of decaying
+        ('train', 'b2', 1.0),
+        ('train', 'eps', 0.0),
+        ('train', 'weight_decay', -0.1),
+        ('train', 'clip_norm', -1.0),
+        ('train', 'clip_norm', float('nan')),
+        ('model', 'init_std', -0.006),
+        ('model', 'init_std', 0.0),
+        ('moe', 'routed_scaling', -2.5),
+        ('moe', 'bias_update_rate', float('inf')),
+    ],
+)
+def test_numbers_that_trained_silently_or_crashed_later_are_refused(section, field, value):
+  """Values that once trained without a word (or went NaN after compiling) are refused first."""
+  c = moe_config()
+  c.unlock()
+  c[section][field] = value
+  refused(c, f'config.{section}.{field}={value!r}')

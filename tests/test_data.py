@@ -112,3 +112,34 @@ def test_empty_token_file_is_refused(tmp_path):
   c = config('tokens', paths=(str(path),))
   with pytest.raises(config_lib.ConfigError, match='no training window'):
     data_lib.Dataset(c)
+
+
+def test_floats_in_an_npy_file_are_refused_by_name(tmp_path):
+  path = str(tmp_path / 'probabilities.npy')
+  np.save(path, np.random.default_rng(0).random(5000))  # once trained as all-zero tokens
+  with pytest.raises(config_lib.ConfigError, match='float64 values, not integer token ids'):
+    data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,)))
+
+
+def test_a_raw_file_of_the_wrong_width_is_refused(tmp_path):
+  path = str(tmp_path / 'odd.bin')
+  np.arange(4001, dtype=np.uint8).tofile(path)  # 4001 bytes: not whole uint16 ids
+  with pytest.raises(config_lib.ConfigError, match=r"token_dtype='uint16'.*4001 bytes"):
+    data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,), token_dtype='uint16'))
+
+
+@pytest.mark.parametrize('bad', [64, 65_535, -1])
+def test_ids_outside_the_vocabulary_name_the_file_and_place(tmp_path, bad):
+  tokens = np.random.default_rng(0).integers(0, 64, 5000).astype(np.int32)
+  tokens[1234] = bad  # vocab_size is 64 at smoke scale
+  path = str(tmp_path / 'train.npy')
+  np.save(path, tokens)
+  ds = data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,)))
+  L = ds.seq_len
+  window = 1234 // L  # 1234 is inside this window, not at its edges (L = 32)
+  assert 0 < 1234 % L
+  np.testing.assert_array_equal(
+      ds.train_source[window - 1], tokens[(window - 1) * L : window * L + 1]
+  )
+  with pytest.raises(ValueError, match=r'train.npy: tokens .* outside \[0, model.vocab_size=64\)'):
+    ds.train_source[window]
