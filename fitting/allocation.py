@@ -13,11 +13,16 @@ from fitting import laws
 
 def isoflop_minimum(m, loss, budget: float) -> float:
   """argmin of a least-squares parabola of loss in ln M; refuses an edge or concave profile."""
-  if len(m) < 3:
-    raise core.FitError(f'IsoFLOP at C={budget:.3g}: {len(m)} model sizes, a parabola needs 3.')
+  if len(np.unique(m)) < 3:
+    raise core.FitError(
+        f'IsoFLOP at C={budget:.3g}: {len(np.unique(m))} distinct model sizes, a parabola needs 3.'
+    )
   x = np.log(m)
   center = x.mean()  # centred for a well-conditioned fit
-  c2, c1, _ = np.polyfit(x - center, loss, 2)
+  try:
+    c2, c1, _ = np.polyfit(x - center, loss, 2)
+  except np.linalg.LinAlgError as error:
+    raise core.FitError(f'IsoFLOP at C={budget:.3g}: the parabola fit failed ({error}).') from None
   if c2 <= 0:
     raise core.FitError(f'IsoFLOP at C={budget:.3g}: loss is not convex in ln M (no minimum).')
   vertex = center - c1 / (2 * c2)
@@ -29,18 +34,24 @@ def isoflop_minimum(m, loss, budget: float) -> float:
   return float(np.exp(vertex))
 
 
-def minima(rows, loss_key: str, budget_key: str = 'budget'):
+def minima(rows, loss_key: str, budget_key: str = 'budget', skip: bool = False):
+  """(budgets, M_opt per budget, skipped): with `skip`, a budget without an interior minimum is
+  listed in `skipped` with its reason and left out; without, it raises."""
   by_budget = collections.defaultdict(list)
   for row in rows:
     by_budget[row[budget_key]].append(row)
-  budgets = sorted(by_budget)
-  optima = [
-      isoflop_minimum(
-          np.array([r['M'] for r in by_budget[c]]), np.array([r[loss_key] for r in by_budget[c]]), c
-      )
-      for c in budgets
-  ]
-  return np.array(budgets, float), np.array(optima)
+  budgets, optima, skipped = [], [], []
+  for c in sorted(by_budget):
+    m = np.array([r['M'] for r in by_budget[c]])
+    loss = np.array([r[loss_key] for r in by_budget[c]])
+    try:
+      optima.append(isoflop_minimum(m, loss, c))
+      budgets.append(c)
+    except core.FitError as error:
+      if not skip:
+        raise
+      skipped.append(dict(budget=float(c), reason=str(error)))
+  return np.array(budgets, float), np.array(optima), skipped
 
 
 def fit_allocation(
@@ -52,15 +63,20 @@ def fit_allocation(
     what: str = 'allocation',
 ) -> dict:
   """M_opt(C) with intervals (bootstrap over runs within each budget), and the implied D_opt."""
-  budgets, optima = minima(rows, loss_key, budget_key)
+  budgets, optima, skipped = minima(rows, loss_key, budget_key, skip=True)
   if len(budgets) < 2:
-    raise core.FitError(f'{what}: {len(budgets)} budget(s); a power law in C needs at least 2.')
+    reasons = '; '.join(s['reason'] for s in skipped)
+    raise core.FitError(
+        f'{what}: {len(budgets)} budget(s) with an IsoFLOP minimum; a power law in C needs at '
+        f'least 2{" (" + reasons + ")" if reasons else ""}.'
+    )
   law = laws.log_linear('M_opt_law', ['C'], 'M_opt')
   result = core.fit(law, dict(C=budgets), optima, objective='ls', what=what)
   rng = np.random.default_rng(seed)
   by_budget = collections.defaultdict(list)
   for row in rows:
-    by_budget[row[budget_key]].append(row)
+    if row[budget_key] in budgets:  # the skipped budgets stay out of every draw
+      by_budget[row[budget_key]].append(row)
   draws = []
   for _ in range(n_bootstrap):
     sample = [
@@ -69,7 +85,7 @@ def fit_allocation(
         for r in (by_budget[c][i] for i in rng.integers(0, len(by_budget[c]), len(by_budget[c])))
     ]
     try:
-      b, o = minima(sample, loss_key, budget_key)
+      b, o, _ = minima(sample, loss_key, budget_key)
       draws.append(core.fit(law, dict(C=b), o, objective='ls', starts=[result.theta]).theta)
     except core.FitError:
       continue
@@ -84,4 +100,5 @@ def fit_allocation(
       D_opt=dict(coefficient=1 / k, exponent=1 - a),
       budgets=budgets.tolist(),
       minima=optima.tolist(),
+      skipped_budgets=skipped,
   )

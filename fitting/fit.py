@@ -337,7 +337,15 @@ def fit_el_laws(points, what, n_bootstrap):
   y = np.array([p['EL'] for p in usable])
   report = {}
   train = y < 6
-  if train.sum() > len(laws.UNIFIED_EL.params):
+  distinct = {k: len(np.unique(v[train])) for k, v in X.items()}
+  if min(distinct.values()) < 3:  # a term in a covariate with < 3 values is not identified
+    report['unified_el'] = dict(
+        error=f'{what}: the unified law has terms in A, G and C, each needing at least 3 '
+        f'distinct values among the fitted points; got '
+        + ', '.join(f'{k}: {n}' for k, n in distinct.items())
+        + ' (fit activation_ratio and granularity runs together).'
+    )
+  elif train.sum() > len(laws.UNIFIED_EL.params):
     result = core.fit(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], what=what)
     core.bootstrap(
         laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], result, n=n_bootstrap
@@ -471,6 +479,16 @@ def run(
 def _run(results_path, study, out_dir, loss_key, n_bootstrap, activation) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
+  unknown = [r for r in rows if r.get('study') not in STUDIES]
+  excluded += [
+      dict(r, reason=f"study {r.get('study')!r} is none of {', '.join(STUDIES)}") for r in unknown
+  ]
+  rows = [r for r in rows if r.get('study') in STUDIES]
+  if not rows:
+    raise core.FitError(
+        f'--results={results_path}: no usable row of a known study ({len(excluded)} excluded, '
+        f'e.g. {excluded[0]["reason"] if excluded else "none"}).'
+    )
   by_study = _by_study(rows)
   wanted = [s for s in STUDIES if s in by_study] if study == 'all' else [study]
   if study != 'all' and study not in STUDIES:

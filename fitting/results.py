@@ -39,15 +39,31 @@ def load(path: str) -> list[dict]:
     raise FitError(f'--results={path}: cannot read it ({type(error).__name__}: {error}).') from None
   if str(path).endswith('.csv'):
     rows = list(csv.DictReader(io.StringIO(text)))
+    header = next(iter(rows[0])) if rows else ''
+    if rows and len(rows[0]) == 1 and any(sep in header for sep in ';\t|'):
+      raise FitError(
+          f'--results={path}: one column named {header[:60]!r}...: not comma-separated; '
+          'write it with commas (experiments.collect does).'
+      )
   else:
     try:
-      rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+      if text.lstrip().startswith('['):  # one JSON array of rows, not JSON lines
+        rows = json.loads(text)
+      else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as error:
       raise FitError(
           f'--results={path}: not JSON lines ({error}); pass a .jsonl or .csv.'
       ) from None
+    if not all(isinstance(row, dict) for row in rows):
+      raise FitError(f'--results={path}: every row must be a JSON object of column: value.')
   if not rows:
     raise FitError(f'--results={path}: the table is empty.')
+  if not any('study' in row for row in rows):
+    raise FitError(
+        f'--results={path}: no `study` column; the fits are per study (columns: '
+        f'{", ".join(sorted(rows[0])[:12])}...).'
+    )
   for row in rows:
     for key in NUMERIC:
       if key in row:
@@ -55,21 +71,51 @@ def load(path: str) -> list[dict]:
   return rows
 
 
+# Covariates every law takes logs of: a row whose value is not a positive number cannot enter.
+COVARIATES = ('C', 'M', 'D', 'N', 'A', 'A_routed', 'G', 'learning_rate', 'batch_size')
 MAX_DROPPED_FRACTION = 0.01  # a run that dropped more tokens measured its dispatch, not its design
+
+
+def _bad_covariate(row: dict) -> str | None:
+  """The first covariate a law would take the log of that is not a positive number: C on every
+  row, A and G on MoE rows must be there; the others only where given (NaN: not applicable)."""
+  required = ('C', 'A', 'G') if is_moe(row) else ('C',)
+  for key in COVARIATES:
+    value = row.get(key)
+    absent = value is None or (isinstance(value, float) and math.isnan(value))
+    if absent and key not in required:
+      continue
+    if absent or not (isinstance(value, float) and math.isfinite(value) and value > 0):
+      return key
+  return None
 
 
 def clean(rows: list[dict], loss_key: str = 'final_eval_loss') -> tuple[list[dict], list[dict]]:
   """(usable rows, excluded rows with 'reason'): failed or unfinished runs, missing, NaN, inf or
   non-positive losses, runs that dropped 1% of their expert assignments or more, and repeated
   (study, member) rows (the last one is kept)."""
+  if not any(loss_key in row for row in rows):
+    raise FitError(
+        f'--loss={loss_key}: no row has this column; use one of '
+        f'{", ".join(k for k in sorted(rows[0]) if "loss" in k) or "the table loss columns"}.'
+    )
   usable, excluded, seen = [], [], {}
   for row in rows:
     key = (row.get('study'), row.get('member'))
     if key in seen and key != (None, None):
-      excluded.append(dict(seen[key], reason='duplicate row; the later one is kept'))
+      earlier = seen[key].get(loss_key)
+      conflict = f' with a different {loss_key} ({earlier} vs {row.get(loss_key)})'
+      excluded.append(
+          dict(
+              seen[key],
+              reason=f'duplicate row{conflict if earlier != row.get(loss_key) else ""}; the '
+              'later one is kept',
+          )
+      )
       usable.remove(seen[key])
     loss = row.get(loss_key)
     reason = None
+    bad_covariate = _bad_covariate(row)
     if row.get('status', 'finished') != 'finished':
       reason = f"status {row.get('status')}" + (f": {row['reason']}" if row.get('reason') else '')
     elif loss is None:
@@ -78,6 +124,8 @@ def clean(rows: list[dict], loss_key: str = 'final_eval_loss') -> tuple[list[dic
       reason = f'{loss_key} is {loss}'
     elif loss <= 0:
       reason = f'{loss_key} is not positive ({loss})'
+    elif bad_covariate:
+      reason = f'{bad_covariate} is {row.get(bad_covariate)!r}: a law needs a positive number'
     elif isinstance(row.get('dropped_fraction'), float) and (
         row['dropped_fraction'] >= MAX_DROPPED_FRACTION):
       reason = (f"dropped {row['dropped_fraction']:.2%} of its expert assignments (at most "

@@ -174,6 +174,33 @@ def base_config() -> ml_collections.ConfigDict:
 # --- Validation ----------------------------------------------------------------------------------
 
 
+# Every enumerated field and its legal values: the one list that validation checks and that the
+# modules implementing each choice are tested against (tests/test_config.py).
+CHOICES = {
+    'model.compute_dtype': ('float32', 'bfloat16'),
+    'model.param_dtype': ('float32', 'bfloat16'),
+    'model.remat': ('none', 'full', 'dots', 'dots_no_batch'),  # model.REMAT_POLICIES + 'none'
+    'model.attention_impl': ('', 'xla', 'cudnn'),
+    'moe.router': ('softmax', 'sigmoid_bias'),
+    'moe.router_loss_reduction': ('sum', 'mean'),
+    'moe.dispatch': ('einsum', 'blocks') + grouped_matmul.BACKENDS,
+    'moe.tokamax_implementation': grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
+    'moe.transport': ('a2a', 'ring', 'ragged_a2a'),  # expert_parallel.TRANSPORTS less 'local'
+    'train.decay_shape': ('exponential', 'linear', 'cosine'),
+    'data.source': ('stdlib', 'synthetic', 'tokens', 'array_record'),
+}
+
+
+def _validate_choices(config) -> None:
+  for key, allowed in CHOICES.items():
+    section, field = key.split('.')
+    value = config[section][field]
+    _require(
+        value in allowed,
+        f'config.{key}={value!r}: use one of {", ".join(repr(a) for a in allowed)}.',
+    )
+
+
 def _finite(value) -> bool:
   """A real number, not a bool, a string, NaN or infinity."""
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -259,22 +286,6 @@ def _validate_model(config) -> None:
         isinstance(m[field], int) and m[field] >= 0,
         f'config.model.{field}={m[field]!r}: widths and counts must be whole numbers >= 0.',
     )
-  _require(
-      m.compute_dtype in ('float32', 'bfloat16'),
-      f"config.model.compute_dtype={m.compute_dtype!r}: use 'float32' or 'bfloat16'.",
-  )
-  _require(
-      m.param_dtype in ('float32', 'bfloat16'),
-      f"config.model.param_dtype={m.param_dtype!r}: use 'float32' or 'bfloat16'.",
-  )
-  _require(
-      m.remat in ('none', 'full', 'dots', 'dots_no_batch'),
-      f"config.model.remat={m.remat!r}: use 'none', 'full', 'dots' or 'dots_no_batch'.",
-  )
-  _require(
-      m.attention_impl in ('', 'xla', 'cudnn'),
-      f"config.model.attention_impl={m.attention_impl!r}: use '', 'xla' or 'cudnn'.",
-  )
   if not m.n_experts:
     _require(m.d_ffn > 0, 'config.model.d_ffn=0: a dense model needs a positive FFN width.')
     _require(
@@ -306,15 +317,6 @@ def _validate_model(config) -> None:
 def _validate_moe(config) -> None:
   moe, m = config.moe, config.model
   _require(
-      moe.router in ('softmax', 'sigmoid_bias'),
-      f"config.moe.router={moe.router!r}: use 'softmax' or 'sigmoid_bias'.",
-  )
-  dispatches = ('einsum', 'blocks') + grouped_matmul.BACKENDS
-  _require(
-      moe.dispatch in dispatches,
-      f'config.moe.dispatch={moe.dispatch!r}: use one of {", ".join(dispatches)}.',
-  )
-  _require(
       moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
       f'config.moe.capacity_factor={moe.capacity_factor}: {moe.dispatch} dispatch is '
       'dropless; set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.',
@@ -324,11 +326,6 @@ def _validate_moe(config) -> None:
       and not isinstance(moe.block_rows, bool)
       and moe.block_rows > 0,
       f'config.moe.block_rows={moe.block_rows!r}: must be a positive whole number.',
-  )
-  _require(
-      moe.tokamax_implementation in grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
-      f'config.moe.tokamax_implementation={moe.tokamax_implementation!r}: use one of '
-      f'{", ".join(repr(i) for i in grouped_matmul.TOKAMAX_IMPLEMENTATIONS)}.',
   )
   tiles = tuple(moe.tokamax_tiles)
   _require(
@@ -350,14 +347,6 @@ def _validate_moe(config) -> None:
       config.mesh.axis_types == 'auto',
       f"config.mesh.axis_types={config.mesh.axis_types!r}: only 'auto' is supported; the "
       'model leaves layouts between its annotated points to GSPMD propagation.',
-  )
-  _require(
-      moe.transport in ('a2a', 'ring', 'ragged_a2a'),
-      f"config.moe.transport={moe.transport!r}: use 'a2a', 'ring' or 'ragged_a2a'.",
-  )
-  _require(
-      moe.router_loss_reduction in ('sum', 'mean'),
-      f"config.moe.router_loss_reduction={moe.router_loss_reduction!r}: use 'sum' or 'mean'.",
   )
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
     _require(
@@ -388,10 +377,6 @@ def _validate_moe(config) -> None:
 
 def _validate_data(config) -> None:
   d = config.data
-  _require(
-      d.source in ('stdlib', 'synthetic', 'tokens', 'array_record'),
-      f"config.data.source={d.source!r}: use 'stdlib', 'synthetic', 'tokens' or " "'array_record'.",
-  )
   if d.source in ('stdlib', 'synthetic'):
     _require(
         0 < d.eval_fraction < 1, f'config.data.eval_fraction={d.eval_fraction}: must be in (0, 1).'
@@ -465,10 +450,6 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'{tokens_per_step} tokens (batch_size x seq_len); raise the budget or shrink the batch.'
     )
   _require(
-      t.decay_shape in ('exponential', 'linear', 'cosine'),
-      f"config.train.decay_shape={t.decay_shape!r}: use 'exponential', 'linear' or 'cosine'.",
-  )
-  _require(
       0 <= t.warmup_fraction
       and 0 <= t.decay_fraction
       and t.warmup_fraction + t.decay_fraction <= 1,
@@ -504,6 +485,7 @@ def _validate_train(config, arch: flops.Architecture) -> None:
 
 def validate(config) -> flops.Architecture:
   """Checks the whole config; returns its architecture, or raises one ConfigError."""
+  _validate_choices(config)
   _validate_model(config)
   _validate_moe(config)
   arch = architecture(config)

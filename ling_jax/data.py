@@ -109,7 +109,7 @@ def _load_token_file(path: str, dtype: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
       raise ConfigError(
           f'config.data.paths: {path} holds {array.dtype} values, not integer token ids; '
-          'save the tokenizer\'s ids (e.g. np.uint16 or np.int32).'
+          "save the tokenizer's ids (e.g. np.uint16 or np.int32)."
       )
     return array.reshape(-1)
   itemsize = np.dtype(dtype).itemsize

@@ -13,6 +13,7 @@ trainer passes in what only JAX knows (the device kind, whether this process wri
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -25,6 +26,8 @@ METRICS_FILE = 'metrics.jsonl'
 CHUNK_DIR = 'metrics'
 SUMMARY_FILE = 'summary.json'
 CONFIG_FILE = 'config.json'
+
+log = logging.getLogger('ling_jax')
 
 # bf16 dense peak FLOP/s per chip, for MFU when config.metrics.peak_flops_per_device is 0.
 PEAK_FLOPS_BY_DEVICE_KIND = {
@@ -71,11 +74,30 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def write_whole(path: epath.Path, text: str) -> None:
-  """Writes a complete file or nothing (rename locally; single-object upload remotely)."""
+# Remote writes ride out an object store's outage: retries with doubling waits, about 10
+# minutes in all, before the error reaches the run (whose checkpoint then decides what is lost).
+REMOTE_RETRY_SECONDS = (1, 2, 4, 8, 16, 32, 64, 128, 128, 128, 128)
+
+
+def write_whole(path: epath.Path, text: str, retry_seconds=REMOTE_RETRY_SECONDS) -> None:
+  """Writes a complete file or nothing (rename locally; single-object upload remotely, retried
+  through outages)."""
   if is_remote(path):
-    path.write_text(text)
-    return
+    for wait in (*retry_seconds, None):
+      try:
+        path.write_text(text)
+        return
+      except Exception as error:  # pylint: disable=broad-except  # gcsfs raises many kinds
+        if wait is None:
+          raise
+        log.warning(
+            'writing %s failed (%s: %s); retrying in %d s',
+            path,
+            type(error).__name__,
+            str(error)[:200],
+            wait,
+        )
+        time.sleep(wait)
   tmp = path.parent / f'.{path.name}.tmp-{os.getpid()}'
   with open(tmp, 'w') as f:
     f.write(text)

@@ -8,6 +8,16 @@ import optax
 NO_DECAY_LEAVES = ('scale', 'bias')  # RMSNorm scales and any biases; the router bias is no Param
 
 
+# The final decay of the WSD schedule: (peak, steps, final fraction of the peak) -> schedule.
+DECAY_SHAPES = {
+    'exponential': lambda peak, steps, final: optax.exponential_decay(
+        peak, steps, final, end_value=peak * final
+    ),
+    'linear': lambda peak, steps, final: optax.linear_schedule(peak, peak * final, steps),
+    'cosine': lambda peak, steps, final: optax.cosine_decay_schedule(peak, steps, alpha=final),
+}
+
+
 def wsd_schedule(
     peak: float,
     total_steps: int,
@@ -20,13 +30,7 @@ def wsd_schedule(
   warmup = int(round(warmup_fraction * total_steps))
   decay = int(round(decay_fraction * total_steps))
   stable = max(total_steps - warmup - decay, 0)
-  final = peak * final_fraction
-  if decay_shape == 'exponential':
-    decay_fn = optax.exponential_decay(peak, max(decay, 1), final_fraction, end_value=final)
-  elif decay_shape == 'linear':
-    decay_fn = optax.linear_schedule(peak, final, max(decay, 1))
-  else:
-    decay_fn = optax.cosine_decay_schedule(peak, max(decay, 1), alpha=final_fraction)
+  decay_fn = DECAY_SHAPES[decay_shape](peak, max(decay, 1), final_fraction)
   return optax.join_schedules(
       [
           optax.linear_schedule(peak / max(warmup, 1), peak, max(warmup - 1, 1)),

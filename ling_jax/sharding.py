@@ -76,14 +76,25 @@ def _rules(config) -> dict:
 
 
 def logical_axes(path: tuple[str, ...], ndim: int) -> tuple:
-  """Logical names of a parameter (or of its optimizer moments) from its path."""
+  """Logical names of a parameter (or of its optimizer moments) from its path.
+
+  A parameter with no entry in LOGICAL_AXES is an error, not a silently replicated array: a
+  renamed or new weight must say how it is laid out.
+  """
   for suffix, names in LOGICAL_AXES.items():
     if tuple(path[-len(suffix) :]) == suffix:
       extra = ndim - len(names)
-      if extra not in (0, 1):
-        break
-      return ('layers',) * extra + names
-  return (None,) * ndim
+      if extra in (0, 1):
+        return ('layers',) * extra + names
+      raise ValueError(
+          f'{"/".join(path)}: {ndim} dimensions, but LOGICAL_AXES names {len(names)} for '
+          f'{"/".join(suffix)} (plus an optional leading layers axis).'
+      )
+  raise ValueError(
+      f'{"/".join(path)}: a {ndim}-dimensional parameter with no logical axes; add its name '
+      'to ling_jax.sharding.LOGICAL_AXES (e.g. ("embed", "mlp")) so that it is laid out on '
+      'the mesh instead of replicated.'
+  )
 
 
 def spec(config, names: tuple) -> P:

@@ -418,6 +418,9 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
       if at_checkpoint:
         meta = dict(wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start)
         run_start = time.perf_counter()
+        # Every metric up to a checkpoint is durable before it: a crash loses only steps the
+        # rerun trains (and logs) again, also on gs://, where lines wait for a chunk.
+        writer.flush()
         ckpt.save(step, state, train_iter, meta)
       if preempted:
         break

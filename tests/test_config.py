@@ -142,3 +142,21 @@ def test_numbers_that_trained_silently_or_crashed_later_are_refused(section, fie
   c.unlock()
   c[section][field] = value
   refused(c, f'config.{section}.{field}={value!r}')
+
+
+def test_each_enumerated_field_has_one_list_and_its_implementations_match_it():
+  from ling_jax import expert_parallel  # pylint: disable=import-outside-toplevel
+  from ling_jax import model  # pylint: disable=import-outside-toplevel
+  from ling_jax import optim  # pylint: disable=import-outside-toplevel
+
+  choices = config_lib.CHOICES
+  assert set(model.REMAT_POLICIES) | {'none'} == set(choices['model.remat'])
+  assert set(expert_parallel.TRANSPORTS) - {'local'} == set(choices['moe.transport'])
+  assert set(optim.DECAY_SHAPES) == set(choices['train.decay_shape'])
+  for key, allowed in choices.items():
+    c = moe_config()
+    c.unlock()
+    section, field = key.split('.')
+    c[section][field] = 'no-such-choice'
+    message = refused(c, f"config.{key}='no-such-choice'")
+    assert all(repr(a) in message for a in allowed), (key, message)

@@ -551,3 +551,78 @@ def test_predict_reads_a_report_written_by_fit(tmp_path):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
   )
   assert bad.returncode != 0 and '--coefficients' in bad.stderr
+
+
+@pytest.mark.parametrize(
+    'name,text,message',
+    [
+        ('semi.csv', 'study;member;C;final_eval_loss\ndense_baseline;a;1e18;3.0\n', 'not comma'),
+        ('nostudy.jsonl', '{"member": "a", "C": 1e18, "final_eval_loss": 3.0}\n', 'no `study`'),
+        ('array.jsonl', '[1, 2, 3]', 'JSON object'),
+    ],
+)
+def test_unreadable_tables_are_refused_with_the_reason(tmp_path, name, text, message):
+  (tmp_path / name).write_text(text)
+  with pytest.raises(core.FitError, match=message):
+    fit_cli.run(str(tmp_path / name), 'all', str(tmp_path / 'out'), n_bootstrap=0)
+
+
+def test_a_json_array_of_rows_reads_like_json_lines(tmp_path):
+  rows = [r for r in synthetic.table() if r['study'] == 'dense_baseline']
+  (tmp_path / 'rows.json').write_text(json.dumps(rows))
+  report = fit_cli.run(
+      str(tmp_path / 'rows.json'), 'dense_baseline', str(tmp_path / 'o'), n_bootstrap=0
+  )
+  assert 'power' in report['studies']['dense_baseline']
+
+
+def test_a_loss_key_in_no_row_and_unknown_studies_are_named(tmp_path):
+  rows = synthetic.table()
+  path = write_rows(tmp_path / 'r.jsonl', rows + [dict(rows[0], study='granulrity', member='x')])
+  with pytest.raises(core.FitError, match='--loss=final_loss: no row has this column'):
+    fit_cli.run(path, 'all', str(tmp_path / 'out'), loss_key='final_loss', n_bootstrap=0)
+  report = fit_cli.run(path, 'dense_baseline', str(tmp_path / 'out'), n_bootstrap=0)
+  assert any("study 'granulrity'" in e['reason'] for e in report['excluded'])
+
+
+def test_rows_whose_covariates_cannot_enter_a_law_are_excluded(tmp_path):
+  rows = synthetic.table()
+  moe = [i for i, r in enumerate(rows) if r.get('n_experts')]
+  rows[moe[0]]['C'] = -5e19  # once reported as EL = -6.27 with an interval
+  rows[moe[1]]['G'] = 0.0
+  rows[moe[2]]['C'] = 'lots'
+  rows[moe[3]].pop('A')
+  conflicting = dict(rows[moe[4]], final_eval_loss=rows[moe[4]]['final_eval_loss'] + 0.1)
+  report = fit_cli.run(
+      write_rows(tmp_path / 'r.jsonl', rows + [conflicting]),
+      'activation_ratio',
+      str(tmp_path / 'out'),
+      n_bootstrap=0,
+  )
+  reasons = [e['reason'] for e in report['excluded']]
+  for word in ('C is -5e+19', 'G is 0.0', "C is 'lots'", 'A is None', 'with a different'):
+    assert any(word in r for r in reasons), (word, reasons)
+  assert all(p['EL'] > 0 for p in report['studies']['activation_ratio']['points'])
+
+
+def test_the_unified_law_needs_three_values_of_each_covariate():
+  points = [
+      dict(member=f'm{i}', A=a, G=2.0, C=c, EL=1 + a, extrapolated=False)
+      for i, (a, c) in enumerate([(x, y) for x in (0.1, 0.3, 1.0) for y in (1e18, 1e19, 1e20)])
+  ]
+  out = fit_cli.fit_el_laws(points, 'EL laws', n_bootstrap=0)
+  assert 'G: 1' in out['unified_el']['error'] and 'G_star' not in out['unified_el']
+
+
+def test_allocation_leaves_out_a_budget_without_a_minimum_and_survives_its_bootstrap():
+  rows = []
+  for budget in (1e18, 1e19, 1e20):
+    m_opt = laws.MOE_OPTIMAL_M(budget)
+    for f in (0.25, 0.5, 1.0, 2.0, 4.0):
+      rows.append(dict(budget=budget, M=m_opt * f, loss=2.0 + 0.05 * np.log(f) ** 2))
+  # A fourth budget whose loss only falls with M: its minimum is past the sizes tried.
+  rows += [dict(budget=1e21, M=m, loss=3.0 - 0.1 * np.log(m)) for m in (1e8, 2e8, 4e8)]
+  out = allocation.fit_allocation(rows, 'loss', n_bootstrap=200)  # draws repeat sizes
+  assert [s['budget'] for s in out['skipped_budgets']] == [1e21]
+  assert out['budgets'] == [1e18, 1e19, 1e20]
+  assert out['M_opt']['exponent'] == pytest.approx(0.5095, abs=1e-3)

@@ -56,3 +56,34 @@ def test_whole_files_leave_no_temporary_behind(tmp_path):
   w.close()
   assert json.loads((tmp_path / 'summary.json').read_text()) == {'a': 1}
   assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.jsonl', 'summary.json']
+
+
+class FlakyRemote:
+  """A gs:// object that refuses the first `failures` uploads, as during an outage."""
+
+  def __init__(self, failures):
+    self.failures, self.attempts, self.text = failures, 0, None
+
+  def __str__(self):
+    return 'gs://bucket/run/summary.json'
+
+  def write_text(self, text):
+    self.attempts += 1
+    if self.attempts <= self.failures:
+      raise OSError('503 Service Unavailable')
+    self.text = text
+
+
+def test_remote_writes_retry_through_an_outage_and_give_up_after_it(monkeypatch):
+  waits = []
+  monkeypatch.setattr(metrics_lib.time, 'sleep', waits.append)
+  outage = FlakyRemote(failures=3)
+  metrics_lib.write_whole(outage, '{"a": 1}', retry_seconds=(1, 2, 4, 8))
+  assert outage.text == '{"a": 1}' and outage.attempts == 4 and waits == [1, 2, 4]
+  longer = FlakyRemote(failures=10)
+  try:
+    metrics_lib.write_whole(longer, 'x', retry_seconds=(1, 2))
+    raise AssertionError('an outage longer than the retries must surface')
+  except OSError:
+    assert longer.attempts == 3 and longer.text is None
+  assert sum(metrics_lib.REMOTE_RETRY_SECONDS) >= 600  # the default rides out 10 minutes

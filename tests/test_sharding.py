@@ -309,3 +309,18 @@ def test_two_processes_train_on_one_eight_device_mesh(tmp_path):
   losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
   np.testing.assert_allclose(losses(tmp_path / 'multi'), losses(single), rtol=2e-5)
   assert sorted(p.name for p in (tmp_path / 'multi' / 'checkpoints').iterdir())[-1] == '6'
+
+
+def test_a_parameter_without_logical_axes_is_an_error_naming_it():
+  from ling_jax import sharding  # pylint: disable=import-outside-toplevel
+
+  assert sharding.logical_axes(('layers', 'ffn', 'wi_gate'), 4) == (
+      'layers',
+      'exp',
+      'embed',
+      'exp_mlp',
+  )
+  with pytest.raises(ValueError, match='ffn/new_weight: a 2-dimensional parameter with no'):
+    sharding.logical_axes(('layers', 'ffn', 'new_weight'), 2)
+  with pytest.raises(ValueError, match='attn/q/kernel: 4 dimensions'):
+    sharding.logical_axes(('attn', 'q', 'kernel'), 4)

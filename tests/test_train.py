@@ -238,3 +238,16 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_res
   assert len(kept) == 1  # moved aside for a post-mortem, not deleted
   # Steps 6-10 were trained again from step 5: the records of every step are the straight run's.
   np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))
+
+
+def test_object_store_metrics_are_flushed_before_every_checkpoint(tmp_path, monkeypatch):
+  """On gs:// lines wait for a chunk of `flush_every`; a crash after a checkpoint must not take
+  the metrics of the steps that checkpoint holds with it."""
+  monkeypatch.setattr(metrics_lib, 'is_remote', lambda path: True)  # chunked, as on gs://
+  c = smoke(steps=12, train=dict(checkpoint_every=5), metrics=dict(flush_every=1000))
+  train_lib.train(c, str(tmp_path), stop_at_step=10)  # as if killed right after step 10
+  chunks = sorted((tmp_path / metrics_lib.CHUNK_DIR).iterdir())
+  assert len(chunks) >= 2  # one at each checkpoint, not one at the end
+  assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path)) if r['kind'] == 'train'] == [
+      *range(1, 11)
+  ]
