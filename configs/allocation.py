@@ -9,7 +9,9 @@ backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rat
 the hyperparameter law. `paper` (default): budgets 1e18 .. 1e20 FLOPs, M_target from Table 1,
 Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): budgets 3e11 ..
 1e13 FLOPs (1.5 decades), M_target from Table 1 and a wider span (1/8 .. 4: byte-level optima
-need not follow the BPE law), learning rate and batch from the local hyperparameter law.
+need not follow the BPE law), learning rate and batch from the local hyperparameter law; a size
+whose D = C / M would pass one epoch of the train split (common.LOCAL_TRAIN_TOKENS) is left out
+(the two smallest at 1e13).
 `smoke`: 1 budget, 3 sizes. The paper fitted M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905
 for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578 for dense: compute-optimal MoE models are smaller
 and see more data.
@@ -49,6 +51,8 @@ def get_sweep(arg=None):
         if key in chosen:  # the ladder is discrete: two targets may pick one backbone
           continue
         chosen.add(key)
+        if scale == 'local' and d.tokens > common.LOCAL_TRAIN_TOKENS:
+          continue  # more than one epoch of the corpus
         members.append(
             common.design_member(
                 f'{kind}_C{budget:.2g}_M{d.M:.2e}',

@@ -99,6 +99,10 @@ def smoke_training(c):
 #    sequences, the same for every member.
 
 LOCAL_MIN_STEPS = 1000
+# Bytes (tokens) in the train split of the stdlib corpus at eval_fraction 0.15 under Python 3.11
+# (tests/test_protocol.py reads the corpus and checks it). No local member trains on more: a run
+# past one epoch would measure repetition, not its budget.
+LOCAL_TRAIN_TOKENS = 25_255_230
 # The fixed held-out set: 32,768 sequences (4,194,304 bytes). The per-sequence standard deviation
 # is about 0.2-0.3 x the loss and grows, relative to it, as the loss falls: with 16,384 sequences
 # the standard error rose from 0.14% of the loss at 2.3 to 0.19% at 1.6. 32,768 keep it near

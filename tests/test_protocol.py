@@ -207,3 +207,20 @@ def test_demo_el_table_lists_every_run_and_the_a_equals_1_check():
   assert lines[1].startswith('g0_E2') and '0.98  [0.90, 1.10]' in lines[1]
   assert lines[2].startswith('g0_E32') and 'not fitted' in lines[2]
   assert lines[3].endswith('interval contains 1: yes')
+
+
+@pytest.mark.parametrize('name', STUDIES)
+def test_no_local_member_trains_past_one_epoch(name):
+  _, validated = members_of(name)
+  for member, c, arch in validated:
+    tokens = config_lib.num_steps(c, arch) * c.train.batch_size * c.train.seq_len
+    assert tokens <= common.LOCAL_TRAIN_TOKENS, (member.name, tokens)
+
+
+def test_the_train_split_holds_the_tokens_the_protocol_counts_on():
+  base, _ = members_of('dense_baseline')
+  train, _, fingerprint = data_lib.stdlib_corpus(base.data.eval_fraction)
+  if fingerprint.startswith('stdlib-py3.11-'):
+    assert len(train) == common.LOCAL_TRAIN_TOKENS
+  else:  # another Python's standard library: the constant must not promise more than it holds
+    assert len(train) >= common.LOCAL_TRAIN_TOKENS, (fingerprint, len(train))
