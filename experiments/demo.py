@@ -92,7 +92,10 @@ def main(argv):
   print(el_table(report))
   figures = sorted(f for f in os.listdir(out) if f.endswith('.png'))
   print(f'Figures: {", ".join(os.path.join(out, f) for f in figures)}')
-  print('The full replication (six studies, about 12 hours on 2 cores): docs/replication.md')
+  print(
+      "The full replication, six studies in the paper's order (hours each on two cores): "
+      'docs/replication.md'
+  )
 
 
 if __name__ == '__main__':  # flags defined here: el_table is imported by tests
