@@ -283,6 +283,13 @@ def local_group(index: int, budget: float) -> Group:
   )
   lr, batch = local_hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
+  return _design_group(index, d, lr.value, sequences, local_provisional())
+
+
+def _design_group(
+    index: int, d: design_lib.Design, lr: float, sequences: int, provisional: str = ''
+) -> Group:
+  """A group with the backbone of design `d` at its budget."""
   f = d.model
   return Group(
       index,
@@ -290,10 +297,10 @@ def local_group(index: int, budget: float) -> Group:
       f['d_model'],
       f['n_heads'],
       f['n_kv_heads'],
-      budget,
-      lr.value,
+      d.compute_budget,
+      lr,
       sequences,
-      local_provisional(),
+      provisional,
   )
 
 
@@ -303,10 +310,7 @@ def demo_group(index: int, budget: float) -> Group:
       budget, BASELINE_MOE, m_target=laws.MOE_OPTIMAL_M(budget), **local_design_options()
   )
   lr, sequences = demo_hyperparameters(budget, 'moe')
-  f = d.model
-  return Group(
-      index, f['n_layers'], f['d_model'], f['n_heads'], f['n_kv_heads'], budget, lr, sequences
-  )
+  return _design_group(index, d, lr, sequences)
 
 
 def local_provisional(needs=('hparams', 'allocation')) -> str:

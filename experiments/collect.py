@@ -33,12 +33,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
 
 
-COLUMNS = [
-    'study',
-    'member',
-    'group',
-    'status',
-    'budget',
+MODEL_FIELDS = [
     'n_layers',
     'd_model',
     'n_heads',
@@ -49,6 +44,14 @@ COLUMNS = [
     'top_k',
     'n_shared',
     'd_expert',
+]
+COLUMNS = [
+    'study',
+    'member',
+    'group',
+    'status',
+    'budget',
+    *MODEL_FIELDS,
     'N',
     'N_a',
     'M',
@@ -73,18 +76,6 @@ COLUMNS = [
     'steps',
     'data_fingerprint',
     'reason',
-]
-MODEL_FIELDS = [
-    'n_layers',
-    'd_model',
-    'n_heads',
-    'n_kv_heads',
-    'd_ffn',
-    'num_dense_layers',
-    'n_experts',
-    'top_k',
-    'n_shared',
-    'd_expert',
 ]
 
 

@@ -20,3 +20,11 @@ def show_progress() -> None:
   handler.setFormatter(std_logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
   progress.addHandler(handler)
   progress.propagate = False
+
+
+def exit_preempted(what: str) -> None:
+  """Ends the process after a preemption checkpointed `what`, with the status sweeps retry on."""
+  from ling_jax import preemption  # pylint: disable=import-outside-toplevel  # JAX: only now
+
+  print(f'preempted: {what} checkpointed; rerun the same command to resume.')
+  sys.exit(preemption.PREEMPTED_EXIT_CODE)

@@ -34,15 +34,14 @@ STUDIES = ('dense_baseline', 'activation_ratio')
 
 def train_studies(workdir: str) -> None:
   from experiments import sweep  # pylint: disable=import-outside-toplevel
-  from ling_jax import preemption  # pylint: disable=import-outside-toplevel
 
   for study in STUDIES:
     module = importlib.import_module(f'configs.{study}')
     base, members = module.get_config('demo'), module.get_sweep('demo')
     outcome = sweep.run(base, members, workdir)
-    if 'preempted' in outcome.values():
-      print('preempted: rerun the same command to resume.')
-      sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    preempted = [m for m, s in outcome.items() if s == 'preempted']
+    if preempted:
+      console.exit_preempted(f'{study}/{preempted[0]}')
     failed = [m for m, s in outcome.items() if s == 'failed']
     if failed:
       sys.exit(

@@ -38,19 +38,12 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the r
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 
 
-def _exit_preempted(what: str):
-  from ling_jax import preemption  # pylint: disable=import-outside-toplevel
-
-  print(f'preempted: {what} checkpointed; rerun the same command to resume.')
-  sys.exit(preemption.PREEMPTED_EXIT_CODE)
-
-
 def _run_one(config, workdir):
   from ling_jax import train  # pylint: disable=import-outside-toplevel
 
   summary = train.train(config, workdir)
   if summary['status'] == 'preempted':
-    _exit_preempted(f"step {summary['final_step']}")
+    console.exit_preempted(f"step {summary['final_step']}")
   number = lambda key, spec: 'n/a' if summary.get(key) is None else format(summary[key], spec)
   print(
       f"{summary['status']}: {summary['final_step']} steps, final train loss "
@@ -102,7 +95,7 @@ def main(argv):
     sys.exit(f'Invalid config: {error}')
   preempted = [m for m, s in outcome.items() if s == 'preempted']
   if preempted:
-    _exit_preempted(f'{config.name}/{preempted[0]}')
+    console.exit_preempted(f'{config.name}/{preempted[0]}')
   counts = {s: list(outcome.values()).count(s) for s in sorted(set(outcome.values()))}
   print(
       f'{config.name}: {counts} in {os.path.join(_WORKDIR.value, config.name)}; gather with '

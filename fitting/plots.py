@@ -10,6 +10,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from fitting import laws
+
 
 def _save(fig, path):
   fig.tight_layout()
@@ -145,13 +147,10 @@ def hyperparameter_bands(rows, near, law_fits, path):
     ax.scatter([r['C'] for r in rows], [r[key] for r in rows], s=8, color='0.7', label='all runs')
     ax.scatter([r['C'] for r in near], [r[key] for r in near], s=14, label='within 0.25% of best')
     grid = np.geomspace(min(r['C'] for r in rows) / 2, max(r['C'] for r in rows) * 4, 50)
+    law = laws.log_linear(f'{key}_law', ['C'], key)  # the form fitting.hparams fits
     k, e = fit.params['log_coefficient'], fit.params['exponent_C']
-    line = ax.plot(grid, np.exp(k) * grid**e, label=f'{np.exp(k):.3g} C^{e:.3f}')
-    draws = getattr(fit, 'draws', None)
-    if draws is not None and len(draws):
-      curves = np.exp(draws[:, :1] + draws[:, 1:2] * np.log(grid)[None, :])
-      lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
-      ax.fill_between(grid, lo, hi, color=line[0].get_color(), alpha=0.2, lw=0, label='95% band')
+    line = ax.plot(grid, law.predict(fit.theta, dict(C=grid)), label=f'{np.exp(k):.3g} C^{e:.3f}')
+    _band(ax, law, fit, 'C', grid, line[0].get_color())
     ax.set(xscale='log', yscale='log', xlabel='C (FLOPs)', ylabel=key)
     ax.legend(fontsize=7)
   return _save(fig, path)

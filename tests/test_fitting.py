@@ -511,45 +511,34 @@ def test_either_activation_definition_enters_the_fit(tmp_path):
     fit_cli.run(path, 'activation_ratio', str(tmp_path / 'o'), activation='total')
 
 
+def predict_cli(coefficients):
+  """`python -m fitting.predict` at the paper's validation point with these coefficients."""
+  return subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'fitting.predict',
+          '--A',
+          '0.031',
+          '--G',
+          '12',
+          '--C',
+          '1e22',
+          f'--coefficients={coefficients}',
+      ],
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
+
+
 def test_predict_reads_a_report_written_by_fit(tmp_path):
   path = write_rows(tmp_path / 'results.jsonl', synthetic.table())
   fit_cli.run(path, 'all', str(tmp_path / 'fits'), n_bootstrap=5)
-  result = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'fitting.predict',
-          '--A',
-          '0.031',
-          '--G',
-          '12',
-          '--C',
-          '1e22',
-          f'--coefficients={tmp_path}/fits/report.json',
-      ],
-      capture_output=True,
-      text=True,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-  )
+  result = predict_cli(f'{tmp_path}/fits/report.json')
   assert result.returncode == 0, result.stderr
   assert 'EL(A=0.031, G=12' in result.stdout and 'report.json' in result.stdout
-  bad = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'fitting.predict',
-          '--A',
-          '0.031',
-          '--G',
-          '12',
-          '--C',
-          '1e22',
-          f'--coefficients={tmp_path}/results.jsonl',
-      ],
-      capture_output=True,
-      text=True,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-  )
+  bad = predict_cli(f'{tmp_path}/results.jsonl')
   assert bad.returncode != 0 and '--coefficients' in bad.stderr
 
 
