@@ -240,6 +240,76 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_res
   np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))
 
 
+def _state_files(step_dir):
+  return sorted(p for p in (step_dir / 'state').rglob('*') if p.is_file() and p.stat().st_size)
+
+
+def test_a_checkpoint_whose_values_changed_after_the_save_is_moved_aside(tmp_path, caplog):
+  """Well-formed files holding other values (what orbax cannot see) fail the saved fingerprint."""
+  import orbax.checkpoint as ocp
+
+  c = smoke(steps=15, train=dict(checkpoint_every=5, keep_checkpoints=3))
+  train_lib.train(c, str(tmp_path / 'straight'))
+  cut = tmp_path / 'cut'
+  train_lib.train(c, str(cut), stop_at_step=10)
+  state_dir = cut / 'checkpoints' / '10' / 'state'
+  with ocp.StandardCheckpointer() as io:
+    values = jax.tree.map(np.array, io.restore(state_dir))
+    leaf = values['params']['embed']['embedding']
+    leaf.flat[0] = np.nextafter(leaf.flat[0], np.float32(np.inf))  # one bit of one weight
+    io.save(tmp_path / 'changed', values)
+  import shutil
+
+  shutil.rmtree(state_dir)
+  shutil.copytree(tmp_path / 'changed', state_dir)
+  resumed = train_lib.train(c, str(cut))
+  assert resumed['status'] == 'finished'
+  assert any(
+      'fingerprint' in r.getMessage() and 'step 10' in r.getMessage() for r in caplog.records
+  )
+  assert [p.name for p in (cut / 'checkpoints').iterdir() if p.name.startswith('10.unreadable-')]
+  np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))
+
+
+def test_flipped_bytes_never_restore_a_different_state(tmp_path):
+  """Bytes flipped anywhere in the arrays' files: the step restores bit-identical, or is refused."""
+  import shutil
+
+  from ling_jax import checkpoint as checkpoint_lib
+
+  c = smoke(steps=10, train=dict(checkpoint_every=5, keep_checkpoints=3))
+  train_lib.train(c, str(tmp_path / 'run'))
+  pristine = tmp_path / 'run' / 'checkpoints'
+  program, dataset = train_lib.Program.build(c), data_lib.Dataset(c)
+
+  def restore_latest(directory):
+    ckpt = checkpoint_lib.Checkpointer(str(directory), 3, False)
+    try:
+      return ckpt.restore_latest(program.init_state(), dataset.train_iterator())
+    finally:
+      ckpt.close()
+
+  step, reference, _ = restore_latest(pristine)
+  assert step == 10
+  biggest = max(_state_files(pristine / '10'), key=lambda p: p.stat().st_size)
+  size = biggest.stat().st_size
+  outcomes = []
+  for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
+    trial = tmp_path / f'flip{fraction}'
+    shutil.copytree(pristine, trial)
+    target = trial / biggest.relative_to(pristine)
+    data = bytearray(target.read_bytes())
+    at = int(fraction * size)
+    data[at : at + 64] = bytes(b ^ 0xFF for b in data[at : at + 64])
+    target.write_bytes(bytes(data))
+    step, state, _ = restore_latest(trial)
+    if step == 10:  # accepted: must be exactly what was saved
+      for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    outcomes.append(step)
+  assert set(outcomes) <= {5, 10} and 5 in outcomes  # the corruption is seen, not restored
+
+
 def test_object_store_metrics_are_flushed_before_every_checkpoint(tmp_path, monkeypatch):
   """On gs:// lines wait for a chunk of `flush_every`; a crash after a checkpoint must not take
   the metrics of the steps that checkpoint holds with it."""
