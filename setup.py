@@ -29,7 +29,14 @@ setuptools.setup(
         'matplotlib>=3.8',  # the fits' figures
     ],
     extras_require={
-        'test': ['pytest>=8', 'tensorboardX>=2.6', 'ipython', 'tokamax>=0.0.12'],
+        'test': [
+            'pytest>=8',
+            'tensorboardX>=2.6',
+            'ipython',
+            'tokamax>=0.0.12',
+            'gcsfs>=2025.1',  # tests/test_gcs.py: runs and fits on a local GCS emulator
+            'gcp-storage-emulator>=2024.8',
+        ],
         'gcs': ['gcsfs>=2025.1'],
         'tensorboard': ['tensorboardX>=2.6'],
         'lint': ['pyink==26.5.1', 'ruff==0.17.6'],  # what .ci/run checks

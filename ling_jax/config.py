@@ -14,6 +14,7 @@ import ml_collections
 
 from ling_jax import flops
 from ling_jax import grouped_matmul
+from ling_jax import metrics as metrics_lib
 
 
 class ConfigError(ValueError):
@@ -165,6 +166,9 @@ def base_config() -> ml_collections.ConfigDict:
       dict(
           tensorboard=False,
           flush_every=10,  # records per chunk file on remote (gs://) workdirs
+          # Seconds a gs:// metrics or summary write is retried through an outage (doubling
+          # waits from 1 s, at most 128 s apart) before the error stops the run.
+          remote_retry_s=metrics_lib.REMOTE_RETRY_DEADLINE_S,
           peak_flops_per_device=0.0,  # for MFU; 0 looks it up from the device kind
       )
   )
@@ -483,6 +487,21 @@ def _validate_train(config, arch: flops.Architecture) -> None:
   )
 
 
+def _validate_metrics(config) -> None:
+  m = config.metrics
+  _positive_int(m.flush_every, 'metrics.flush_every')
+  _require(
+      _finite(m.remote_retry_s) and m.remote_retry_s >= 0,
+      f'config.metrics.remote_retry_s={m.remote_retry_s!r}: must be a number of seconds >= 0 '
+      '(0: no retries; default 600).',
+  )
+  _require(
+      _finite(m.peak_flops_per_device) and m.peak_flops_per_device >= 0,
+      f'config.metrics.peak_flops_per_device={m.peak_flops_per_device!r}: must be FLOP/s >= 0 '
+      '(0 looks it up from the device kind).',
+  )
+
+
 def validate(config) -> flops.Architecture:
   """Checks the whole config; returns its architecture, or raises one ConfigError."""
   _validate_choices(config)
@@ -491,6 +510,7 @@ def validate(config) -> flops.Architecture:
   arch = architecture(config)
   _validate_data(config)
   _validate_train(config, arch)
+  _validate_metrics(config)
   return arch
 
 

@@ -74,30 +74,38 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-# Remote writes ride out an object store's outage: retries with doubling waits, about 10
-# minutes in all, before the error reaches the run (whose checkpoint then decides what is lost).
-REMOTE_RETRY_SECONDS = (1, 2, 4, 8, 16, 32, 64, 128, 128, 128, 128)
+# Remote writes ride out an object store's outage: attempts with doubling waits between them
+# (1 s, 2 s, ... at most 128 s) until an attempt fails 10 minutes (config.metrics.remote_retry_s)
+# after the first began; then the error reaches the run, whose checkpoint decides what is lost.
+# gcsfs retries each attempt itself for about 20 s, so an outage shorter than that never shows.
+REMOTE_RETRY_DEADLINE_S = 600.0
+_LONGEST_WAIT_S = 128.0
 
 
-def write_whole(path: epath.Path, text: str, retry_seconds=REMOTE_RETRY_SECONDS) -> None:
+def write_whole(path: epath.Path, text: str, deadline_s: float = REMOTE_RETRY_DEADLINE_S) -> None:
   """Writes a complete file or nothing (rename locally; single-object upload remotely, retried
-  through outages)."""
+  through outages of up to `deadline_s` seconds)."""
   if is_remote(path):
-    for wait in (*retry_seconds, None):
+    start, wait = time.monotonic(), 1.0
+    while True:
       try:
         path.write_text(text)
         return
       except Exception as error:  # pylint: disable=broad-except  # gcsfs raises many kinds
-        if wait is None:
+        left = deadline_s - (time.monotonic() - start)
+        if left <= 0:
           raise
+        wait = min(wait, _LONGEST_WAIT_S, left)
         log.warning(
-            'writing %s failed (%s: %s); retrying in %d s',
+            'writing %s failed (%s: %s); retrying in %.3g s (%.0f s left before giving up)',
             path,
             type(error).__name__,
             str(error)[:200],
             wait,
+            left,
         )
         time.sleep(wait)
+        wait *= 2
   tmp = path.parent / f'.{path.name}.tmp-{os.getpid()}'
   with open(tmp, 'w') as f:
     f.write(text)
@@ -113,9 +121,15 @@ class MetricWriter:
   """
 
   def __init__(
-      self, workdir: str, tensorboard: bool = False, flush_every: int = 10, active: bool = True
+      self,
+      workdir: str,
+      tensorboard: bool = False,
+      flush_every: int = 10,
+      active: bool = True,
+      retry_deadline_s: float = REMOTE_RETRY_DEADLINE_S,
   ):
     self.active = active
+    self.retry_deadline_s = retry_deadline_s
     self.workdir = epath.Path(workdir)
     self.remote = is_remote(workdir)
     self.flush_every = flush_every
@@ -161,12 +175,14 @@ class MetricWriter:
       return
     first = json.loads(self._buffer[0]).get('step', 0)
     name = f'{time.time_ns():020d}-step{first:09d}.jsonl'
-    write_whole(self.workdir / CHUNK_DIR / name, '\n'.join(self._buffer) + '\n')
+    text = '\n'.join(self._buffer) + '\n'
+    write_whole(self.workdir / CHUNK_DIR / name, text, self.retry_deadline_s)
     self._buffer = []
 
   def write_json(self, name: str, payload: dict[str, Any]) -> None:
     if self.active:
-      write_whole(self.workdir / name, json.dumps(_jsonable(payload), indent=2, sort_keys=True))
+      text = json.dumps(_jsonable(payload), indent=2, sort_keys=True)
+      write_whole(self.workdir / name, text, self.retry_deadline_s)
 
   def close(self) -> None:
     self.flush()

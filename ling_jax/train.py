@@ -280,6 +280,7 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
       config.metrics.tensorboard,
       config.metrics.flush_every,
       active=jax.process_index() == 0,
+      retry_deadline_s=config.metrics.remote_retry_s,
   )
   writer.write_json(metrics_lib.CONFIG_FILE, config.to_dict())
   ckpt = checkpoint_lib.Checkpointer(

@@ -134,6 +134,10 @@ def test_local_moe_and_dense_are_iso_flop():
         ('model', 'init_std', 0.0),
         ('moe', 'routed_scaling', -2.5),
         ('moe', 'bias_update_rate', float('inf')),
+        ('metrics', 'flush_every', 0),
+        ('metrics', 'remote_retry_s', -1.0),
+        ('metrics', 'remote_retry_s', float('inf')),
+        ('metrics', 'peak_flops_per_device', float('nan')),
     ],
 )
 def test_numbers_that_trained_silently_or_crashed_later_are_refused(section, field, value):

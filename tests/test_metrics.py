@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ling_jax import metrics as metrics_lib
 
 
@@ -74,16 +76,36 @@ class FlakyRemote:
     self.text = text
 
 
-def test_remote_writes_retry_through_an_outage_and_give_up_after_it(monkeypatch):
-  waits = []
-  monkeypatch.setattr(metrics_lib.time, 'sleep', waits.append)
+class FakeClock:
+  """time.monotonic and time.sleep of a process whose only passing time is its sleeps."""
+
+  def __init__(self):
+    self.now, self.waits = 0.0, []
+
+  def monotonic(self):
+    return self.now
+
+  def sleep(self, seconds):
+    self.waits.append(seconds)
+    self.now += seconds
+
+
+def test_remote_writes_retry_through_an_outage_and_give_up_after_the_deadline(monkeypatch):
+  clock = FakeClock()
+  monkeypatch.setattr(metrics_lib, 'time', clock)
   outage = FlakyRemote(failures=3)
-  metrics_lib.write_whole(outage, '{"a": 1}', retry_seconds=(1, 2, 4, 8))
-  assert outage.text == '{"a": 1}' and outage.attempts == 4 and waits == [1, 2, 4]
-  longer = FlakyRemote(failures=10)
-  try:
-    metrics_lib.write_whole(longer, 'x', retry_seconds=(1, 2))
-    raise AssertionError('an outage longer than the retries must surface')
-  except OSError:
-    assert longer.attempts == 3 and longer.text is None
-  assert sum(metrics_lib.REMOTE_RETRY_SECONDS) >= 600  # the default rides out 10 minutes
+  metrics_lib.write_whole(outage, '{"a": 1}', deadline_s=15)
+  assert outage.text == '{"a": 1}' and outage.attempts == 4 and clock.waits == [1, 2, 4]
+  clock.waits.clear()
+  longer = FlakyRemote(failures=100)
+  with pytest.raises(OSError):  # an outage longer than the deadline surfaces
+    metrics_lib.write_whole(longer, 'x', deadline_s=5)
+  assert longer.text is None and clock.waits == [1, 2, 2] and longer.attempts == 4
+
+
+def test_the_default_deadline_rides_out_ten_minutes_of_outage(monkeypatch):
+  clock = FakeClock()
+  monkeypatch.setattr(metrics_lib, 'time', clock)
+  with pytest.raises(OSError):
+    metrics_lib.write_whole(FlakyRemote(failures=10**6), 'x')
+  assert sum(clock.waits) == 600 and max(clock.waits) == 128 and clock.waits[:4] == [1, 2, 4, 8]
