@@ -95,7 +95,7 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
 
 
 def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
-  report = {}
+  report = dict(budgets=sorted({float(r['budget']) for r in rows}))
   for kind in ('moe', 'dense'):
     members = [
         dict(r, batch_tokens=r['batch_size'] * r['seq_len'])

@@ -1,0 +1,78 @@
+"""docs/replication.md reports what the committed results give: refit, re-rendered, compared.
+
+No JAX: this refits the committed results tables with the committed fits' settings.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fitting import fit as fit_cli
+from fitting import laws
+from fitting import replication
+
+STUDIES = sorted(replication.committed_reports())
+
+
+@pytest.mark.parametrize('study', STUDIES)
+def test_a_refit_of_the_committed_results_gives_the_committed_report(study, tmp_path):
+  committed = replication.committed_reports()[study]
+  results = os.path.join(replication.RESULTS_DIR, study, 'results.csv')
+  refit = fit_cli.run(
+      os.path.relpath(results, replication.ROOT),
+      study,
+      str(tmp_path),
+      n_bootstrap=replication.N_BOOTSTRAP,
+  )
+  assert json.loads(json.dumps(refit, default=float)) == committed
+
+
+def test_the_documented_findings_are_the_committed_reports():
+  assert replication.documented_table() == replication.table(
+      replication.committed_reports()
+  ), 'docs/replication.md is stale: run python -m fitting.replication --write'
+
+
+def test_every_finding_has_a_row_and_pending_rows_name_their_study():
+  table = replication.table({})
+  body = table.splitlines()[3:-1]
+  assert len(body) == len(replication.FINDINGS)
+  assert all(line.endswith(f'| {replication.PENDING} |') for line in body)
+
+
+@pytest.mark.parametrize(
+    'paper,bounds,verdict',
+    [
+        (-0.1529, (-0.3, -0.1), replication.REPRODUCED),
+        (-0.1529, (-0.05, 0.02), replication.DIFFERS),  # excluded by a narrow interval
+        (-0.1529, (0.1, 0.9), replication.INCONCLUSIVE),  # excluded, but wider than the value
+        (0.5, None, replication.INCONCLUSIVE),
+    ],
+)
+def test_the_verdict_rule(paper, bounds, verdict):
+  assert replication.interval_verdict(paper, bounds) == verdict
+
+
+def test_an_hparams_report_renders_the_paper_numbers_beside_ours():
+  law = dict(
+      params=dict(log_coefficient=0.0, exponent_C=-0.2),
+      intervals=dict(exponent_C=[-0.25, -0.12]),
+  )
+  moe = dict(learning_rate=law, batch_tokens=law, n_near_optimal=9, n_groups=3)
+  report = dict(studies=dict(hparams=dict(budgets=[1e11, 1e12], moe=moe)))
+  first = replication.rows(dict(hparams=report))[0]
+  assert first.paper == f'b = {laws.MOE_LEARNING_RATE.exponent:.4f}'
+  assert first.ours.startswith('b = -0.200 [-0.250, -0.120]')
+  assert first.verdict == replication.REPRODUCED
+
+
+def test_the_module_runs_without_jax():
+  code = (
+      'import sys, fitting.replication as r; r.table(r.committed_reports()); '
+      'print("jax" in sys.modules)'
+  )
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == 'False'
