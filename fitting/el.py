@@ -166,15 +166,26 @@ def el_bootstrap(
     seed=0,
     cost_key='C',
     activation_definition='stated',
+    stderr_key='eval_loss_stderr',
 ):
-  """Per-run EL points with 95% intervals from a run-level bootstrap of the dense frontier."""
+  """Per-run EL points with 95% intervals. Each draw refits the dense frontier to a run-level
+  resample of the dense runs and moves each MoE run's loss by a normal draw of its own standard
+  error (`stderr_key`, the eval set's sampling error; 0 where a row has none), so an interval
+  holds the frontier's uncertainty and the run's measurement noise. Seed-to-seed training
+  variation is in neither unless the runs repeat seeds."""
   cost, loss, _ = frontier_points(dense_rows, loss_key, cost_key)
   law, result = fit_frontier(cost, loss, form, what='dense frontier')
   points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key, activation_definition)
+  stderr = np.array([float(row.get(stderr_key) or 0.0) for row in moe_rows])
+  for p, s in zip(points, stderr):
+    p['loss_stderr'] = float(s)
+  run_loss = np.array([p['loss'] for p in points], float)
+  run_cost = np.array([p['C'] for p in points], float)
   rng = np.random.default_rng(seed)
   draws = []
   for _ in range(n):
     dense_sample = [dense_rows[i] for i in rng.integers(0, len(dense_rows), len(dense_rows))]
+    noisy_loss = run_loss + stderr * rng.normal(size=len(points))
     c, l, _ = frontier_points(dense_sample, loss_key, cost_key)
     if len(c) < len(law.params) + 1:
       continue
@@ -182,7 +193,7 @@ def el_bootstrap(
       refit = core.fit(law, dict(C=c), l, starts=[result.theta])
     except core.FitError:
       continue
-    draws.append([float(invert_frontier(law, refit.theta, p['loss'])) / p['C'] for p in points])
+    draws.append(invert_frontier(law, refit.theta, noisy_loss) / run_cost)
   draws = np.array(draws)
   for i, p in enumerate(points):
     if len(draws):

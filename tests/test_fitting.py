@@ -220,6 +220,27 @@ def test_frontier_with_floor_recovery():
     assert lo < true < hi, name
 
 
+def test_per_run_el_intervals_carry_the_run_own_eval_error():
+  """On an exact dense frontier L = 20 C^-0.05 only the MoE run's standard error s widens the
+  interval: ln EL = -ln(L / 20) / 0.05 - ln C moves by s / (0.05 L) per unit of loss noise."""
+  C = np.array([1e12, 3e12, 1e13, 3e13, 1e14, 3e14])
+  dense = [
+      dict(study='dense_baseline', member=f'd{i}', C=c, loss=float(synthetic.power_dense(c)))
+      for i, c in enumerate(C)
+  ]
+  loss = float(synthetic.power_dense(1.5e13))
+  moe = [
+      dict(study='activation_ratio', member='quiet', C=1e13, loss=loss),
+      dict(study='activation_ratio', member='noisy', C=1e13, loss=loss, eval_loss_stderr=0.002),
+  ]
+  _, _, (quiet, noisy) = el_lib.el_bootstrap(dense, moe, 'loss', n=4000)
+  assert quiet['EL'] == pytest.approx(1.5, rel=1e-6) and noisy['loss_stderr'] == 0.002
+  assert np.log(quiet['EL_interval'][1] / quiet['EL_interval'][0]) < 1e-6
+  half_width = 1.96 * 0.002 / (0.05 * loss)
+  lo, hi = np.log(np.array(noisy['EL_interval']) / noisy['EL'])
+  assert -lo == pytest.approx(half_width, rel=0.06) and hi == pytest.approx(half_width, rel=0.06)
+
+
 def test_unified_law_recovery_from_runs_on_tables_7_and_8():
   report = fit_cli.fit_el_laws(
       el_lib.el_bootstrap(
