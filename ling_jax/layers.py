@@ -11,13 +11,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs) -> nnx.Linear:
+def annotated(init, *axes):
+  """`init` whose parameter carries logical axis names (flax's `out_sharding` metadata), which
+  config.sharding_rules maps to mesh axes; placed by jit's out_shardings, not at creation."""
+  return nnx.with_partitioning(init, axes, eager_sharding=False)
+
+
+def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs, axes: tuple[str, str]) -> nnx.Linear:
   return nnx.Linear(
       d_in,
       d_out,
       use_bias=False,
       rngs=rngs,
-      kernel_init=nnx.initializers.normal(cfg.init_std),
+      kernel_init=annotated(nnx.initializers.normal(cfg.init_std), *axes),
       dtype=jnp.dtype(cfg.compute_dtype),
       param_dtype=jnp.dtype(cfg.param_dtype),
   )
@@ -28,6 +34,7 @@ def rms_norm(dim: int, cfg, rngs: nnx.Rngs) -> nnx.RMSNorm:
       dim,
       epsilon=cfg.norm_eps,
       rngs=rngs,
+      scale_init=annotated(nnx.initializers.ones, None),
       dtype=jnp.dtype(cfg.compute_dtype),
       param_dtype=jnp.dtype(cfg.param_dtype),
   )
@@ -37,9 +44,9 @@ class SwiGLU(nnx.Module):
   """silu(x W_gate) * (x W_up) W_out: the FFN of dense layers and of shared experts."""
 
   def __init__(self, d_model: int, width: int, cfg, *, rngs: nnx.Rngs):
-    self.gate = linear(d_model, width, cfg, rngs)
-    self.up = linear(d_model, width, cfg, rngs)
-    self.out = linear(width, d_model, cfg, rngs)
+    self.gate = linear(d_model, width, cfg, rngs, ('embed', 'mlp'))
+    self.up = linear(d_model, width, cfg, rngs, ('embed', 'mlp'))
+    self.out = linear(width, d_model, cfg, rngs, ('mlp', 'embed'))
 
   def __call__(self, x_BxLxD):
     # Matmuls on 2-D [tokens, features]: XLA:CPU runs the 3-D backward passes 1.5-2x slower.
@@ -73,10 +80,10 @@ class Attention(nnx.Module):
     self.rotated_dims = int(self.head_dim * cfg.rope_fraction)
     self.impl = cfg.attention_impl or None
     D, H = cfg.d_model, self.head_dim
-    self.q = linear(D, self.n_heads * H, cfg, rngs)
-    self.k = linear(D, self.n_kv_heads * H, cfg, rngs)
-    self.v = linear(D, self.n_kv_heads * H, cfg, rngs)
-    self.o = linear(self.n_heads * H, D, cfg, rngs)
+    self.q = linear(D, self.n_heads * H, cfg, rngs, ('embed', 'heads'))
+    self.k = linear(D, self.n_kv_heads * H, cfg, rngs, ('embed', 'heads'))
+    self.v = linear(D, self.n_kv_heads * H, cfg, rngs, ('embed', 'heads'))
+    self.o = linear(self.n_heads * H, D, cfg, rngs, ('heads', 'embed'))
     self.q_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
     self.k_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
 

@@ -53,7 +53,7 @@ class Block(nnx.Module):
 
 def _stack(n: int, make, rngs: nnx.Rngs):
   @nnx.split_rngs(splits=n)
-  @nnx.vmap(in_axes=(0,), out_axes=0)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
   def make_stacked(rngs):
     return make(rngs)
 
@@ -72,7 +72,7 @@ class Transformer(nnx.Module):
         m.vocab_size,
         m.d_model,
         rngs=rngs,
-        embedding_init=nnx.initializers.normal(m.init_std),
+        embedding_init=layers.annotated(nnx.initializers.normal(m.init_std), 'vocab', 'embed'),
         param_dtype=jnp.dtype(m.param_dtype),
         dtype=self.compute_dtype,
     )
@@ -95,7 +95,9 @@ class Transformer(nnx.Module):
     )
     self.final_norm = layers.rms_norm(m.d_model, m, rngs)
     self.unembed = nnx.data(
-        None if m.tie_embeddings else layers.linear(m.d_model, m.vocab_size, m, rngs)
+        None
+        if m.tie_embeddings
+        else layers.linear(m.d_model, m.vocab_size, m, rngs, ('embed', 'vocab'))
     )
 
   def _run_stack(self, stack, x_BxLxD):

@@ -1,6 +1,7 @@
 """Device mesh and parameter/batch layouts from the config.
 
-Every parameter has logical axis names (`LOGICAL_AXES`, keyed by its name in the model);
+Every parameter carries logical axis names where its layer creates it (flax's `out_sharding`
+metadata: `layers.annotated`, `nnx.Param(..., out_sharding=...)`; stacked layers add `layers`);
 `config.sharding_rules` maps logical names to mesh axes. Changing a sweep's layout is a config
 change: `config.mesh` (sizes of data, fsdp, expert, tensor) and `config.sharding_rules`.
 """
@@ -11,6 +12,7 @@ import math
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -18,26 +20,6 @@ from jax.sharding import PartitionSpec as P
 from ling_jax.config import ConfigError
 
 MESH_AXES = ('data', 'fsdp', 'expert', 'tensor')
-
-# Logical names of each parameter's dimensions, by the last components of its path. Stacked
-# layers add a leading 'layers' dimension.
-LOGICAL_AXES = {
-    ('embed', 'embedding'): ('vocab', 'embed'),
-    ('unembed', 'kernel'): ('embed', 'vocab'),
-    ('attn', 'q', 'kernel'): ('embed', 'heads'),
-    ('attn', 'k', 'kernel'): ('embed', 'heads'),
-    ('attn', 'v', 'kernel'): ('embed', 'heads'),
-    ('attn', 'o', 'kernel'): ('heads', 'embed'),
-    ('gate', 'kernel'): ('embed', 'mlp'),
-    ('up', 'kernel'): ('embed', 'mlp'),
-    ('out', 'kernel'): ('mlp', 'embed'),
-    ('ffn', 'router'): ('embed', None),
-    ('ffn', 'router_bias'): ('exp',),
-    ('ffn', 'wi_gate'): ('exp', 'embed', 'exp_mlp'),
-    ('ffn', 'wi_up'): ('exp', 'embed', 'exp_mlp'),
-    ('ffn', 'wo'): ('exp', 'exp_mlp', 'embed'),
-    ('scale',): (None,),
-}
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
@@ -75,26 +57,42 @@ def _rules(config) -> dict:
   return {name: axes for name, axes in config.sharding_rules}
 
 
-def logical_axes(path: tuple[str, ...], ndim: int) -> tuple:
-  """Logical names of a parameter (or of its optimizer moments) from its path.
+def parameter_axes(*states: nnx.State) -> dict[tuple[str, ...], tuple]:
+  """{path: logical axis names} of every variable in `states` (e.g. of an abstract model), read
+  from the `out_sharding` metadata it was created with. A variable without one is an error: a
+  new weight must say how it is laid out, not be replicated silently."""
+  out = {}
+  for state in states:
+    for path, variable in nnx.to_flat_state(state):
+      names = variable.get_metadata().get('out_sharding')
+      keys = tuple(str(k) for k in path)
+      if names is None and variable.get_value().ndim:
+        raise ValueError(
+            f'{"/".join(keys)}: a {variable.get_value().ndim}-dimensional '
+            f'{type(variable).__name__} without logical axes; create it with '
+            'layers.annotated(init, ...) or nnx.Param(..., out_sharding=(...)) so that it is '
+            'laid out on the mesh instead of replicated.'
+        )
+      out[keys] = tuple(names or ())
+  return out
 
-  A parameter with no entry in LOGICAL_AXES is an error, not a silently replicated array: a
-  renamed or new weight must say how it is laid out.
-  """
-  for suffix, names in LOGICAL_AXES.items():
-    if tuple(path[-len(suffix) :]) == suffix:
-      extra = ndim - len(names)
-      if extra in (0, 1):
-        return ('layers',) * extra + names
-      raise ValueError(
-          f'{"/".join(path)}: {ndim} dimensions, but LOGICAL_AXES names {len(names)} for '
-          f'{"/".join(suffix)} (plus an optional leading layers axis).'
-      )
-  raise ValueError(
-      f'{"/".join(path)}: a {ndim}-dimensional parameter with no logical axes; add its name '
-      'to ling_jax.sharding.LOGICAL_AXES (e.g. ("embed", "mlp")) so that it is laid out on '
-      'the mesh instead of replicated.'
-  )
+
+def logical_axes(path: tuple[str, ...], ndim: int, axes: dict[tuple[str, ...], tuple]) -> tuple:
+  """Logical names of a train-state leaf: those of the parameter whose path ends its path (the
+  parameter itself, or one of its optimizer moments)."""
+  matches = [k for k in axes if tuple(path[-len(k) :]) == k]
+  if not matches:
+    raise ValueError(
+        f'{"/".join(path)}: a {ndim}-dimensional train-state leaf that belongs to no annotated '
+        "parameter; every array of the state must follow a parameter's layout."
+    )
+  names = axes[max(matches, key=len)]
+  if len(names) != ndim:
+    raise ValueError(
+        f'{"/".join(path)}: {ndim} dimensions, but its parameter is annotated with '
+        f'{len(names)} logical axes {names}.'
+    )
+  return names
 
 
 def spec(config, names: tuple) -> P:
@@ -106,23 +104,23 @@ def _keys(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
 
 
-def state_shardings(config, mesh, state):
-  """NamedShardings of a train-state pytree (parameters, router bias, optimizer moments)."""
+def state_shardings(config, mesh, state, axes: dict[tuple[str, ...], tuple]):
+  """NamedShardings of a train-state pytree (parameters, router bias, optimizer moments), each
+  leaf laid out as the parameter of `axes` (`parameter_axes`) it belongs to."""
 
   def one(path, leaf):
     ndim = len(getattr(leaf, 'shape', ()))
-    names = logical_axes(_keys(path), ndim) if ndim else ()
+    names = logical_axes(_keys(path), ndim, axes) if ndim else ()
     s = spec(config, names)
-    for dim, axes in zip(leaf.shape, s):
-      size = (
-          math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)) if a)
-          if axes
-          else 1
-      )
+    for dim, mesh_axes in zip(leaf.shape, s):
+      if not mesh_axes:
+        continue
+      mesh_axes = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
+      size = math.prod(mesh.shape[a] for a in mesh_axes if a)
       if dim % size:
         raise ConfigError(
             f'{"/".join(_keys(path))}: dimension {dim} does not divide over mesh '
-            f'axes {axes} ({size} devices); change config.mesh or '
+            f'axes {mesh_axes} ({size} devices); change config.mesh or '
             'config.sharding_rules.'
         )
     return NamedSharding(mesh, s)

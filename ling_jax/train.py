@@ -49,6 +49,7 @@ class Program:
   schedule: optax.Schedule
   total_steps: int
   mesh: jax.sharding.Mesh
+  parameter_axes: dict  # {path: logical axis names} of every parameter and router bias
 
   @classmethod
   def build(cls, config) -> 'Program':
@@ -64,8 +65,10 @@ class Program:
       )
     total_steps = config_lib.num_steps(config, arch)
     optimizer, schedule = optim.make_optimizer(config.train, total_steps)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0))))
-    return cls(config, arch, graphdef, optimizer, schedule, total_steps, mesh)
+    abstract = nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0)))
+    axes = sharding_lib.parameter_axes(*nnx.state(abstract, nnx.Param, moe_lib.RouterBias))
+    graphdef = nnx.graphdef(abstract)
+    return cls(config, arch, graphdef, optimizer, schedule, total_steps, mesh, axes)
 
   def _init(self) -> dict:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
@@ -79,7 +82,8 @@ class Program:
     )
 
   def state_shardings(self):
-    return sharding_lib.state_shardings(self.config, self.mesh, jax.eval_shape(self._init))
+    state = jax.eval_shape(self._init)
+    return sharding_lib.state_shardings(self.config, self.mesh, state, self.parameter_axes)
 
   def init_state(self) -> dict:
     """The initial state, created already sharded over the mesh."""

@@ -313,16 +313,41 @@ def test_two_processes_train_on_one_eight_device_mesh(tmp_path):
   assert sorted(p.name for p in (tmp_path / 'multi' / 'checkpoints').iterdir())[-1] == '6'
 
 
+def test_parameters_carry_their_logical_axes_from_where_they_are_created():
+  """The names flax's metadata gives each parameter, against a list written out by hand."""
+  program = train_lib.Program.build(config(dict(data=8)))
+  expected = {
+      ('embed', 'embedding'): ('vocab', 'embed'),
+      ('unembed', 'kernel'): ('embed', 'vocab'),
+      ('final_norm', 'scale'): (None,),
+      ('moe_layers', 'attn', 'q', 'kernel'): ('layers', 'embed', 'heads'),
+      ('moe_layers', 'attn', 'o', 'kernel'): ('layers', 'heads', 'embed'),
+      ('moe_layers', 'ffn', 'router'): ('layers', 'embed', None),
+      ('moe_layers', 'ffn', 'wi_gate'): ('layers', 'exp', 'embed', 'exp_mlp'),
+      ('moe_layers', 'ffn', 'wo'): ('layers', 'exp', 'exp_mlp', 'embed'),
+  }
+  for path, names in expected.items():
+    assert program.parameter_axes[path] == names, path
+
+
 def test_a_parameter_without_logical_axes_is_an_error_naming_it():
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
   from ling_jax import sharding  # pylint: disable=import-outside-toplevel
 
-  assert sharding.logical_axes(('layers', 'ffn', 'wi_gate'), 4) == (
-      'layers',
-      'exp',
-      'embed',
-      'exp_mlp',
+  class WithNewWeight(nnx.Module):
+
+    def __init__(self):
+      self.new_weight = nnx.Param(jnp.zeros((4, 2)))  # no out_sharding
+
+  with pytest.raises(ValueError, match='new_weight: a 2-dimensional Param without logical axes'):
+    sharding.parameter_axes(nnx.state(WithNewWeight(), nnx.Param))
+  axes = {('ffn', 'wi_gate'): ('exp', 'embed', 'exp_mlp')}
+  assert (
+      sharding.logical_axes(('opt_state', 'mu', 'ffn', 'wi_gate'), 3, axes)
+      == axes[('ffn', 'wi_gate')]
   )
-  with pytest.raises(ValueError, match='ffn/new_weight: a 2-dimensional parameter with no'):
-    sharding.logical_axes(('layers', 'ffn', 'new_weight'), 2)
-  with pytest.raises(ValueError, match='attn/q/kernel: 4 dimensions'):
-    sharding.logical_axes(('attn', 'q', 'kernel'), 4)
+  with pytest.raises(ValueError, match='opt_state/stray: a 2-dimensional train-state leaf'):
+    sharding.logical_axes(('opt_state', 'stray'), 2, axes)
+  with pytest.raises(ValueError, match='ffn/wi_gate: 4 dimensions'):
+    sharding.logical_axes(('ffn', 'wi_gate'), 4, axes)
