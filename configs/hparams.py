@@ -11,7 +11,8 @@ active / 1 shared, G = 2, and dense), and every (learning rate, batch) of the gr
 `local` (step 1 of the local protocol, docs/replication.md): budgets 1e11, 5.6e11 and 3.2e12
 FLOPs (1.5 decades), models from Table 1 (this scale has no allocation law before this study),
 learning rates 2^-3 .. 2^0 and batches 2^-1 .. 2^1 times Eq. 3 at each budget, a batch shrunk
-where it would leave fewer than 1,000 steps (duplicates dropped). `smoke`: 2 x 2 x 2 x 1.
+where it would leave fewer than 1,000 steps (duplicates dropped); at 3.2e12 the grid moves past
+the corner where the first runs found their best (see GRID). `smoke`: 2 x 2 x 2 x 1.
 Near-optimal runs are those within 0.25% of the best loss of their budget; the paper fitted
 lr = 1.1576 C^-0.1529 and B = 0.0694 C^0.3644 tokens for MoE and found MoE preferring larger
 batches and slightly lower learning rates than dense at large budgets.
@@ -33,7 +34,16 @@ GRID = {
     # The first dense runs put the best learning rate at 1/4 of Eq. 3 (1e11 FLOPs) and 1/2 of it
     # (5.6e11): the grid reaches down to 1/8.
     'local': dict(
-        budgets=[1e11, 5.6e11, 3.2e12], log2_lr=[-3, -2, -1, 0], log2_batch_tokens=[-1, 0, 1]
+        budgets=[1e11, 5.6e11, 3.2e12],
+        log2_lr=[-3, -2, -1, 0],
+        log2_batch_tokens=[-1, 0, 1],
+        # At 3.2e12 FLOPs the first MoE runs put the best loss on the grid's corner (1/8 of Eq.
+        # 3's learning rate, half its batch: 1.2947, against 1.3547 at 1/2 and 1.4111 at 1/8
+        # with twice the batch), so an optimum there would be censored. The grid at that budget
+        # leaves out Eq. 3's own learning rate and reaches past the corner: (log2 lr, log2 batch)
+        # offsets (-4, -2), (-4, -1), (-4, 0), (-3, -2), (-5, -1). Both arms get the same grid.
+        log2_lr_at={3.2e12: [-3, -2, -1]},
+        extra_at={3.2e12: [(-4, -2), (-4, -1), (-4, 0), (-3, -2), (-5, -1)]},
     ),
     'smoke': dict(budgets=[3e8], log2_lr=[-8, -6], log2_batch_tokens=[7, 8]),
 }
@@ -63,10 +73,12 @@ def _grid(scale, budget, seq_len, tokens):
         for b in grid['log2_batch_tokens']
     ]
   lr0, batch0 = laws.MOE_LEARNING_RATE(budget), laws.MOE_BATCH_TOKENS(budget)
-  batches = sorted(
-      {common.local_batch_sequences(batch0 * 2.0**b, tokens) for b in grid['log2_batch_tokens']}
-  )
-  return [(lr0 * 2.0**lr, b) for lr in grid['log2_lr'] for b in batches]
+  batch = lambda b: common.local_batch_sequences(batch0 * 2.0**b, tokens)
+  batches = sorted({batch(b) for b in grid['log2_batch_tokens']})
+  log2_lrs = grid['log2_lr_at'].get(budget, grid['log2_lr'])
+  pairs = [(lr0 * 2.0**lr, b) for lr in log2_lrs for b in batches]
+  pairs += [(lr0 * 2.0**lr, batch(b)) for lr, b in grid['extra_at'].get(budget, [])]
+  return list(dict.fromkeys(pairs))
 
 
 def get_sweep(arg=None):
