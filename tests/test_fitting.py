@@ -334,7 +334,7 @@ def test_bad_rows_are_excluded_and_listed(tmp_path):
       write_rows(tmp_path / 'r.jsonl', rows),
       'dense_baseline',
       str(tmp_path / 'out'),
-      n_bootstrap=10,
+      n_bootstrap=0,  # the exclusions are the point, not the intervals
   )
   reasons = ' | '.join(e['reason'] for e in report['excluded'])
   for word in ('nan', 'not positive', 'missing', 'status failed', 'duplicate', 'dropped 1.30%'):
@@ -384,9 +384,16 @@ def test_empty_and_unreadable_tables(tmp_path):
 # --- Tools ----------------------------------------------------------------------------------------
 
 
-def test_fit_cli_on_a_simulated_table_writes_report_and_figures(tmp_path):
-  path = write_rows(tmp_path / 'results.jsonl', synthetic.table())
-  report = fit_cli.run(path, 'all', str(tmp_path / 'fits'), n_bootstrap=20)
+@pytest.fixture(scope='module')
+def simulated_fit(tmp_path_factory):
+  """(folder, report) of fitting.fit on the whole simulated table, shared by the CLI tests."""
+  folder = tmp_path_factory.mktemp('simulated')
+  path = write_rows(folder / 'results.jsonl', synthetic.table())
+  return folder, fit_cli.run(path, 'all', str(folder / 'fits'), n_bootstrap=8)
+
+
+def test_fit_cli_on_a_simulated_table_writes_report_and_figures(simulated_fit):
+  tmp_path, report = simulated_fit
   assert set(report['studies']) == {'dense_baseline', 'activation_ratio', 'granularity'}
   points = report['studies']['activation_ratio']['points']
   assert all('EL_interval' in p for p in points)
@@ -553,9 +560,8 @@ def predict_cli(coefficients):
   )
 
 
-def test_predict_reads_a_report_written_by_fit(tmp_path):
-  path = write_rows(tmp_path / 'results.jsonl', synthetic.table())
-  fit_cli.run(path, 'all', str(tmp_path / 'fits'), n_bootstrap=5)
+def test_predict_reads_a_report_written_by_fit(simulated_fit):
+  tmp_path, _ = simulated_fit
   result = predict_cli(f'{tmp_path}/fits/report.json')
   assert result.returncode == 0, result.stderr
   assert 'EL(A=0.031, G=12' in result.stdout and 'report.json' in result.stdout
