@@ -101,8 +101,11 @@ def rows(workdir: str, study: str | None = None) -> list[dict]:
         budget=config.get('train', {}).get('compute_budget'),
         reason=failure.get('reason'),
     )
-    row.update({k: config.get('model', {}).get(k) for k in MODEL_FIELDS})
-    if row['n_experts'] and not row['d_expert'] and summary.get('G'):  # set by granularity
+    # The summary's resolved architecture; summaries written before it was recorded fall back
+    # to the config, where a granularity study leaves d_expert 0 (G sets it).
+    architecture = summary.get('architecture') or config.get('model', {})
+    row.update({k: architecture.get(k) for k in MODEL_FIELDS})
+    if row['n_experts'] and not row['d_expert'] and summary.get('G'):
       row['d_expert'] = round(2 * row['d_model'] / summary['G'])
     row.update({k: v for k, v in summary.items() if k in COLUMNS and row.get(k) is None})
     out.append(row)

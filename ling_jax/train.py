@@ -70,6 +70,10 @@ class Program:
     graphdef = nnx.graphdef(abstract)
     return cls(config, arch, graphdef, optimizer, schedule, total_steps, mesh, axes)
 
+  @property
+  def tokens_per_step(self) -> int:
+    return self.config.train.batch_size * self.config.train.seq_len
+
   def _init(self) -> dict:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
@@ -202,16 +206,16 @@ class Program:
 
 def _run_summary(program: Program, dataset, **extra) -> dict:
   c = program.config
-  tokens_per_step = c.train.batch_size * c.train.seq_len
-  tokens = program.total_steps * tokens_per_step
   s = flops.summary(program.arch)
   return dict(
       name=c.name,
       data_fingerprint=dataset.fingerprint,
+      # The resolved architecture (d_expert from G, head_dim), so that no reader rebuilds it.
+      architecture=dataclasses.asdict(program.arch),
       steps=program.total_steps,
-      tokens_per_step=tokens_per_step,
-      D=tokens,
-      C=s['M'] * tokens,
+      tokens_per_step=program.tokens_per_step,
+      D=program.total_steps * program.tokens_per_step,
+      C=s['M'] * program.total_steps * program.tokens_per_step,
       learning_rate=c.train.learning_rate,
       batch_size=c.train.batch_size,
       seq_len=c.train.seq_len,
@@ -318,7 +322,7 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
       for n in _call_lengths(start, last_step(program, stop_at_step), config)
   }
 
-  tokens_per_step = config.train.batch_size * config.train.seq_len
+  tokens_per_step = program.tokens_per_step
   hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
   peak = metrics_lib.peak_flops_per_device(
       config.metrics.peak_flops_per_device, jax.devices()[0].device_kind

@@ -188,6 +188,13 @@ def test_smoke_study_end_to_end(tmp_path):
     assert row['C'] == row['M'] * row['D'] and math.isfinite(row['final_train_loss'])
     assert row['study'] == 'granularity' and row['group'] in ('g0', 'g1')
   assert {r['G'] for r in finished} == {2.0, 4.0, 6.0}
+  for row in finished:  # d_expert = 2 d_model / G, resolved by the run and read from its summary
+    summary = json.loads(
+        (
+            sweep.member_dir(workdir, base, members[0]).parent / row['member'] / 'summary.json'
+        ).read_text()
+    )
+    assert summary['architecture']['d_expert'] == row['d_expert'] == 2 * row['d_model'] / row['G']
   collect.write(table, str(tmp_path / 'results'))
   with open(tmp_path / 'results.csv') as f:
     assert len(list(csv.DictReader(f))) == 4
