@@ -5,6 +5,10 @@ twin, the same run on another mesh, subprocesses of the command line). JAX's per
 compilation cache, in a folder fresh for each session, compiles each such program once:
 it keys on the program and the compiler's version and flags, so no test can see a stale
 entry, and a clean session still compiles everything it runs once.
+
+The tests' programs are tiny and compiled far more often than they run: LLVM's backend
+optimizations (XLA's default level) cost more than they save, and level 0 takes about 40% off
+the JAX tests' time. Benchmarks and training are not run under this file and keep the default.
 """
 
 import os
@@ -14,6 +18,10 @@ import tempfile
 
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (
+      os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
+  ).strip()
 _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='ling_jax_test_xla_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')

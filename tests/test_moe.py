@@ -115,7 +115,8 @@ def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize)
   g_layer = jax.grad(loss_layer, argnums=(0, 1))(params, x)
   g_naive = jax.grad(loss_naive, argnums=(0, 1))(params, x)
   for got, want in zip(jax.tree.leaves(g_layer), jax.tree.leaves(g_naive)):
-    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
+    # float32 sums differ in order between the two: absolute error scales with the largest term.
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6 * float(np.max(np.abs(want))))
 
 
 @pytest.mark.parametrize('dispatch', ['einsum', 'blocks', 'ragged_dot'])

@@ -68,7 +68,7 @@ def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
     c = smoke(model=dict(scan_layers=scan, remat=remat, n_layers=3, num_dense_layers=1))
     program = train_lib.Program.build(c)
     state = program.init_state()
-    grad_fn = jax.value_and_grad(program.loss, has_aux=True)
+    grad_fn = jax.jit(jax.value_and_grad(program.loss, has_aux=True))  # eager runs op by op
     (loss, _), grads = grad_fn(state['params'], state['router_bias'], first_batch(c))
     results.append((loss, grads))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
@@ -82,7 +82,7 @@ def test_gradient_accumulation_matches_the_full_batch():
     c = smoke('dense', train=dict(grad_accum_steps=accum))
     program = train_lib.Program.build(c)
     state = program.init_state()
-    grads, aux = program.gradients(state['params'], state['router_bias'], first_batch(c))
+    grads, aux = jax.jit(program.gradients)(state['params'], state['router_bias'], first_batch(c))
     results.append((grads, aux['ce'].mean()))
   np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
@@ -94,11 +94,11 @@ def test_router_bias_moves_only_by_the_sign_rule():
   program = train_lib.Program.build(c)
   state = program.init_state()
   batch = first_batch(c)
-  _, aux = program.loss(state['params'], state['router_bias'], batch)
+  _, aux = jax.jit(program.loss)(state['params'], state['router_bias'], batch)
   bias_before = state['router_bias']['moe_layers']['ffn']['router_bias']
   expected = moe_lib.bias_update(bias_before, aux['stats']['expert_counts'], 0.01)
   assert 'router_bias' not in str(jax.tree_util.tree_structure(state['opt_state']))
-  new_state, _ = program.train_step(state, batch)
+  new_state, _ = jax.jit(program.train_step)(state, batch)
   np.testing.assert_allclose(
       new_state['router_bias']['moe_layers']['ffn']['router_bias'], expected, atol=1e-7
   )
@@ -190,7 +190,7 @@ def test_router_losses_are_reduced_over_layers_as_configured(reduction):
   c = smoke(model=dict(n_layers=3), moe=dict(router_loss_reduction=reduction))
   program = train_lib.Program.build(c)
   state = program._init()
-  objective, aux = program.loss(state['params'], state['router_bias'], first_batch(c))
+  objective, aux = jax.jit(program.loss)(state['params'], state['router_bias'], first_batch(c))
   lb, z = np.asarray(aux['stats']['load_balance_loss']), np.asarray(aux['stats']['z_loss'])
   assert lb.shape == (3,)
   reduce = np.sum if reduction == 'sum' else np.mean
@@ -212,12 +212,11 @@ def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
   state, _ = ckpt.restore(6, program.init_state(), dataset.train_iterator())
   ckpt.close()
   per_sequence = []
+  eval_loss = jax.jit(program.eval_loss)
   for batch in dataset.eval_batches():
     for row in batch:
       tokens = jnp.asarray(row[None])
-      per_sequence.append(
-          float(program.eval_loss(state['params'], state['router_bias'], tokens)[0])
-      )
+      per_sequence.append(float(eval_loss(state['params'], state['router_bias'], tokens)[0]))
   assert len(per_sequence) == 16
   assert summary['final_eval_loss'] == pytest.approx(np.mean(per_sequence), rel=1e-5)
   assert summary['eval_loss_stderr'] == pytest.approx(np.std(per_sequence, ddof=1) / 4, rel=1e-4)
@@ -282,10 +281,12 @@ def test_flipped_bytes_never_restore_a_different_state(tmp_path):
   pristine = tmp_path / 'run' / 'checkpoints'
   program, dataset = train_lib.Program.build(c), data_lib.Dataset(c)
 
+  template = program.init_state()  # fixes shapes and shardings; its values are not read
+
   def restore_latest(directory):
     ckpt = checkpoint_lib.Checkpointer(str(directory), 3, False)
     try:
-      return ckpt.restore_latest(program.init_state(), dataset.train_iterator())
+      return ckpt.restore_latest(template, dataset.train_iterator())
     finally:
       ckpt.close()
 
