@@ -1,14 +1,13 @@
 """Scales shared by the config files: the paper's TPU setting, a CPU setting, a test setting."""
 
 import dataclasses
-import json
-import math
-import os
 
 from configs import paper_tables as tables
 from experiments.sweep import Member
+from fitting import hparams as hparams_lib
 from fitting import laws
 from fitting import model_design as design_lib
+from fitting import replication
 from ling_jax import config as config_lib
 from ling_jax import flops
 
@@ -128,9 +127,7 @@ LOCAL_LADDER = [
     (7, 336, 14, 2),
 ]
 LOCAL_HEAD_DIM = 24
-RESULTS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results', 'local'
-)
+RESULTS_DIR = replication.RESULTS_DIR
 SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
 # Local studies train 128-byte sequences: at d_model 32-320 the attention scores (4 s d per
 # layer) would otherwise dominate M, and shorter sequences leave more optimizer steps per budget.
@@ -140,11 +137,8 @@ BASELINE_MOE = design_lib.MoEShape(64, 4, 1, granularity=2.0)  # the paper's Sec
 
 def fitted_report(study: str) -> dict | None:
   """The committed fit of a local study (results/local/<study>/report.json), or None."""
-  path = os.path.join(RESULTS_DIR, study, 'report.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)['studies'].get(study)
+  report = replication.committed_report(study, RESULTS_DIR)
+  return None if report is None else report['studies'].get(study)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +148,6 @@ class LocalLaw:
   value: float
   source: str
   provisional: bool
-
-
-def _power(entry: dict, C: float) -> float:
-  params = entry['params']
-  return float(math.exp(params['log_coefficient']) * C ** params['exponent_C'])
 
 
 # --- The demo scale ---------------------------------------------------------------------------
@@ -188,8 +177,8 @@ def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
   if report and kind in report:
     source = f'results/local/hparams ({kind} law)'
     return (
-        LocalLaw(_power(report[kind]['learning_rate'], C), source, False),
-        LocalLaw(_power(report[kind]['batch_tokens'], C), source, False),
+        LocalLaw(hparams_lib.law_at(report[kind]['learning_rate'], C), source, False),
+        LocalLaw(hparams_lib.law_at(report[kind]['batch_tokens'], C), source, False),
     )
   source = 'provisional: arXiv 2507.17702 Eq. 3 (hparams:local not fitted yet)'
   return (

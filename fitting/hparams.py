@@ -15,6 +15,13 @@ from fitting import laws
 BAND = 0.0025
 
 
+def law_at(fit: dict, C: float) -> float:
+  """A fitted law of this module (its report entry: ln y = log_coefficient + exponent_C ln C),
+  evaluated at C FLOPs."""
+  p = fit['params']
+  return float(np.exp(p['log_coefficient']) * C ** p['exponent_C'])
+
+
 def near_optimal(rows, group_keys, loss_key, band: float = BAND) -> list[dict]:
   """The rows within `band` (relative) of the lowest loss of their group."""
   groups = collections.defaultdict(list)

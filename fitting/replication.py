@@ -19,6 +19,7 @@ import math
 import os
 from typing import Callable
 
+from fitting import hparams
 from fitting import laws
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,15 +42,20 @@ class Row:
   verdict: str
 
 
+def committed_report(study: str, results_dir: str = RESULTS_DIR) -> dict | None:
+  """The committed report.json of a study (results/local/<study>/), or None."""
+  path = os.path.join(results_dir, study, 'report.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def committed_reports(results_dir: str = RESULTS_DIR) -> dict[str, dict]:
   """{study: its committed report.json}, for the studies that have one."""
-  out = {}
-  for study in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
-    path = os.path.join(results_dir, study, 'report.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        out[study] = json.load(f)
-  return out
+  studies = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
+  reports = {study: committed_report(study, results_dir) for study in studies}
+  return {study: report for study, report in reports.items() if report is not None}
 
 
 def _interval(result: dict, param: str) -> tuple[float, float] | None:
@@ -106,11 +112,6 @@ def hparams_exponent(target: str, paper_law: laws.PowerLaw, label: str) -> Calla
   return row
 
 
-def _power_at(result: dict, C: float) -> float:
-  p = result['params']
-  return math.exp(p['log_coefficient']) * C ** p['exponent_C']
-
-
 def hparams_moe_versus_dense(reports: dict) -> Row:
   finding = 'MoE prefers a larger batch and a slightly lower learning rate than dense (Sec. 2.2)'
   paper = 'stated, from Fig. 2 (dense law not printed)'
@@ -119,7 +120,7 @@ def hparams_moe_versus_dense(reports: dict) -> Row:
     return _pending(finding, paper, 'hparams')
   C = max(entry['budgets'])
   ratio = {
-      target: _power_at(entry['moe'][target], C) / _power_at(entry['dense'][target], C)
+      target: hparams.law_at(entry['moe'][target], C) / hparams.law_at(entry['dense'][target], C)
       for target in ('learning_rate', 'batch_tokens')
   }
   return Row(

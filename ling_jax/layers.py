@@ -10,11 +10,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+# Logical axis names as flax's `out_sharding` metadata, which config.sharding_rules maps to mesh
+# axes. Not applied at creation (no mesh is set then): jit's out_shardings places the arrays.
+_LAYOUT = dict(eager_sharding=False)
+
 
 def annotated(init, *axes):
-  """`init` whose parameter carries logical axis names (flax's `out_sharding` metadata), which
-  config.sharding_rules maps to mesh axes; placed by jit's out_shardings, not at creation."""
-  return nnx.with_partitioning(init, axes, eager_sharding=False)
+  """`init` whose parameter carries the logical axis names `axes`."""
+  return nnx.with_partitioning(init, axes, **_LAYOUT)
+
+
+def annotated_variable(kind, value, *axes):
+  """A variable of type `kind` (nnx.Param, ...) holding `value`, with logical axis names."""
+  return kind(value, out_sharding=axes, **_LAYOUT)
 
 
 def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs, axes: tuple[str, str]) -> nnx.Linear:

@@ -77,7 +77,7 @@ def _jsonable(value: Any) -> Any:
 # Remote writes ride out an object store's outage: attempts with doubling waits between them
 # (1 s, 2 s, ... at most 128 s) until an attempt fails 10 minutes (config.metrics.remote_retry_s)
 # after the first began; then the error reaches the run, whose checkpoint decides what is lost.
-# gcsfs retries each attempt itself for about 20 s, so an outage shorter than that never shows.
+# gcsfs retries each attempt itself for about 30 s, so an outage shorter than that never shows.
 REMOTE_RETRY_DEADLINE_S = 600.0
 _LONGEST_WAIT_S = 128.0
 

@@ -121,17 +121,15 @@ class MoE(nnx.Module):
     self.compute_dtype = jnp.dtype(model_cfg.compute_dtype)
     init = nnx.initializers.normal(model_cfg.init_std)
     dtype = jnp.dtype(model_cfg.param_dtype)
-    param = lambda shape, *axes: nnx.Param(
-        init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False
+    param = lambda shape, *axes: layers.annotated_variable(
+        nnx.Param, init(rngs.params(), shape, dtype), *axes
     )
     self.router = param((D, E), 'embed', None)
     self.wi_gate = param((E, D, F), 'exp', 'embed', 'exp_mlp')
     self.wi_up = param((E, D, F), 'exp', 'embed', 'exp_mlp')
     self.wo = param((E, F, D), 'exp', 'exp_mlp', 'embed')
     if moe_cfg.router == 'sigmoid_bias':
-      self.router_bias = RouterBias(
-          jnp.zeros((E,), jnp.float32), out_sharding=('exp',), eager_sharding=False
-      )
+      self.router_bias = layers.annotated_variable(RouterBias, jnp.zeros((E,), jnp.float32), 'exp')
     self.shared = nnx.data(
         layers.SwiGLU(D, model_cfg.n_shared * F, model_cfg, rngs=rngs)
         if model_cfg.n_shared

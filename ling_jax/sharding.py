@@ -1,7 +1,7 @@
 """Device mesh and parameter/batch layouts from the config.
 
 Every parameter carries logical axis names where its layer creates it (flax's `out_sharding`
-metadata: `layers.annotated`, `nnx.Param(..., out_sharding=...)`; stacked layers add `layers`);
+metadata: `layers.annotated`, `layers.annotated_variable`; stacked layers add `layers`);
 `config.sharding_rules` maps logical names to mesh axes. Changing a sweep's layout is a config
 change: `config.mesh` (sizes of data, fsdp, expert, tensor) and `config.sharding_rules`.
 """
@@ -70,8 +70,8 @@ def parameter_axes(*states: nnx.State) -> dict[tuple[str, ...], tuple]:
         raise ValueError(
             f'{"/".join(keys)}: a {variable.get_value().ndim}-dimensional '
             f'{type(variable).__name__} without logical axes; create it with '
-            'layers.annotated(init, ...) or nnx.Param(..., out_sharding=(...)) so that it is '
-            'laid out on the mesh instead of replicated.'
+            'layers.annotated(init, ...) or layers.annotated_variable(kind, value, ...) so '
+            'that it is laid out on the mesh instead of replicated.'
         )
       out[keys] = tuple(names or ())
   return out

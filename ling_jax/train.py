@@ -207,6 +207,7 @@ class Program:
 def _run_summary(program: Program, dataset, **extra) -> dict:
   c = program.config
   s = flops.summary(program.arch)
+  tokens = program.total_steps * program.tokens_per_step
   return dict(
       name=c.name,
       data_fingerprint=dataset.fingerprint,
@@ -214,8 +215,8 @@ def _run_summary(program: Program, dataset, **extra) -> dict:
       architecture=dataclasses.asdict(program.arch),
       steps=program.total_steps,
       tokens_per_step=program.tokens_per_step,
-      D=program.total_steps * program.tokens_per_step,
-      C=s['M'] * program.total_steps * program.tokens_per_step,
+      D=tokens,
+      C=s['M'] * tokens,
       learning_rate=c.train.learning_rate,
       batch_size=c.train.batch_size,
       seq_len=c.train.seq_len,
