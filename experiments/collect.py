@@ -2,6 +2,8 @@
 
   python -m experiments.collect --workdir=/tmp/studies [--out=/tmp/studies/results]
   python -m experiments.collect --workdir=/tmp/studies --study=hparams --out=/tmp/hparams/results
+  python -m experiments.collect --workdir=/tmp/studies --study=dense_baseline,granularity \
+      --out=/tmp/granularity/results    # an EL study with the dense runs its EL is read from
 
 Reads WORKDIR/<study>/<member>/{member.json, summary.json, failure.json, config.json}; members
 still running or interrupted are listed as such. Writes OUT.jsonl and OUT.csv (default
@@ -29,7 +31,7 @@ def _define_flags() -> None:
   """The command line's flags, defined only when run as one: `rows` and `write` are a library
   too (experiments.demo), and absl refuses a flag defined twice in one process."""
   flags.DEFINE_string('workdir', None, 'The workdir the studies ran in.', required=True)
-  flags.DEFINE_string('study', None, 'Only this study (default: every study in WORKDIR).')
+  flags.DEFINE_list('study', None, 'Only these studies (default: every study in WORKDIR).')
   flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
 
 
@@ -71,6 +73,7 @@ COLUMNS = [
     'dropped_fraction',
     'max_dropped_fraction',
     'wall_time_s',
+    'elapsed_s',
     'tokens_per_s',
     'steady_tokens_per_s',
     'steps',
@@ -83,11 +86,13 @@ def _read_json(path: epath.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def rows(workdir: str, study: str | None = None) -> list[dict]:
-  """One row per member of every study in `workdir` (or of `study` only)."""
+def rows(workdir: str, studies: str | list[str] | None = None) -> list[dict]:
+  """One row per member of every study in `workdir` (or of `studies` only, in their order)."""
   out = []
   root = epath.Path(workdir)
-  for member_json in sorted(root.glob(f'{study or "*"}/*/{sweep.MEMBER_FILE}')):
+  patterns = [studies] if isinstance(studies, str) else studies or ['*']
+  member_files = [f for p in patterns for f in sorted(root.glob(f'{p}/*/{sweep.MEMBER_FILE}'))]
+  for member_json in member_files:
     directory = member_json.parent
     member = _read_json(member_json)
     summary = _read_json(directory / metrics_lib.SUMMARY_FILE) or {}
@@ -126,7 +131,7 @@ def main(argv):
   del argv
   table = rows(FLAGS.workdir, FLAGS.study)
   if not table:
-    where = f'{FLAGS.workdir}/{FLAGS.study or "<study>"}'
+    where = f'{FLAGS.workdir}/{",".join(FLAGS.study or ["<study>"])}'
     sys.exit(f'No study members under {where} (expected {where}/<member>/member.json).')
   out = FLAGS.out or str(epath.Path(FLAGS.workdir) / 'results')
   write(table, out)

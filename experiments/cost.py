@@ -1,4 +1,4 @@
-"""What a run costs on the CPU the `local` studies run on: a step-time model fitted to measurements.
+"""What a run costs on the CPU the `local` studies run on: a cost model fitted to measurements.
 
 Pure Python (no JAX), for `--list`. One optimizer step of a shape takes
 
@@ -8,16 +8,27 @@ Pure Python (no JAX), for `--list`. One optimizer step of a shape takes
 
 seconds, with every FLOP count per step in the hardware convention (ling_jax.flops), and the
 optimizer's per-parameter work, which for an MoE grows with all its experts, not the active ones.
-The coefficients are fitted (non-negative least squares on relative error) to the step times
-`python -m benchmarks.local_shapes --fit_cost_model` measures at the local studies' shapes, and
-kept in cost_model.json beside this file with the date and machine they were measured on. A run
-adds a fixed start-up (data, compilation) and its evaluations (a forward pass is a third of a step).
+A run takes a start-up (data, model, compilation) plus its steps and its evaluations (a forward
+pass is a third of a step).
+
+The coefficients live in cost_model.json beside this file, with the date, the machine and what
+they were fitted to. Two sources can write them, both by non-negative least squares on relative
+error:
+  python -m experiments.cost --workdir=W --write   # whole runs: finished study members' elapsed_s
+  python -m benchmarks.local_shapes --fit_cost_model   # bare step times of the local shapes
+The first is what --list should use: it prices what a member really costs (start-up, evals,
+checkpoints and the loop included). It fits the start-up and one factor on the benchmarked step
+times (or, with --all_coefficients, every coefficient, which needs runs of many shapes). Without
+--write it compares the current model's prediction with every finished member's measured time.
 """
 
 from __future__ import annotations
 
+import argparse
+import glob
 import json
 import os
+import types
 
 import numpy as np
 
@@ -67,7 +78,8 @@ def fit(rows: list[dict], seconds: list[float]) -> dict:
   return dict(
       coefficients=dict(zip(FEATURES, (coef / scale).tolist())),
       startup_s=STARTUP_S,
-      eval_forward_fraction=1 / 3,
+      eval_forward_fraction=EVAL_FORWARD_FRACTION,
+      fitted_to=f'step times of {len(rows)} benchmarked shapes, start-up assumed',
   )
 
 
@@ -98,14 +110,134 @@ def predict_seconds_per_step(model: dict, row: dict) -> float:
   return float(sum(model['coefficients'][k] * row[k] for k in FEATURES))
 
 
-def run_seconds(model: dict, arch: flops.Architecture, train_cfg, steps: int) -> float:
-  """Predicted wall seconds of a whole run here: start-up, steps and evaluations (a forward pass
-  over each periodic eval's sequences, and over the whole fixed set at the end)."""
+def run_features(arch: flops.Architecture, train_cfg, steps: int) -> dict[str, float]:
+  """The covariates of a whole run: every step feature times the run's step-equivalents (its
+  steps, plus a forward pass over each periodic eval's sequences and over the whole fixed set at
+  the end), and 1 for its start-up."""
   t = train_cfg
-  step = predict_seconds_per_step(model, features(arch, t.batch_size, t.seq_len))
-  per_token = step / (t.batch_size * t.seq_len)
+  per_step = features(arch, t.batch_size, t.seq_len)
   eval_batch = getattr(t, 'eval_batch_size', 0) or t.batch_size
   periodic = (steps - 1) // t.eval_every * t.eval_batches * eval_batch
   final = getattr(t, 'eval_sequences', 0) or t.eval_batches * t.batch_size
-  eval_s = (periodic + final) * t.seq_len * per_token * model['eval_forward_fraction']
-  return model['startup_s'] + steps * step + eval_s
+  equivalents = steps + (periodic + final) / t.batch_size * EVAL_FORWARD_FRACTION
+  return dict({k: v * equivalents for k, v in per_step.items()}, startup=1.0)
+
+
+EVAL_FORWARD_FRACTION = 1 / 3  # a forward pass's share of a training step's work
+
+
+def run_seconds(model: dict, arch: flops.Architecture, train_cfg, steps: int) -> float:
+  """Predicted wall seconds of a whole run here: start-up, steps and evaluations."""
+  f = run_features(arch, train_cfg, steps)
+  return model['startup_s'] + sum(model['coefficients'][k] * f[k] for k in FEATURES)
+
+
+def finished_runs(workdir: str) -> list[dict]:
+  """Every finished member under workdir/<study>/<member>/ whose summary measured its elapsed
+  seconds: {member, arch, train (the config's train section), steps, elapsed_s}."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(workdir, '*', '*', 'summary.json'))):
+    with open(path) as f:
+      summary = json.load(f)
+    config_path = os.path.join(os.path.dirname(path), 'config.json')
+    if not summary.get('elapsed_s') or 'architecture' not in summary:
+      continue
+    with open(config_path) as f:
+      train_cfg = types.SimpleNamespace(**json.load(f)['train'])
+    out.append(
+        dict(
+            member=os.path.relpath(os.path.dirname(path), workdir),
+            arch=flops.Architecture(**summary['architecture']),
+            train=train_cfg,
+            steps=int(summary['steps']),
+            elapsed_s=float(summary['elapsed_s']),
+        )
+    )
+  return out
+
+
+def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
+  """Start-up and step coefficients fitted to whole runs' measured elapsed seconds.
+
+  With `steps_from` (a model whose step coefficients came from benchmarked shapes), only the
+  start-up and one factor on its step times are fitted: what a few runs of similar shapes can
+  determine. Without it, every coefficient is refitted: runs of many shapes are needed.
+  """
+  from scipy import optimize  # pylint: disable=import-outside-toplevel
+
+  if steps_from is None:
+    keys = ('startup', *FEATURES)
+    X = np.array([[run_features(r['arch'], r['train'], r['steps'])[k] for k in keys] for r in runs])
+  else:
+    keys = ('startup', 'factor')
+    X = np.array(
+        [
+            [1.0, run_seconds(dict(steps_from, startup_s=0.0), r['arch'], r['train'], r['steps'])]
+            for r in runs
+        ]
+    )
+  y = np.array([r['elapsed_s'] for r in runs])
+  scale = X.max(axis=0)
+  scale[scale == 0] = 1.0
+  coef, _ = optimize.nnls((X / scale) / y[:, None], np.ones_like(y))
+  coef = dict(zip(keys, (coef / scale).tolist()))
+  startup = coef.pop('startup')
+  if steps_from is not None:
+    factor = coef.pop('factor')
+    coef = {k: v * factor for k, v in steps_from['coefficients'].items()}
+  how = (
+      'every coefficient'
+      if steps_from is None
+      else (
+          f'start-up and a factor {factor:.3f} on the step times of {steps_from.get("fitted_to")}'
+      )
+  )
+  return dict(
+      coefficients=coef,
+      startup_s=startup,
+      eval_forward_fraction=EVAL_FORWARD_FRACTION,
+      fitted_to=f'{how}, to the elapsed_s of {len(runs)} finished study members',
+  )
+
+
+def comparison(model: dict, runs: list[dict]) -> str:
+  """Predicted against measured seconds, per member and in total."""
+  lines = [f'{"member":<44} {"predicted":>10} {"measured":>10} {"ratio":>6}']
+  predicted = [run_seconds(model, r['arch'], r['train'], r['steps']) for r in runs]
+  for r, p in zip(runs, predicted):
+    lines.append(f'{r["member"]:<44} {p:>9.0f}s {r["elapsed_s"]:>9.0f}s {p / r["elapsed_s"]:>6.2f}')
+  measured = sum(r['elapsed_s'] for r in runs)
+  ratios = np.array(predicted) / np.array([r['elapsed_s'] for r in runs])
+  lines.append(
+      f'{len(runs)} members: predicted {sum(predicted) / 3600:.3g} h, measured '
+      f'{measured / 3600:.3g} h (ratio {sum(predicted) / measured:.3f}); per member the ratio '
+      f'lies in [{ratios.min():.2f}, {ratios.max():.2f}], within 25% for '
+      f'{np.mean(np.abs(ratios - 1) <= 0.25):.0%}'
+  )
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True, help='where the studies ran')
+  parser.add_argument('--write', action='store_true', help=f'refit {MODEL_FILE} from its runs')
+  parser.add_argument(
+      '--all_coefficients',
+      action='store_true',
+      help='refit every step coefficient (runs of many shapes); default: start-up and one factor '
+      'on the current step times',
+  )
+  args = parser.parse_args(argv)
+  runs = finished_runs(args.workdir)
+  if not runs:
+    raise SystemExit(f'--workdir={args.workdir}: no finished member with elapsed_s in its summary.')
+  model = load()
+  if args.write:
+    model = calibrate(runs, None if args.all_coefficients else model)
+    save(model)
+    print(f'wrote {MODEL_FILE}')
+  print(comparison(model, runs))
+
+
+if __name__ == '__main__':
+  main()

@@ -95,6 +95,7 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
   )
   lines = [header]
   total_hours = 0.0
+  finished_hours = [0.0, 0.0]  # predicted, measured: of the finished members that measured it
   model = cost.load()
   for i, (member, c, arch) in enumerate(validate_all(base, members)):
     s = flops.summary(arch)
@@ -104,6 +105,11 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
     hours = cost.run_seconds(model, arch, c.train, steps) / 3600
     total_hours += hours
     state = status(member_dir(workdir, base, member)) if workdir else '-'
+    measured = _elapsed_hours(member_dir(workdir, base, member)) if state == 'finished' else None
+    if measured:
+      state += f' in {measured:.3g}h'
+      finished_hours[0] += hours
+      finished_hours[1] += measured
     state += ' (provisional)' if member.provisional else ''
     lines.append(
         f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
@@ -118,7 +124,19 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
       f'is the step-time model of experiments/cost.py (measured {model["measured"]} on '
       f'{model["machine"]}): {total_hours:.3g} h in all'
   )
+  if finished_hours[1]:
+    lines.append(
+        f'finished members: predicted {finished_hours[0]:.3g} h, '
+        f'measured {finished_hours[1]:.3g} h '
+        f'(python -m experiments.cost --workdir=WORKDIR compares member by member)'
+    )
   return '\n'.join(lines)
+
+
+def _elapsed_hours(directory: epath.Path) -> float | None:
+  """The measured hours of a finished member (summary's elapsed_s), if it recorded them."""
+  summary = json.loads((directory / metrics_lib.SUMMARY_FILE).read_text())
+  return summary['elapsed_s'] / 3600 if summary.get('elapsed_s') else None
 
 
 def run(

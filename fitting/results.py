@@ -15,11 +15,38 @@ from etils import epath
 
 from fitting.core import FitError
 
-NUMERIC = ('budget', 'N', 'N_a', 'M', 'D', 'C', 'A', 'A_routed', 'G', 'S', 'learning_rate',
-           'batch_size', 'seq_len', 'final_train_loss', 'final_eval_loss', 'wall_time_s',
-           'tokens_per_s', 'steady_tokens_per_s', 'dropped_fraction', 'max_dropped_fraction',
-           'eval_tokens', 'eval_loss_stderr', 'steps', 'n_layers', 'd_model', 'n_experts',
-           'top_k', 'n_shared', 'd_expert', 'num_dense_layers')
+NUMERIC = (
+    'budget',
+    'N',
+    'N_a',
+    'M',
+    'D',
+    'C',
+    'A',
+    'A_routed',
+    'G',
+    'S',
+    'learning_rate',
+    'batch_size',
+    'seq_len',
+    'final_train_loss',
+    'final_eval_loss',
+    'wall_time_s',
+    'tokens_per_s',
+    'steady_tokens_per_s',
+    'dropped_fraction',
+    'max_dropped_fraction',
+    'eval_tokens',
+    'eval_loss_stderr',
+    'steps',
+    'n_layers',
+    'd_model',
+    'n_experts',
+    'top_k',
+    'n_shared',
+    'd_expert',
+    'num_dense_layers',
+)
 
 
 def _number(value):
@@ -76,16 +103,28 @@ COVARIATES = ('C', 'M', 'D', 'N', 'A', 'A_routed', 'G', 'learning_rate', 'batch_
 MAX_DROPPED_FRACTION = 0.01  # a run that dropped more tokens measured its dispatch, not its design
 
 
+# What each study's fit reads beyond C (and A and G on MoE rows): the schema of its rows.
+REQUIRED = {
+    'hparams': ('budget', 'learning_rate', 'batch_size', 'seq_len'),
+    'allocation': ('budget', 'M'),
+}
+FRACTIONS = ('A', 'A_routed')  # shares of the experts: in (0, 1]
+
+
 def _bad_covariate(row: dict) -> str | None:
-  """The first covariate a law would take the log of that is not a positive number: C on every
-  row, A and G on MoE rows must be there; the others only where given (NaN: not applicable)."""
+  """The first covariate a law would take the log of that is not a positive number (or, for A,
+  not in (0, 1]): C on every row, A and G on MoE rows and the study's REQUIRED keys must be
+  there; the others only where given (NaN: not applicable)."""
   required = ('C', 'A', 'G') if is_moe(row) else ('C',)
-  for key in COVARIATES:
+  required += REQUIRED.get(row.get('study'), ())
+  for key in COVARIATES + tuple(k for k in required if k not in COVARIATES):
     value = row.get(key)
     absent = value is None or (isinstance(value, float) and math.isnan(value))
     if absent and key not in required:
       continue
     if absent or not (isinstance(value, float) and math.isfinite(value) and value > 0):
+      return key
+    if key in FRACTIONS and value > 1:
       return key
   return None
 
@@ -125,11 +164,20 @@ def clean(rows: list[dict], loss_key: str = 'final_eval_loss') -> tuple[list[dic
     elif loss <= 0:
       reason = f'{loss_key} is not positive ({loss})'
     elif bad_covariate:
-      reason = f'{bad_covariate} is {row.get(bad_covariate)!r}: a law needs a positive number'
+      reason = f'{bad_covariate} is {row.get(bad_covariate)!r}: ' + (
+          'a share of the experts must be in (0, 1]'
+          if bad_covariate in FRACTIONS
+          and isinstance(row.get(bad_covariate), float)
+          and row[bad_covariate] > 1
+          else f'{row.get("study")} rows need a positive number'
+      )
     elif isinstance(row.get('dropped_fraction'), float) and (
-        row['dropped_fraction'] >= MAX_DROPPED_FRACTION):
-      reason = (f"dropped {row['dropped_fraction']:.2%} of its expert assignments (at most "
-                f'{MAX_DROPPED_FRACTION:.0%}); raise moe.capacity_factor or run dropless')
+        row['dropped_fraction'] >= MAX_DROPPED_FRACTION
+    ):
+      reason = (
+          f"dropped {row['dropped_fraction']:.2%} of its expert assignments (at most "
+          f'{MAX_DROPPED_FRACTION:.0%}); raise moe.capacity_factor or run dropless'
+      )
     if reason:
       excluded.append(dict(row, reason=reason))
       seen.pop(key, None)

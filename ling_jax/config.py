@@ -259,6 +259,18 @@ def _validate_model(config) -> None:
       _finite(m.init_std) and m.init_std > 0,
       f'config.model.init_std={m.init_std!r}: must be a positive number (the paper: 0.006).',
   )
+  _require(
+      isinstance(m.head_dim, int) and m.head_dim >= 0,
+      f'config.model.head_dim={m.head_dim!r}: must be a whole number >= 0 (0: d_model // n_heads).',
+  )
+  _require(
+      _finite(m.rope_base) and m.rope_base > 0,
+      f'config.model.rope_base={m.rope_base!r}: must be a positive number (10000 is usual).',
+  )
+  _require(
+      _finite(m.norm_eps) and m.norm_eps > 0,
+      f'config.model.norm_eps={m.norm_eps!r}: must be a small positive number (1e-6).',
+  )
   if not m.head_dim:
     _require(
         m.d_model % m.n_heads == 0,
@@ -321,6 +333,11 @@ def _validate_model(config) -> None:
 def _validate_moe(config) -> None:
   moe, m = config.moe, config.model
   _require(
+      _finite(moe.capacity_factor),
+      f'config.moe.capacity_factor={moe.capacity_factor!r}: must be a finite number (slots per '
+      'expert = capacity_factor x tokens x top_k / n_experts; <= 0 is dropless).',
+  )
+  _require(
       moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
       f'config.moe.capacity_factor={moe.capacity_factor}: {moe.dispatch} dispatch is '
       'dropless; set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.',
@@ -381,6 +398,10 @@ def _validate_moe(config) -> None:
 
 def _validate_data(config) -> None:
   d = config.data
+  _require(
+      isinstance(d.seed, int) and d.seed >= 0,
+      f'config.data.seed={d.seed!r}: must be a whole number >= 0.',
+  )
   if d.source in ('stdlib', 'synthetic'):
     _require(
         0 < d.eval_fraction < 1, f'config.data.eval_fraction={d.eval_fraction}: must be in (0, 1).'
@@ -441,9 +462,23 @@ def _validate_train(config, arch: flops.Architecture) -> None:
       f'{t.batch_size}.',
   )
   _require(
+      isinstance(t.seed, int) and t.seed >= 0,
+      f'config.train.seed={t.seed!r}: must be a whole number >= 0.',
+  )
+  _require(
+      isinstance(t.tokens, int) and t.tokens >= 0,
+      f'config.train.tokens={t.tokens!r}: must be a whole number of tokens >= 0 (0: use '
+      'train.compute_budget).',
+  )
+  _require(
+      _finite(t.compute_budget) and t.compute_budget >= 0,
+      f'config.train.compute_budget={t.compute_budget!r}: must be a number of FLOPs >= 0 (0: use '
+      'train.tokens).',
+  )
+  _require(
       bool(t.tokens) != bool(t.compute_budget),
-      'config.train: set exactly one of train.tokens (tokens D) or train.compute_budget '
-      f'(FLOPs C); got tokens={t.tokens}, compute_budget={t.compute_budget}.',
+      'config.train.tokens / config.train.compute_budget: set exactly one, the training length '
+      f'in tokens D or in FLOPs C; got tokens={t.tokens}, compute_budget={t.compute_budget}.',
   )
   tokens_per_step = t.batch_size * t.seq_len
   tokens = t.tokens or flops.tokens_for_budget(arch, t.compute_budget)
@@ -453,12 +488,15 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'config.train.{field}={t[field]:g}: gives {tokens:.3g} tokens, less than one step of '
         f'{tokens_per_step} tokens (batch_size x seq_len); raise the budget or shrink the batch.'
     )
+  for field in ('warmup_fraction', 'decay_fraction'):
+    _require(
+        _finite(t[field]) and 0 <= t[field] <= 1,
+        f'config.train.{field}={t[field]!r}: must be a share of the steps in [0, 1].',
+    )
   _require(
-      0 <= t.warmup_fraction
-      and 0 <= t.decay_fraction
-      and t.warmup_fraction + t.decay_fraction <= 1,
-      f'config.train.warmup_fraction={t.warmup_fraction} + decay_fraction='
-      f'{t.decay_fraction}: each >= 0 and together <= 1.',
+      t.warmup_fraction + t.decay_fraction <= 1,
+      f'config.train.warmup_fraction={t.warmup_fraction} + config.train.decay_fraction='
+      f'{t.decay_fraction}: together at most 1 (the rest is the stable phase).',
   )
   _require(
       0 < t.final_lr_fraction <= 1,
@@ -487,6 +525,30 @@ def _validate_train(config, arch: flops.Architecture) -> None:
   )
 
 
+def _validate_mesh(config) -> None:
+  """The mesh's shape as far as it can be checked without devices (sharding.make_mesh checks
+  it against the devices there are)."""
+  m = config.mesh
+  axes = ('data', 'fsdp', 'expert', 'tensor')
+  for axis in axes:
+    _require(
+        isinstance(m[axis], int) and (m[axis] >= 1 or m[axis] == -1),
+        f'config.mesh.{axis}={m[axis]!r}: devices per axis must be a whole number >= 1, or -1 '
+        'for the devices left.',
+    )
+  free = [a for a in axes if m[a] == -1]
+  _require(
+      len(free) <= 1,
+      f'config.mesh.{free[-1] if free else ""}=-1: only one axis may take the devices left '
+      f'(-1 on {", ".join(free)}); give the others a size.',
+  )
+  _require(
+      isinstance(m.num_devices, int) and m.num_devices >= 0,
+      f'config.mesh.num_devices={m.num_devices!r}: must be a whole number >= 0 (0: every '
+      'device).',
+  )
+
+
 def _validate_metrics(config) -> None:
   m = config.metrics
   _positive_int(m.flush_every, 'metrics.flush_every')
@@ -510,6 +572,7 @@ def validate(config) -> flops.Architecture:
   arch = architecture(config)
   _validate_data(config)
   _validate_train(config, arch)
+  _validate_mesh(config)
   _validate_metrics(config)
   return arch
 

@@ -250,9 +250,10 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
 
   `stop_at_step` ends the loop early after checkpointing, as a preemption would.
   """
+  entered = time.perf_counter()
   program = Program.build(config)
   with jax.set_mesh(program.mesh):
-    return _train_loop(program, workdir, stop_at_step)
+    return _train_loop(program, workdir, stop_at_step, entered)
 
 
 def last_step(program: Program, stop_at_step: int | None) -> int:
@@ -280,7 +281,8 @@ def _chunk_end(step: int, last: int, config) -> int:
   return end
 
 
-def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dict:
+def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entered: float) -> dict:
+  """The loop of `train`; `entered` is when `train` was called (perf_counter seconds)."""
   config = program.config
   dataset = data_lib.Dataset(config)
   workdir_path = epath.Path(workdir)
@@ -305,6 +307,10 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
   if restored is not None:
     start, state, meta = restored
     log.info('Resumed from step %d in %s', start, workdir)
+  # The member's whole cost here, for the cost model of --list: set-up, compilation, the loop and
+  # the evaluations, summed over every process that trained it (checkpoints before this field
+  # existed count from their restore).
+  elapsed_before = meta.get('elapsed_s', 0.0)
   start = int(state['step'])
   summary_path = workdir_path / metrics_lib.SUMMARY_FILE
   if start >= program.total_steps and summary_path.exists():
@@ -426,7 +432,10 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
       if at_eval:
         eval_result = evaluate(step)
       if at_checkpoint:
-        meta = dict(wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start)
+        meta = dict(
+            wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start,
+            elapsed_s=elapsed_before + time.perf_counter() - entered,
+        )
         run_start = time.perf_counter()
         # Every metric up to a checkpoint is durable before it: a crash loses only steps the
         # rerun trains (and logs) again, also on gs://, where lines wait for a chunk.
@@ -451,6 +460,7 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None) -> dic
         final_step=int(state['step']),
         **eval_result,
         wall_time_s=wall,
+        elapsed_s=elapsed_before + time.perf_counter() - entered,
         tokens_per_s=int(state['step']) * tokens_per_step / max(wall, 1e-9),
         # The loop's speed after compilation: evals, checkpoints, data and metrics included.
         steady_tokens_per_s=(

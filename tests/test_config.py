@@ -65,7 +65,7 @@ def test_budget_too_small_for_one_step():
 def test_both_or_neither_training_length():
   c = moe_config()
   c.train.compute_budget = 1e15
-  refused(c, 'exactly one of train.tokens')
+  refused(c, 'config.train.tokens', 'set exactly one')
 
 
 def test_missing_data_path():
@@ -121,31 +121,142 @@ def test_local_moe_and_dense_are_iso_flop():
   assert flops.paper_flops_per_token(moe) == flops.paper_flops_per_token(dense)
 
 
+NAN, INF = float('nan'), float('inf')
+
+# One bad value per row, each refused before anything compiles with a message that names its
+# field: shapes, counts, choices, and the numbers that once trained silently or went NaN later.
+# (Values of the wrong type for a field, e.g. a string for a bool, ml_collections refuses at
+# assignment, on the command line too.) (section, field, value, other fields the case needs)
+BAD_VALUES = [
+    ('model', 'n_layers', 0, {}),
+    ('model', 'd_model', -128, {}),
+    ('model', 'n_heads', 0, {}),
+    ('model', 'n_heads', 3, {}),  # does not divide d_model
+    ('model', 'n_kv_heads', 3, {}),  # does not divide n_heads
+    ('model', 'n_kv_heads', 0, {}),
+    ('model', 'vocab_size', 0, {}),
+    ('model', 'vocab_size', 200, {}),  # the stdlib corpus is bytes
+    ('model', 'head_dim', -1, {}),
+    ('model', 'd_ffn', -1, {}),
+    ('model', 'd_ffn', 0, dict(n_experts=0, top_k=0, n_shared=0)),  # a dense model's FFN
+    ('model', 'd_ffn', 0, dict(num_dense_layers=1)),  # its first dense layer
+    ('model', 'n_experts', -8, {}),
+    ('model', 'top_k', 0, {}),
+    ('model', 'top_k', 9, {}),
+    ('model', 'top_k', 2, dict(n_experts=0)),  # a dense model has no routed experts
+    ('model', 'n_shared', -1, {}),
+    ('model', 'num_dense_layers', 2, {}),  # every layer dense
+    ('model', 'd_expert', -32, {}),
+    ('model', 'granularity', 3.0, dict(d_expert=0)),  # 2 * 128 / 3 is not whole
+    ('model', 'granularity', 0.0, dict(d_expert=0)),
+    ('model', 'rope_fraction', 1.5, {}),
+    ('model', 'rope_fraction', 0.3, {}),  # an odd number of rotated dims
+    ('model', 'rope_base', 0.0, {}),
+    ('model', 'rope_base', NAN, {}),
+    ('model', 'norm_eps', 0.0, {}),
+    ('model', 'norm_eps', -1e-6, {}),
+    ('model', 'init_std', -0.006, {}),
+    ('model', 'init_std', 0.0, {}),
+    ('model', 'init_std', NAN, {}),
+    ('model', 'compute_dtype', 'float16', {}),
+    ('model', 'param_dtype', 'int8', {}),
+    ('model', 'remat', 'some', {}),
+    ('model', 'attention_impl', 'flash', {}),
+    ('moe', 'router', 'topk', {}),
+    ('moe', 'router_loss_reduction', 'max', {}),
+    ('moe', 'dispatch', 'scatter', {}),
+    ('moe', 'capacity_factor', 1.25, dict(dispatch='blocks')),  # a dropless dispatch
+    ('moe', 'capacity_factor', NAN, {}),
+    ('moe', 'block_rows', 0, {}),
+    ('moe', 'tokamax_tiles', (128, 128), {}),
+    ('moe', 'tokamax_implementation', 'cuda', {}),
+    ('moe', 'transport', 'p2p', {}),
+    ('moe', 'load_balance_coef', -0.01, {}),
+    ('moe', 'z_loss_coef', NAN, {}),
+    ('moe', 'bias_update_rate', INF, {}),
+    ('moe', 'routed_scaling', -2.5, {}),
+    ('moe', 'routed_scaling', 0.0, {}),
+    ('moe', 'n_groups', 3, dict(router='sigmoid_bias')),  # does not divide 8 experts
+    ('moe', 'top_groups', 0, dict(router='sigmoid_bias', n_groups=2)),
+    ('moe', 'top_groups', 1, dict(router='sigmoid_bias', n_groups=4, top_k=3)),  # too few
+    ('data', 'source', 'web', {}),
+    ('data', 'eval_fraction', 0.0, {}),
+    ('data', 'eval_fraction', 1.5, {}),
+    ('data', 'eval_fraction', NAN, {}),
+    ('data', 'paths', (), dict(source='tokens')),
+    ('data', 'paths', ('/no/such/file.bin',), dict(source='tokens')),
+    ('data', 'eval_paths', ('/no/such/eval.bin',), dict(source='tokens', paths=(__file__,))),
+    ('data', 'token_dtype', 'float32', dict(source='tokens', paths=(__file__,))),
+    ('data', 'seed', -1, {}),
+    ('train', 'seq_len', 0, {}),
+    ('train', 'batch_size', 0, {}),
+    ('train', 'grad_accum_steps', 0, {}),
+    ('train', 'grad_accum_steps', 3, {}),  # does not divide the batch
+    ('train', 'steps_per_call', 0, {}),
+    ('train', 'eval_every', 0, {}),
+    ('train', 'eval_batches', -1, {}),
+    ('train', 'log_every', 0, {}),
+    ('train', 'checkpoint_every', 0, {}),
+    ('train', 'keep_checkpoints', 0, {}),
+    ('train', 'eval_sequences', -1, {}),
+    ('train', 'eval_sequences', 100, {}),  # not whole eval batches
+    ('train', 'eval_batch_size', -1, {}),
+    ('train', 'tokens', -5, {}),
+    ('train', 'tokens', 100, {}),  # less than one step
+    ('train', 'compute_budget', 1e18, {}),  # besides tokens
+    ('train', 'compute_budget', NAN, dict(tokens=0)),
+    ('train', 'compute_budget', -1e18, dict(tokens=0)),
+    ('train', 'warmup_fraction', -0.1, {}),
+    ('train', 'warmup_fraction', NAN, {}),
+    ('train', 'decay_fraction', 1.5, {}),
+    ('train', 'final_lr_fraction', 0.0, {}),
+    ('train', 'final_lr_fraction', 1.5, {}),
+    ('train', 'learning_rate', 0.0, {}),
+    ('train', 'learning_rate', INF, {}),
+    ('train', 'decay_shape', 'step', {}),
+    ('train', 'b1', 1.2, {}),  # AdamW moments that grow instead of decaying
+    ('train', 'b2', 1.0, {}),
+    ('train', 'b2', NAN, {}),
+    ('train', 'eps', 0.0, {}),
+    ('train', 'weight_decay', -0.1, {}),
+    ('train', 'clip_norm', -1.0, {}),
+    ('train', 'clip_norm', NAN, {}),
+    ('train', 'seed', -1, {}),
+    ('mesh', 'data', 0, {}),
+    ('mesh', 'expert', -2, {}),
+    ('mesh', 'fsdp', -1, {}),  # a second -1 beside data's
+    ('mesh', 'num_devices', -1, {}),
+    ('mesh', 'axis_types', 'explicit', {}),
+    ('metrics', 'flush_every', 0, {}),
+    ('metrics', 'remote_retry_s', -1.0, {}),
+    ('metrics', 'remote_retry_s', INF, {}),
+    ('metrics', 'peak_flops_per_device', NAN, {}),
+    ('metrics', 'peak_flops_per_device', -1.0, {}),
+]
+
+
 @pytest.mark.parametrize(
-    'section,field,value',
-    [
-        ('train', 'b1', 1.2),  # AdamW moments that grow instead of decaying
-        ('train', 'b2', 1.0),
-        ('train', 'eps', 0.0),
-        ('train', 'weight_decay', -0.1),
-        ('train', 'clip_norm', -1.0),
-        ('train', 'clip_norm', float('nan')),
-        ('model', 'init_std', -0.006),
-        ('model', 'init_std', 0.0),
-        ('moe', 'routed_scaling', -2.5),
-        ('moe', 'bias_update_rate', float('inf')),
-        ('metrics', 'flush_every', 0),
-        ('metrics', 'remote_retry_s', -1.0),
-        ('metrics', 'remote_retry_s', float('inf')),
-        ('metrics', 'peak_flops_per_device', float('nan')),
-    ],
+    'section,field,value,others',
+    BAD_VALUES,
+    ids=[f'{s}.{f}={v!r}' for s, f, v, _ in BAD_VALUES],
 )
-def test_numbers_that_trained_silently_or_crashed_later_are_refused(section, field, value):
-  """Values that once trained without a word (or went NaN after compiling) are refused first."""
+def test_every_bad_value_is_refused_naming_its_field(section, field, value, others):
   c = moe_config()
   c.unlock()
+  for key, other in others.items():
+    where = (
+        section
+        if key in c[section]
+        else next(s for s in ('model', 'moe', 'data', 'train') if key in c[s])
+    )
+    c[where][key] = other
   c[section][field] = value
-  refused(c, f'config.{section}.{field}={value!r}')
+  refused(c, f'config.{section}.{field}')
+
+
+def test_the_bad_value_table_is_large_and_covers_every_section():
+  assert len(BAD_VALUES) >= 60
+  assert {s for s, *_ in BAD_VALUES} == {'model', 'moe', 'data', 'train', 'mesh', 'metrics'}
 
 
 def test_each_enumerated_field_has_one_list_and_its_implementations_match_it():

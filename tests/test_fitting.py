@@ -621,6 +621,83 @@ def test_rows_whose_covariates_cannot_enter_a_law_are_excluded(tmp_path):
   assert all(p['EL'] > 0 for p in report['studies']['activation_ratio']['points'])
 
 
+def _set(**values):
+  return lambda row: row.update(values)
+
+
+def _drop(key):
+  return lambda row: row.pop(key)
+
+
+# One bad row per entry: (case, the study of the row it spoils, how, words its reason must hold).
+BAD_ROWS = [
+    ('loss NaN', 'dense_baseline', _set(final_eval_loss=float('nan')), 'is nan'),
+    ('loss inf', 'dense_baseline', _set(final_eval_loss=float('inf')), 'is inf'),
+    ('loss negative', 'dense_baseline', _set(final_eval_loss=-1.0), 'not positive'),
+    ('loss zero', 'activation_ratio', _set(final_eval_loss=0.0), 'not positive'),
+    ('loss missing', 'dense_baseline', _drop('final_eval_loss'), 'missing'),
+    ('loss a string', 'granularity', _set(final_eval_loss='low'), 'is low'),
+    ('status failed', 'dense_baseline', _set(status='failed', reason='OOM'), 'status failed: OOM'),
+    ('status running', 'activation_ratio', _set(status='running'), 'status running'),
+    ('status interrupted', 'granularity', _set(status='interrupted'), 'status interrupted'),
+    ('dropped 1.3%', 'activation_ratio', _set(dropped_fraction=0.013), 'dropped 1.30%'),
+    ('dropped 100%', 'granularity', _set(dropped_fraction=1.0), 'dropped 100.00%'),
+    ('C negative', 'activation_ratio', _set(C=-5e19), 'C is -5e+19'),
+    ('C zero', 'dense_baseline', _set(C=0.0), 'C is 0.0'),
+    ('C a string', 'activation_ratio', _set(C='lots'), "C is 'lots'"),
+    ('C missing', 'dense_baseline', _drop('C'), 'C is None'),
+    ('C inf', 'granularity', _set(C=float('inf')), 'C is inf'),
+    ('C NaN', 'dense_baseline', _set(C=float('nan')), 'C is nan'),
+    ('G zero', 'granularity', _set(G=0.0), 'G is 0.0'),
+    ('G negative', 'granularity', _set(G=-2.0), 'G is -2.0'),
+    ('G missing on an MoE row', 'activation_ratio', _drop('G'), 'G is None'),
+    ('A missing on an MoE row', 'activation_ratio', _drop('A'), 'A is None'),
+    ('A zero', 'activation_ratio', _set(A=0.0), 'A is 0.0'),
+    ('A above 1', 'granularity', _set(A=1.5), 'A is 1.5: a share'),
+    ('A_routed above 1', 'activation_ratio', _set(A_routed=3.0), 'A_routed is 3.0: a share'),
+    ('A a string', 'activation_ratio', _set(A='most'), "A is 'most'"),
+    ('M negative', 'dense_baseline', _set(M=-1e8), 'M is -100000000.0'),
+    ('D zero', 'dense_baseline', _set(D=0.0), 'D is 0.0'),
+    ('N a string', 'granularity', _set(N='big'), "N is 'big'"),
+    ('hparams row without a learning rate', 'hparams', _drop('learning_rate'), 'learning_rate'),
+    ('hparams row with batch 0', 'hparams', _set(batch_size=0.0), 'batch_size is 0.0'),
+    ('hparams row without its budget', 'hparams', _drop('budget'), 'budget is None'),
+    ('hparams row without seq_len', 'hparams', _drop('seq_len'), 'seq_len is None'),
+    ('allocation row without M', 'allocation', _drop('M'), 'M is None: allocation rows'),
+    ('allocation row with M zero', 'allocation', _set(M=0.0), 'M is 0.0'),
+]
+
+
+def _hparams_and_allocation_rows():
+  base = dict(status='finished', C=1e18, budget=1e18, final_eval_loss=3.0, n_experts=0)
+  return [
+      dict(
+          base, study='hparams', member=f'h{i}', learning_rate=1e-3, batch_size=16.0, seq_len=128.0
+      )
+      for i in range(len(BAD_ROWS))
+  ] + [dict(base, study='allocation', member=f'a{i}', M=1e8) for i in range(len(BAD_ROWS))]
+
+
+@pytest.mark.parametrize('case', range(len(BAD_ROWS)), ids=[c[0] for c in BAD_ROWS])
+def test_every_bad_row_is_excluded_with_its_reason(case):
+  rows = synthetic.table() + _hparams_and_allocation_rows()
+  name, study, spoil, words = BAD_ROWS[case]
+  row = next(r for r in rows if r['study'] == study)
+  spoil(row)
+  for r in rows:  # the values a results table holds after load()
+    for key in results_lib.NUMERIC:
+      if key in r:
+        r[key] = results_lib._number(r[key])  # pylint: disable=protected-access
+  usable, excluded = results_lib.clean(rows)
+  assert len(excluded) == 1, (name, [e['reason'] for e in excluded])
+  assert excluded[0]['member'] == row['member'] and words in excluded[0]['reason'], excluded[0]
+  assert len(usable) == len(rows) - 1
+
+
+def test_the_bad_row_table_is_large():
+  assert len(BAD_ROWS) >= 30
+
+
 def test_the_unified_law_needs_three_values_of_each_covariate():
   points = [
       dict(member=f'm{i}', A=a, G=2.0, C=c, EL=1 + a, extrapolated=False)
@@ -642,3 +719,85 @@ def test_allocation_leaves_out_a_budget_without_a_minimum_and_survives_its_boots
   assert [s['budget'] for s in out['skipped_budgets']] == [1e21]
   assert out['budgets'] == [1e18, 1e19, 1e20]
   assert out['M_opt']['exponent'] == pytest.approx(0.5095, abs=1e-3)
+
+
+def test_the_replication_rows_of_a_planted_law_report_its_el_findings(simulated_fit):
+  """The simulated table follows the paper's Table 2 law: EL rises as A falls and with C for
+  every sparse architecture, and the loss has an interior optimum in G, at every budget."""
+  from fitting import replication
+
+  _, report = simulated_fit
+  report = json.loads(json.dumps(report, default=float))
+  reports = dict(activation_ratio=report, granularity=report)
+  rows = {r.finding.split(' (')[0]: r for r in replication.rows(reports)}
+  for finding in (
+      'EL rises as the activation ratio A falls',
+      'Loss is U-shaped in granularity G',
+      'EL rises with compute C',
+  ):
+    assert rows[finding].verdict == replication.REPRODUCED, rows[finding]
+  assert rows['EL rises with compute C'].ours.count('a_C') == len(synthetic.TABLE_7_A) - 1
+  assert rows['Loss is U-shaped in granularity G'].ours.count('G* = ') == len(synthetic.BUDGETS)
+  assert rows['A low non-zero shared-expert ratio is best'].verdict == replication.PENDING
+
+
+def _points(group, C, members):
+  return [
+      dict(
+          group=group,
+          C=C,
+          member=f'{group}_{m}',
+          family=m,
+          S=S,
+          A_stated=0.1,
+          extrapolated=False,
+          EL=el,
+          EL_interval=interval,
+      )
+      for m, S, el, interval in members
+  ]
+
+
+def test_the_shared_expert_and_dense_layer_rows_follow_their_stated_rules():
+  from fitting import replication
+
+  def row(study, points):
+    return replication.rows({study: dict(studies={study: dict(points=points)})})
+
+  shared = _points(
+      'g0', 1e12, [('Ea12_Es0', 0.0, 1.5, (1.4, 1.6)), ('Ea10_Es2', 1 / 6, 2.0, (1.8, 2.2))]
+  )
+  shared += _points(
+      'g1', 3e12, [('Ea12_Es0', 0.0, 1.6, (1.5, 1.7)), ('Ea10_Es2', 1 / 6, 2.1, (2.0, 2.3))]
+  )
+  first = [r for r in row('shared_experts', shared) if r.finding.startswith('A low')][0]
+  assert first.verdict == replication.REPRODUCED and 'best S = 16.7%' in first.ours
+  shared[1]['EL_interval'] = (1.5, 2.2)  # overlaps the S = 0 member: not shown to beat it
+  first = [r for r in row('shared_experts', shared) if r.finding.startswith('A low')][0]
+  assert first.verdict == replication.INCONCLUSIVE
+  shared[3]['S'] = 0.5  # a high ratio is best at one budget
+  first = [r for r in row('shared_experts', shared) if r.finding.startswith('A low')][0]
+  assert first.verdict == replication.DIFFERS
+
+  layers = _points('g0', 1e12, [('dense0', 0, 1.5, (1.4, 1.6)), ('dense2', 0, 1.55, (1.45, 1.7))])
+  neutral = [r for r in row('dense_layers', layers) if r.finding.startswith('A few')][0]
+  assert neutral.verdict == replication.REPRODUCED and '1 of 1 members' in neutral.ours
+  layers[1]['EL_interval'] = (1.7, 1.9)
+  neutral = [r for r in row('dense_layers', layers) if r.finding.startswith('A few')][0]
+  assert neutral.verdict == replication.INCONCLUSIVE and '0 of 1 members' in neutral.ours
+
+
+def test_the_unified_law_row_sets_each_coefficient_beside_table_2():
+  from fitting import replication
+
+  paper = laws.PAPER_UNIFIED_EL
+  names = ('a', 'd', 'gamma', 'beta')
+  entry = dict(
+      params={k: paper[k] for k in names},
+      intervals={k: sorted([paper[k] * 0.9, paper[k] * 1.1]) for k in names},
+  )
+  reports = {replication.UNIFIED: dict(el_laws=dict(unified_el=entry))}
+  last = replication.rows(reports)[-1]
+  assert last.verdict == replication.REPRODUCED and 'gamma = 0.017 [0.015, 0.018]' in last.ours
+  entry['intervals']['gamma'] = [0.02, 0.021]  # narrower than the value, which it excludes
+  assert replication.rows(reports)[-1].verdict == replication.DIFFERS

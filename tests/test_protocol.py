@@ -162,6 +162,71 @@ def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
   assert cost.run_seconds(model, shapes[0], Train, 2500) == pytest.approx(expected)
 
 
+def test_cost_model_calibrates_to_whole_runs_read_from_a_workdir(tmp_path):
+  import dataclasses
+  import json
+
+  from experiments import cost
+  from ling_jax import flops
+
+  planted = dict(
+      startup_s=25.0,
+      coefficients=dict(
+          step=0.001,
+          layers=0.0002,
+          dense_flops=1e-11,
+          score_flops=3e-11,
+          expert_flops=4e-11,
+          dispatched_rows=2e-7,
+          expert_layers=0.0,
+          parameters=5e-9,
+      ),
+  )
+  train = dict(batch_size=8, seq_len=128, eval_every=500, eval_batches=2, eval_sequences=512)
+  shapes = [
+      flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d) for L, d in ((2, 48), (5, 192))
+  ]
+  shapes += [
+      flops.Architecture(
+          L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1, d_expert=2 * d // g
+      )
+      for L, d in ((2, 48), (4, 144), (6, 240))
+      for e, k, g in ((16, 2, 2), (128, 8, 8))
+  ]
+  for i, arch in enumerate(shapes):
+    for steps in (1000, 3000):
+      folder = tmp_path / 'study' / f'm{i}_{steps}'
+      folder.mkdir(parents=True)
+      t = dict(train, batch_size=4 if i % 2 else 8)
+      # The hand count: start-up + (steps + forward passes over 2 periodic evals of 2 x batch
+      # sequences each 500 steps, and the 512 final sequences, at a third of a step per batch).
+      evals = (steps - 1) // 500 * 2 * t['batch_size'] + 512
+      per_step = cost.predict_seconds_per_step(planted, cost.features(arch, t['batch_size'], 128))
+      elapsed = 25.0 + (steps + evals / t['batch_size'] / 3) * per_step
+      summary = dict(architecture=dataclasses.asdict(arch), steps=steps, elapsed_s=elapsed)
+      (folder / 'summary.json').write_text(json.dumps(summary))
+      (folder / 'config.json').write_text(json.dumps(dict(train=t)))
+  (tmp_path / 'study' / 'unfinished').mkdir()
+  runs = cost.finished_runs(str(tmp_path))
+  assert len(runs) == 2 * len(shapes)
+  for run in runs:
+    assert cost.run_seconds(planted, run['arch'], run['train'], run['steps']) == pytest.approx(
+        run['elapsed_s'], rel=1e-9
+    )
+  model = cost.calibrate(runs)
+  assert model['startup_s'] == pytest.approx(25.0, rel=1e-3)
+  for run in runs:
+    assert cost.run_seconds(model, run['arch'], run['train'], run['steps']) == pytest.approx(
+        run['elapsed_s'], rel=1e-4
+    )
+  assert '(ratio 1.000)' in cost.comparison(model, runs)
+  # From a model whose step times are 30% low, the start-up and the factor are recovered.
+  low = dict(planted, coefficients={k: 0.7 * v for k, v in planted['coefficients'].items()})
+  model = cost.calibrate(runs, steps_from=low)
+  assert model['startup_s'] == pytest.approx(25.0, rel=1e-6)
+  assert model['coefficients']['dense_flops'] == pytest.approx(1e-11, rel=1e-6)
+
+
 def test_demo_scale_is_the_dense_baseline_and_activation_ratio_only():
   from configs import granularity  # pylint: disable=import-outside-toplevel
 
