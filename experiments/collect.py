@@ -123,6 +123,7 @@ def write(table: list[dict], out: str) -> None:
   writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction='ignore')
   writer.writeheader()
   writer.writerows(table)
+  epath.Path(out).parent.mkdir(parents=True, exist_ok=True)
   metrics_lib.write_whole(epath.Path(out + '.jsonl'), jsonl)
   metrics_lib.write_whole(epath.Path(out + '.csv'), buffer.getvalue())
 

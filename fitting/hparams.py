@@ -1,6 +1,12 @@
 """Hyperparameter laws the paper's way (Sec. 2.2; DeepSeek, Step Law): per budget the runs within
 0.25% of the best loss are near-optimal; power laws of learning rate and batch (tokens) are
-fitted over them in log-log space, with a bootstrap of the near-optimal set."""
+fitted over them in log-log space.
+
+The intervals come from a bootstrap of the whole procedure: each draw resamples the runs within
+each budget (every budget stays in), adds to each run's loss a normal error of its eval standard
+error where the table has one, chooses the near-optimal runs again and refits. Resampling only
+the chosen runs would leave draws with a single budget, whose exponent is not identified, and
+would ignore that measurement noise decides which runs count as near-optimal."""
 
 from __future__ import annotations
 
@@ -62,23 +68,56 @@ def fit_laws(
     n_bootstrap: int = 1000,
     seed: int = 0,
     what: str = 'hyperparameters',
+    stderr_key: str = 'eval_loss_stderr',
 ):
   """ln lr and ln batch linear in the log covariates, over the near-optimal runs.
 
   objective 'ls' is ordinary least squares in log space (as Step Law and DeepSeek); 'huber' the
   robust alternative.
   """
-  groups = {tuple(r[k] for k in group_keys) for r in rows}
+  groups = collections.defaultdict(list)
+  for row in rows:
+    groups[tuple(row[k] for k in group_keys)].append(row)
   if len(groups) < 2:
     raise core.FitError(f'{what}: {len(groups)} budget(s); a power law in C needs at least 2.')
   chosen = near_optimal(rows, group_keys, loss_key)
+  targets = (('learning_rate', lr_covariates), (batch_key, batch_covariates))
+  laws_ = [laws.log_linear(f'{target}_law', covariates, target) for target, covariates in targets]
+
+  def design(points, target, covariates):
+    X = {c: np.array([r[c] for r in points], float) for c in covariates}
+    return X, np.array([r[target] for r in points], float)
+
   results = []
-  for target, covariates in (('learning_rate', lr_covariates), (batch_key, batch_covariates)):
-    law = laws.log_linear(f'{target}_law', covariates, target)
-    X = {c: np.array([r[c] for r in chosen], float) for c in covariates}
-    y = np.array([r[target] for r in chosen], float)
+  for law, (target, covariates) in zip(laws_, targets):
+    X, y = design(chosen, target, covariates)
     result = core.fit(law, X, y, objective=objective, what=what)
-    core.bootstrap(law, X, y, result, n=n_bootstrap, seed=seed)
     core.goodness(law, result, X, y)
     results.append(result)
+  rng = np.random.default_rng(seed)
+  draws, failures = [[], []], 0
+  for _ in range(n_bootstrap):
+    sample = []
+    for members in groups.values():
+      for i in rng.integers(0, len(members), len(members)):
+        noise = float(members[i].get(stderr_key) or 0.0) * rng.normal()
+        sample.append(dict(members[i], **{loss_key: members[i][loss_key] + noise}))
+    picked = near_optimal(sample, group_keys, loss_key)
+    try:
+      thetas = [
+          core.fit(
+              law, *design(picked, target, covariates), objective=objective, starts=[result.theta]
+          ).theta
+          for law, (target, covariates), result in zip(laws_, targets, results)
+      ]
+    except core.FitError:
+      failures += 1
+      continue
+    for draw, theta in zip(draws, thetas):
+      draw.append(theta)
+  for law, result, draw in zip(laws_, results, draws):
+    result.draws = np.array(draw).reshape(len(draw), len(law.params))
+    if len(draw):
+      result.intervals = {p: core.interval(result.draws[:, i]) for i, p in enumerate(law.params)}
+    result.bootstrap_failures = failures
   return HyperparameterLaws(results[0], results[1], len(chosen), len(groups))

@@ -194,6 +194,34 @@ def test_hyperparameter_pipeline_reports_a_law_on_step_law_moe_grids():
   assert fitted.n_groups >= 8
 
 
+def test_hyperparameter_bootstrap_keeps_every_budget_and_covers_the_planted_law():
+  """A 4 x 3 grid per budget at three budgets, one near-optimal run each: resampling the chosen
+  runs alone would leave draws with one budget (exponent unidentified); the whole-procedure
+  bootstrap keeps all three and its interval covers the law the grid was built around."""
+  rng = np.random.default_rng(3)
+  rows = []
+  for C in (1e11, 1e12, 1e13):
+    best_lr, best_batch = laws.MOE_LEARNING_RATE(C), laws.MOE_BATCH_TOKENS(C)
+    for lr_step in (-1.5, -0.5, 0.5, 1.5):  # the optimum lies between grid points
+      for b_step in (-1, 0, 1):
+        bowl = 0.01 * lr_step**2 + 0.004 * b_step**2
+        rows.append(
+            dict(
+                C=C,
+                learning_rate=best_lr * 2.0**lr_step,
+                batch_tokens=best_batch * 2.0**b_step,
+                loss=2.0 * (1 + bowl) + 0.001 * rng.normal(),
+                eval_loss_stderr=0.001,
+            )
+        )
+  fitted = hparams.fit_laws(rows, 'loss', n_bootstrap=200)
+  assert fitted.learning_rate.bootstrap_failures == 0 and len(fitted.learning_rate.draws) == 200
+  lo, hi = fitted.learning_rate.intervals['exponent_C']
+  assert lo <= laws.MOE_LEARNING_RATE.exponent <= hi and hi - lo < 0.5
+  lo, hi = fitted.batch.intervals['exponent_C']
+  assert lo <= laws.MOE_BATCH_TOKENS.exponent <= hi and hi - lo < 0.5
+
+
 # --- Parameter recovery on the paper's design ---------------------------------------------------
 
 

@@ -2,9 +2,11 @@
 
 import collections
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -274,43 +276,77 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_on_one_eight_device_mesh(tmp_path):
-  single = tmp_path / 'single'
-  train_lib.train(config(dict(data=2, expert=4), steps=6), str(single))
-  port = _free_port()
+def test_two_processes_train_on_one_mesh_and_a_signal_to_either_stops_both(tmp_path):
+  """Two processes of four devices each train one eight-device mesh; a SIGTERM to the process
+  that writes no metrics stops both after the same step with one checkpoint (exit 75), and the
+  rerun finishes with the single-process losses, every step once."""
+  steps = 200
+  reference = config(dict(data=2, expert=4), steps=steps)
+  reference.train.update(checkpoint_every=1000, eval_every=1000)
+  train_lib.train(reference, str(tmp_path / 'single'))
+  multi = tmp_path / 'multi'
   args = [
       '--config=configs/moe.py:smoke',
-      f'--workdir={tmp_path / "multi"}',
+      f'--workdir={multi}',
       '--config.model.n_experts=8',
       '--config.model.d_expert=16',
       '--config.moe.capacity_factor=0',
       '--config.train.batch_size=8',
       '--config.train.seq_len=16',
-      f'--config.train.tokens={6 * 8 * 16}',
-      '--config.train.checkpoint_every=2',
+      f'--config.train.tokens={steps * 8 * 16}',
+      '--config.train.checkpoint_every=1000',
+      '--config.train.eval_every=1000',
+      '--config.train.log_every=1',
+      '--config.train.async_checkpoint=False',
       '--config.mesh.num_devices=8',
       '--config.mesh.data=2',
       '--config.mesh.expert=4',
-      f'--coordinator=127.0.0.1:{port}',
       '--num_processes=2',
   ]
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='4')
-  procs = [
-      subprocess.Popen(
-          [sys.executable, '-m', 'experiments.run', *args, f'--process_id={i}'],
-          cwd=ROOT,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
+
+  def launch():
+    port = _free_port()
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                '-m',
+                'experiments.run',
+                *args,
+                f'--coordinator=127.0.0.1:{port}',
+                f'--process_id={i}',
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+  procs = launch()
+  metrics, deadline = multi / 'metrics.jsonl', time.time() + 400
+  while not (metrics.exists() and metrics.read_text().count('"kind": "train"') >= 5):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, [
+        p.communicate()[0] for p in procs
+    ]
+    time.sleep(0.02)
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [75, 75], outputs
+  saved = [int(p.name) for p in (multi / 'checkpoints').iterdir() if p.name.isdigit()]
+  trained = [r['step'] for r in metrics_lib.read_metrics(str(multi)) if r['kind'] == 'train']
+  assert len(saved) == 1 and saved[0] == max(trained) < steps, (saved, max(trained))
+
+  procs = launch()
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outputs
+  records = [r for r in metrics_lib.read_metrics(str(multi)) if r['kind'] == 'train']
+  assert [r['step'] for r in records] == list(range(1, steps + 1))
   losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
-  np.testing.assert_allclose(losses(tmp_path / 'multi'), losses(single), rtol=2e-5)
-  assert sorted(p.name for p in (tmp_path / 'multi' / 'checkpoints').iterdir())[-1] == '6'
+  np.testing.assert_allclose(losses(multi), losses(tmp_path / 'single'), rtol=2e-5)
 
 
 def test_parameters_carry_their_logical_axes_from_where_they_are_created():

@@ -195,10 +195,16 @@ def test_smoke_study_end_to_end(tmp_path):
         ).read_text()
     )
     assert summary['architecture']['d_expert'] == row['d_expert'] == 2 * row['d_model'] / row['G']
-  collect.write(table, str(tmp_path / 'results'))
-  with open(tmp_path / 'results.csv') as f:
+  assert collect.rows(workdir, ['dense_baseline', 'granularity']) == table
+  assert collect.rows(workdir, ['dense_baseline']) == []
+  assert all(r['elapsed_s'] > 0 for r in finished)  # the member's whole cost, for --list
+  listed = sweep.table(base, members, workdir)
+  assert listed.count('finished in ') == 3 and 'finished members: predicted' in listed
+  out = tmp_path / 'results' / 'granularity'  # a folder that does not exist yet
+  collect.write(table, str(out / 'results'))
+  with open(out / 'results.csv') as f:
     assert len(list(csv.DictReader(f))) == 4
-  assert len((tmp_path / 'results.jsonl').read_text().splitlines()) == 4
+  assert len((out / 'results.jsonl').read_text().splitlines()) == 4
 
 
 def test_cli_lists_members_and_runs_one_by_index(tmp_path):
