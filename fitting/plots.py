@@ -159,10 +159,11 @@ def hyperparameter_bands(rows, near, law_fits, path):
 def hyperparameter_landscape(rows, loss_key, path):
   """Loss against learning rate, one panel per budget and one line per batch (paper Fig. 2,
   left): where the near-optimal band sits, and how flat it is."""
-  budgets = sorted({r['C'] for r in rows})
+  budget_of = lambda r: r.get('budget') or r['C']  # a budget's runs differ in C by rounding
+  budgets = sorted({budget_of(r) for r in rows})
   fig, axes = plt.subplots(1, len(budgets), figsize=(3.4 * len(budgets), 3.4), squeeze=False)
   for ax, budget in zip(axes[0], budgets):
-    members = [r for r in rows if r['C'] == budget]
+    members = [r for r in rows if budget_of(r) == budget]
     best = min(r[loss_key] for r in members)
     for batch in sorted({r['batch_tokens'] for r in members}):
       line = sorted(
@@ -171,5 +172,6 @@ def hyperparameter_landscape(rows, loss_key, path):
       ax.plot(*zip(*line), 'o-', ms=3, label=f'batch {batch:.0f} tokens')
     ax.axhspan(best, best * 1.0025, color='0.85', lw=0, label='within 0.25% of best')
     ax.set(xscale='log', xlabel='peak learning rate', ylabel=loss_key, title=f'C = {budget:.2g}')
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels would overlap
     ax.legend(fontsize=6)
   return _save(fig, path)
