@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import tempfile
+from typing import Callable
 
 import numpy as np
 from etils import epath
@@ -430,23 +431,26 @@ def _fit_el(name, c: Context) -> dict:
   return entry
 
 
-def _loss_vs_granularity(rows, entry, c: Context) -> None:
+def _el_vs_factor(covariate: str, law) -> Callable:
+  def figure(rows, entry, c: Context) -> None:
+    del rows
+    fits = {g: r['params'] for g, r in entry.get(law.name, {}).items()}
+    path = os.path.join(c.out_dir, f'el_vs_{covariate}.png')
+    _plot('el_vs_factor', entry['points'], path, covariate, law, fits)
+
+  return figure
+
+
+def _granularity_figures(rows, entry, c: Context) -> None:
   _plot('loss_vs_granularity', rows, c.loss_key, os.path.join(c.out_dir, 'loss_vs_G.png'))
-
-
-def _el_vs_activation(rows, entry, c: Context) -> None:
-  fits = {g: r['params'] for g, r in entry.get(laws.EL_ACTIVATION.name, {}).items()}
-  _plot(
-      'el_vs_activation',
-      entry['points'],
-      os.path.join(c.out_dir, 'el_vs_A.png'),
-      laws.EL_ACTIVATION,
-      fits,
-  )
+  _el_vs_factor('G', laws.EL_GRANULARITY)(rows, entry, c)
 
 
 # The figure of an EL study beyond the shared ones: a new one is an entry here.
-EL_FIGURES = {'granularity': _loss_vs_granularity, 'activation_ratio': _el_vs_activation}
+EL_FIGURES = {
+    'granularity': _granularity_figures,
+    'activation_ratio': _el_vs_factor('A', laws.EL_ACTIVATION),
+}
 
 
 # Each study's fitter: a new study is one entry here (and its rows in the results table).

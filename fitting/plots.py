@@ -55,7 +55,7 @@ def loss_vs_granularity(rows, loss_key, path, fits=None):
   groups = collections.defaultdict(list)
   for r in rows:
     groups[r.get('group') or f"{r['C']:.2g}"].append(r)
-  for name, members in sorted(groups.items()):
+  for name, members in sorted(groups.items(), key=lambda kv: kv[1][0]['C']):
     g = np.array([m['G'] for m in members])
     loss = np.array([m[loss_key] for m in members])
     order = np.argsort(g)
@@ -65,28 +65,35 @@ def loss_vs_granularity(rows, loss_key, path, fits=None):
       grid = np.geomspace(g.min(), g.max(), 50)
       ax.plot(grid, np.polyval(c, np.log2(grid)), color=points[0].get_color())
   ax.set(xscale='log', xlabel='granularity G', ylabel=loss_key, title='loss vs G per budget group')
+  ticks = sorted({r['G'] for r in rows})
+  ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.legend(fontsize=6)
   return _save(fig, path)
 
 
-def el_vs_activation(points, path, law=None, fits=None):
-  """EL against A per budget: 95% intervals, extrapolated points hollow (never fitted), and the
-  fitted Eq. 10 of each budget group (`fits`: group -> params) over its points."""
+LABELS = {'A': 'activation ratio A', 'G': 'granularity G'}
+
+
+def el_vs_factor(points, path, covariate, law=None, fits=None):
+  """EL against one factor (A or G) per budget: 95% intervals, extrapolated points hollow (never
+  fitted), and the fitted single-factor law (Eq. 10 or 11) of each budget group (`fits`: group ->
+  params) over its points."""
   fig, ax = plt.subplots(figsize=(5, 4))
   groups = collections.defaultdict(list)
   for p in points:
     groups[p.get('group') or f"{p['C']:.2g}"].append(p)
   for i, (name, members) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0]['C'])):
-    members = sorted(members, key=lambda m: m['A'])
+    members = sorted(members, key=lambda m: m[covariate])
     color = f'C{i}'
-    a = np.array([m['A'] for m in members])
+    x = np.array([m[covariate] for m in members], float)
     el = np.array([m['EL'] for m in members])
     lo_hi = np.array([m.get('EL_interval') or (np.nan, np.nan) for m in members], float)
     extrapolated = np.array([bool(m.get('extrapolated')) for m in members])
     err = np.abs(lo_hi.T - el)
-    ax.errorbar(a, el, yerr=err, fmt='none', capsize=2, lw=0.8, color=color)
+    ax.errorbar(x, el, yerr=err, fmt='none', capsize=2, lw=0.8, color=color)
     ax.scatter(
-        a[~extrapolated],
+        x[~extrapolated],
         el[~extrapolated],
         color=color,
         s=16,
@@ -94,19 +101,23 @@ def el_vs_activation(points, path, law=None, fits=None):
         label=f"C={members[0]['C']:.2g}",
     )
     ax.scatter(
-        a[extrapolated], el[extrapolated], facecolors='none', edgecolors=color, s=16, zorder=3
+        x[extrapolated], el[extrapolated], facecolors='none', edgecolors=color, s=16, zorder=3
     )
     if law is not None and fits and name in fits:
-      grid = np.geomspace(a.min(), a.max(), 50)
-      ax.plot(grid, law.predict(law.vector(fits[name]), dict(A=grid)), color=color, lw=1)
+      grid = np.geomspace(x.min(), x.max(), 50)
+      ax.plot(grid, law.predict(law.vector(fits[name]), {covariate: grid}), color=color, lw=1)
   ax.axhline(1.0, color='0.6', lw=0.8, ls='--')
   ax.set(
       xscale='log',
       yscale='log',
-      xlabel='activation ratio A',
+      xlabel=LABELS[covariate],
       ylabel='EL (FLOPs)',
-      title='EL vs A per budget\n(95% intervals; hollow: extrapolated, not fitted)',
+      title=f'EL vs {covariate} per budget\n(95% intervals; hollow: extrapolated, not fitted)',
   )
+  if covariate == 'G':  # the few granularities tried, labelled as numbers
+    ticks = sorted({p['G'] for p in points})
+    ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.legend(fontsize=6)
   return _save(fig, path)
 
