@@ -75,7 +75,7 @@ class BareStep:
 
   def __init__(self, config):
     self.config = config
-    self.program = train_lib.Program.build(config)
+    self.program = train_lib.Trainer.build(config)
     self.arch = self.program.arch
     with jax.set_mesh(self.program.mesh):
       self.state = self.program.init_state()
@@ -130,9 +130,9 @@ def eval_and_checkpoint_seconds(timer: BareStep) -> float:
     batches = [program.batch(b) for b in dataset.eval_batches()[: t.eval_batches]]
     _, eval_loss = program.jit_steps()
     state = timer.state
-    jax.block_until_ready(eval_loss(state['params'], state['router_bias'], batches[0]))
+    jax.block_until_ready(eval_loss(state.params, state.router_bias, batches[0]))
     start = time.perf_counter()
-    jax.block_until_ready([eval_loss(state['params'], state['router_bias'], b) for b in batches])
+    jax.block_until_ready([eval_loss(state.params, state.router_bias, b) for b in batches])
     evaluation = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as workdir:
       ckpt = checkpoint_lib.Checkpointer(workdir, 2, t.async_checkpoint)

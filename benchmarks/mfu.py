@@ -66,7 +66,7 @@ def stack_config(
 
 
 def time_steps(config, rounds: int) -> float:
-  program = train_lib.Program.build(config)
+  program = train_lib.Trainer.build(config)
   with jax.set_mesh(program.mesh):
     state = program.init_state()
     step, _ = program.jit_steps()

@@ -59,7 +59,7 @@ class StepTimer:
   """A compiled train step on a fixed batch; `time()` returns one step's seconds."""
 
   def __init__(self, config):
-    self.program = train_lib.Program.build(config)
+    self.program = train_lib.Trainer.build(config)
     self.arch = self.program.arch
     self.state = self.program.init_state()
     self.tokens = config.train.batch_size * config.train.seq_len

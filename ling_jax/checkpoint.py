@@ -14,6 +14,7 @@ not reproduce it counts as unreadable.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import grain
@@ -57,9 +58,15 @@ def fingerprint(state) -> dict[str, int]:
   hashes = _fingerprint_leaves([leaf for _, leaf in paths_leaves])
   # The hashes are replicated scalars: every process reads its own copy.
   return {
-      jax.tree_util.keystr(path): int(h.addressable_data(0))
+      _leaf_name(jax.tree_util.keystr(path)): int(h.addressable_data(0))
       for (path, _), h in zip(paths_leaves, hashes)
   }
+
+
+def _leaf_name(key: str) -> str:
+  """A leaf's path whatever the containers on it ("['params']['w']" of a dict and ".params['w']"
+  of a dataclass are both params/w), so that fingerprints outlive a change of container."""
+  return '/'.join(re.findall(r"[^\[\]'\".]+", key))
 
 
 def _check_fingerprint(step: int, state, meta: dict) -> None:
@@ -67,6 +74,7 @@ def _check_fingerprint(step: int, state, meta: dict) -> None:
   if expected is None:  # written before fingerprints were recorded
     log.info('checkpoint step %d has no state fingerprint; restored unverified', step)
     return
+  expected = {_leaf_name(k): v for k, v in expected.items()}
   found = fingerprint(state)
   differ = [k for k in expected if found.get(k) != expected[k]]
   differ += [k for k in found if k not in expected]

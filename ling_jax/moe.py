@@ -101,6 +101,23 @@ def bias_update(bias_E: jax.Array, counts_E: jax.Array, rate: float) -> jax.Arra
   return bias_E + rate * (sign_E - sign_E.mean(axis=-1, keepdims=True))
 
 
+def next_router_bias(router_bias, stats, moe_cfg):
+  """The router biases after an optimizer step: the sign rule on the expert loads of the step
+  (`stats`: the MoE layers' statistics per microbatch, [M, L, ...]). Without biases (a softmax
+  router, a dense model) there is nothing to update."""
+  if not router_bias:
+    return router_bias
+  counts_LxE = stats['expert_counts'].sum(axis=0)
+  rate = moe_cfg.bias_update_rate
+  return jax.tree.map(lambda b: bias_update(b, counts_LxE, rate), router_bias)
+
+
+def logged_statistics(stats) -> dict:
+  """The MoE layers' statistics a step logs, averaged over its microbatches: per-layer losses,
+  loads and dropped shares, without the raw expert counts the router keeps for itself."""
+  return {k: v.mean(axis=0) for k, v in stats.items() if k != 'expert_counts'}
+
+
 class MoE(nnx.Module):
   """Routed experts + shared experts. Returns (y_BxLxD, per-layer statistics)."""
 

@@ -1,11 +1,5 @@
-"""Training: state, jitted train and eval steps, and the loop with eval, checkpoints, metrics.
-
-The train state is a plain pytree of pure dicts, so orbax, optax and shardings see arrays only:
-  params       -- every nnx.Param (trained, AdamW)
-  router_bias  -- the aux-loss-free router's selection bias (updated by the sign rule only)
-  opt_state    -- optax state of params
-  step         -- optimizer steps taken
-"""
+"""Training: the train state, the jitted train and eval steps (`Trainer`), and the loop with
+evals, checkpoints and metrics (`train`)."""
 
 from __future__ import annotations
 
@@ -15,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,9 +33,21 @@ from ling_jax import sharding as sharding_lib
 log = logging.getLogger('ling_jax')
 
 
+@flax.struct.dataclass
+class TrainState:
+  """What a run carries from step to step and saves: arrays only (pure dicts of the model's
+  variables), so that orbax, optax and the shardings see nothing else."""
+
+  params: Any  # every nnx.Param, trained by AdamW
+  router_bias: Any  # the router's own state, which it updates itself (moe.next_router_bias)
+  opt_state: Any  # optax state of params
+  step: jax.Array  # optimizer steps taken
+
+
 @dataclasses.dataclass
-class Program:
-  """Everything static about a run: its architecture, model graph, optimizer and step count."""
+class Trainer:
+  """Everything static about a run (its architecture, model graph, optimizer, step count and
+  mesh) and the jitted steps built from them."""
 
   config: Any
   arch: flops.Architecture
@@ -52,7 +59,7 @@ class Program:
   parameter_axes: dict  # {path: logical axis names} of every parameter and router bias
 
   @classmethod
-  def build(cls, config) -> 'Program':
+  def build(cls, config) -> 'Trainer':
     arch = config_lib.validate(config)
     mesh = sharding_lib.make_mesh(config)
     shards = sharding_lib.batch_shards(config, mesh)
@@ -74,11 +81,11 @@ class Program:
   def tokens_per_step(self) -> int:
     return self.config.train.batch_size * self.config.train.seq_len
 
-  def _init(self) -> dict:
+  def _init(self) -> TrainState:
     model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
     params, router_bias = nnx.to_pure_dict(params), nnx.to_pure_dict(router_bias)
-    return dict(
+    return TrainState(
         params=params,
         router_bias=router_bias,
         opt_state=self.optimizer.init(params),
@@ -89,7 +96,7 @@ class Program:
     state = jax.eval_shape(self._init)
     return sharding_lib.state_shardings(self.config, self.mesh, state, self.parameter_axes)
 
-  def init_state(self) -> dict:
+  def init_state(self) -> TrainState:
     """The initial state, created already sharded over the mesh."""
     with jax.set_mesh(self.mesh):
       return jax.jit(self._init, out_shardings=self.state_shardings())()
@@ -118,7 +125,7 @@ class Program:
     )
     eval_loss = jax.jit(
         self.eval_loss,
-        in_shardings=(state['params'], state['router_bias'], batch),
+        in_shardings=(state.params, state.router_bias, batch),
         out_shardings=replicated,
     )
     return train_steps, eval_loss
@@ -167,30 +174,26 @@ class Program:
     grads, aux = jax.lax.scan(micro_step, zeros, micro_MxbxL1)
     return jax.tree.map(lambda g: g / accum, grads), aux
 
-  def train_step(self, state: dict, tokens_BxL1) -> tuple[dict, dict]:
-    grads, aux = self.gradients(state['params'], state['router_bias'], tokens_BxL1)
-    updates, opt_state = self.optimizer.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-
-    router_bias = state['router_bias']
-    stats = jax.tree.map(lambda s: s.mean(axis=0), aux['stats'])
-    if router_bias:
-      counts_LxE = aux['stats']['expert_counts'].sum(axis=0)
-      rate = self.config.moe.bias_update_rate
-      router_bias = jax.tree.map(lambda b: moe_lib.bias_update(b, counts_LxE, rate), router_bias)
+  def train_step(self, state: TrainState, tokens_BxL1) -> tuple[TrainState, dict]:
+    grads, aux = self.gradients(state.params, state.router_bias, tokens_BxL1)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    stats = moe_lib.logged_statistics(aux['stats'])
     metrics = dict(
         loss=aux['ce'].mean(),
         objective=aux['objective'].mean(),
         grad_norm=optax.tree.norm(grads),
-        learning_rate=self.schedule(state['step']),
-        **{k: v for k, v in stats.items() if k != 'expert_counts'},
+        learning_rate=self.schedule(state.step),
+        **stats,
     )
-    new_state = dict(
-        params=params, router_bias=router_bias, opt_state=opt_state, step=state['step'] + 1
+    new_state = TrainState(
+        params=optax.apply_updates(state.params, updates),
+        router_bias=moe_lib.next_router_bias(state.router_bias, aux['stats'], self.config.moe),
+        opt_state=opt_state,
+        step=state.step + 1,
     )
     return new_state, metrics
 
-  def train_steps(self, state: dict, tokens_SxBxL1) -> tuple[dict, dict]:
+  def train_steps(self, state: TrainState, tokens_SxBxL1) -> tuple[TrainState, dict]:
     return jax.lax.scan(self.train_step, state, tokens_SxBxL1)
 
   def eval_loss(self, params, router_bias, tokens_BxL1):
@@ -204,7 +207,7 @@ class Program:
 # --- The loop ----------------------------------------------------------------------------------
 
 
-def _run_summary(program: Program, dataset, **extra) -> dict:
+def _run_summary(program: Trainer, dataset, **extra) -> dict:
   c = program.config
   s = flops.summary(program.arch)
   tokens = program.total_steps * program.tokens_per_step
@@ -251,12 +254,12 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
   `stop_at_step` ends the loop early after checkpointing, as a preemption would.
   """
   entered = time.perf_counter()
-  program = Program.build(config)
+  program = Trainer.build(config)
   with jax.set_mesh(program.mesh):
     return _train_loop(program, workdir, stop_at_step, entered)
 
 
-def last_step(program: Program, stop_at_step: int | None) -> int:
+def last_step(program: Trainer, stop_at_step: int | None) -> int:
   return min(program.total_steps if stop_at_step is None else stop_at_step, program.total_steps)
 
 
@@ -281,7 +284,63 @@ def _chunk_end(step: int, last: int, config) -> int:
   return end
 
 
-def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entered: float) -> dict:
+class _Recorder:
+  """Writes each step's metrics record and logs a line every `log_every` steps, with the loop's
+  throughput over the steps since the last line."""
+
+  def __init__(self, program: Trainer, writer, last: int):
+    self.program, self.writer, self.last = program, writer, last
+    self.peak = metrics_lib.peak_flops_per_device(
+        program.config.metrics.peak_flops_per_device, jax.devices()[0].device_kind
+    )
+    self.hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
+    self.window_start, self.window_steps = time.perf_counter(), 0
+    self.steady = None  # (time, step) when the first call's metrics arrived: compiled by then
+
+  def __call__(self, first_step: int, chunk_metrics) -> None:
+    """The records of steps first_step, first_step + 1, ... of one call."""
+    program, config = self.program, self.program.config
+    host = jax.device_get(chunk_metrics)
+    n = len(host['loss'])
+    if self.steady is None:
+      self.steady = (time.perf_counter(), first_step + n - 1)
+    self.window_steps += n
+    elapsed = time.perf_counter() - self.window_start
+    tokens_per_s = self.window_steps * program.tokens_per_step / max(elapsed, 1e-9)
+    flops_per_s = tokens_per_s * self.hw_flops_per_token
+    for i in range(n):
+      step = first_step + i
+      record = dict(
+          kind='train',
+          step=step,
+          tokens=step * program.tokens_per_step,
+          **{k: v[i] for k, v in host.items()},
+          tokens_per_s=tokens_per_s,
+          model_flops_per_s=flops_per_s,
+          mfu=flops_per_s / (self.peak * jax.device_count()) if self.peak else None,
+      )
+      self.writer.write(record)
+      if not np.isfinite(record['loss']):
+        raise FloatingPointError(f'loss is {record["loss"]} at step {step}')
+    step = first_step + n - 1
+    if step // config.train.log_every > (first_step - 1) // config.train.log_every or (
+        step == self.last
+    ):
+      eta = (program.total_steps - step) * elapsed / self.window_steps
+      log.info(
+          'step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s',
+          step,
+          program.total_steps,
+          record['loss'],
+          record['grad_norm'],
+          record['learning_rate'],
+          tokens_per_s,
+          _format_eta(eta),
+      )
+      self.window_start, self.window_steps = time.perf_counter(), 0
+
+
+def _train_loop(program: Trainer, workdir: str, stop_at_step: int | None, entered: float) -> dict:
   """The loop of `train`; `entered` is when `train` was called (perf_counter seconds)."""
   config = program.config
   dataset = data_lib.Dataset(config)
@@ -300,6 +359,7 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entere
       config.train.async_checkpoint,
   )
 
+  # Resume from the newest readable checkpoint, if any.
   state = program.init_state()
   train_iter = dataset.train_iterator()
   meta = dict(wall_time_s=0.0)
@@ -311,30 +371,25 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entere
   # the evaluations, summed over every process that trained it (checkpoints before this field
   # existed count from their restore).
   elapsed_before = meta.get('elapsed_s', 0.0)
-  start = int(state['step'])
+  start = int(state.step)
   summary_path = workdir_path / metrics_lib.SUMMARY_FILE
   if start >= program.total_steps and summary_path.exists():
     ckpt.close()
     writer.close()
     return json.loads(summary_path.read_text())
-  eval_batches = [program.batch(b) for b in dataset.eval_batches()]
-  train_steps, eval_loss = program.jit_steps()
+
   # Everything compiled before the first step, not in the middle of training: the eval step and
   # the train call for each number of steps a call will take (steps_per_call, and the shorter
   # calls that end at an eval, a checkpoint or the last step).
+  last = last_step(program, stop_at_step)
+  eval_batches = [program.batch(b) for b in dataset.eval_batches()]
+  train_steps, eval_loss = program.jit_steps()
   if eval_batches:
-    eval_loss = eval_loss.lower(state['params'], state['router_bias'], eval_batches[0]).compile()
+    eval_loss = eval_loss.lower(state.params, state.router_bias, eval_batches[0]).compile()
   compiled = {
       n: train_steps.lower(state, program.batch_shape(n)).compile()
-      for n in _call_lengths(start, last_step(program, stop_at_step), config)
+      for n in _call_lengths(start, last, config)
   }
-
-  tokens_per_step = program.tokens_per_step
-  hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
-  peak = metrics_lib.peak_flops_per_device(
-      config.metrics.peak_flops_per_device, jax.devices()[0].device_kind
-  )
-  last = last_step(program, stop_at_step)
 
   def evaluate(step: int, final: bool = False) -> dict:
     """Eval loss (nats per token) on the held-out set (its first `eval_batches` batches unless
@@ -343,73 +398,39 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entere
     if not batches:
       return dict(final_eval_loss=None)
     losses = np.concatenate(
-        jax.device_get([eval_loss(state['params'], state['router_bias'], b) for b in batches])
+        jax.device_get([eval_loss(state.params, state.router_bias, b) for b in batches])
     ).astype(np.float64)
-    value = float(losses.mean())
-    stderr = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
+    result = dict(
+        final_eval_loss=float(losses.mean()),
+        eval_loss_stderr=float(losses.std(ddof=1) / np.sqrt(len(losses)))
+        if len(losses) > 1
+        else None,
+        eval_tokens=int(losses.size * config.train.seq_len),
+    )
     writer.write(
         dict(
             kind='eval',
             step=step,
-            tokens=step * tokens_per_step,
-            eval_loss=value,
-            eval_loss_stderr=stderr,
-            eval_tokens=losses.size * config.train.seq_len,
+            tokens=step * program.tokens_per_step,
+            eval_loss=result['final_eval_loss'],
+            eval_loss_stderr=result['eval_loss_stderr'],
+            eval_tokens=result['eval_tokens'],
         )
     )
-    log.info('step %d eval_loss %.4f +- %.4f', step, value, stderr or 0.0)
-    return dict(
-        final_eval_loss=value,
-        eval_loss_stderr=stderr,
-        eval_tokens=int(losses.size * config.train.seq_len),
+    log.info(
+        'step %d eval_loss %.4f +- %.4f',
+        step,
+        result['final_eval_loss'],
+        result['eval_loss_stderr'] or 0.0,
     )
+    return result
 
+  record = _Recorder(program, writer, last)
   eval_result = dict(final_eval_loss=None)
   run_start = time.perf_counter()
-  window_start, window_steps = time.perf_counter(), 0
-  steady = None  # (time, step) when the first call's metrics arrived: compilation is behind
-
-  def record(first_step: int, chunk_metrics) -> None:
-    """Writes the metrics of the steps first_step, first_step + 1, ... of one call."""
-    nonlocal window_start, window_steps, steady
-    host = jax.device_get(chunk_metrics)
-    n = len(host['loss'])
-    if steady is None:
-      steady = (time.perf_counter(), first_step + n - 1)
-    window_steps += n
-    elapsed = time.perf_counter() - window_start
-    tokens_per_s = window_steps * tokens_per_step / max(elapsed, 1e-9)
-    flops_per_s = tokens_per_s * hw_flops_per_token
-    for i in range(n):
-      step = first_step + i
-      rec = dict(
-          kind='train',
-          step=step,
-          tokens=step * tokens_per_step,
-          **{k: v[i] for k, v in host.items()},
-          tokens_per_s=tokens_per_s,
-          model_flops_per_s=flops_per_s,
-          mfu=flops_per_s / (peak * jax.device_count()) if peak else None,
-      )
-      writer.write(rec)
-      if not np.isfinite(rec['loss']):
-        raise FloatingPointError(f'loss is {rec["loss"]} at step {step}')
-    step = first_step + n - 1
-    if step // config.train.log_every > (first_step - 1) // config.train.log_every or step == last:
-      eta = (program.total_steps - step) * elapsed / window_steps
-      log.info(
-          'step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s',
-          step,
-          program.total_steps,
-          rec['loss'],
-          rec['grad_norm'],
-          rec['learning_rate'],
-          tokens_per_s,
-          _format_eta(eta),
-      )
-      window_start, window_steps = time.perf_counter(), 0
-
-  pending = None  # (first step, metrics) of the call in flight: read while the next one runs
+  # The metrics of calls not yet read, oldest first: the newest call's are read while the next
+  # call runs, except where an eval, a checkpoint or the end needs every record written first.
+  unread = []
   stop = preemption.StopRequest()
   try:
     stop.__enter__()
@@ -418,57 +439,55 @@ def _train_loop(program: Program, workdir: str, stop_at_step: int | None, entere
       end = _chunk_end(step, last, config)
       tokens = np.stack([next(train_iter) for _ in range(end - step)])
       state, chunk_metrics = compiled[end - step](state, program.batch(tokens))
-      if pending is not None:
-        record(*pending)
-      pending, step = (step + 1, chunk_metrics), end
+      unread.append((step + 1, chunk_metrics))
+      step = end
       preempted = stop.requested()
-      at_eval = (
-          step % config.train.eval_every == 0 and step != program.total_steps and not preempted
-      )
+      at_eval = step % config.train.eval_every == 0 and step < program.total_steps
+      at_eval = at_eval and not preempted
       at_checkpoint = step % config.train.checkpoint_every == 0 or step == last or preempted
-      if at_eval or at_checkpoint:
-        record(*pending)
-        pending = None
+      keep = 0 if at_eval or at_checkpoint else 1
+      while len(unread) > keep:
+        record(*unread.pop(0))
       if at_eval:
         eval_result = evaluate(step)
       if at_checkpoint:
+        now = time.perf_counter()
         meta = dict(
-            wall_time_s=meta['wall_time_s'] + time.perf_counter() - run_start,
-            elapsed_s=elapsed_before + time.perf_counter() - entered,
+            wall_time_s=meta['wall_time_s'] + now - run_start,
+            elapsed_s=elapsed_before + now - entered,
         )
-        run_start = time.perf_counter()
+        run_start = now
         # Every metric up to a checkpoint is durable before it: a crash loses only steps the
         # rerun trains (and logs) again, also on gs://, where lines wait for a chunk.
         writer.flush()
         ckpt.save(step, state, train_iter, meta)
       if preempted:
         break
-    if pending is not None:
-      record(*pending)
+
     now = time.perf_counter()
     wall = meta['wall_time_s'] + now - run_start
-    steady_steps = int(state['step']) - steady[1] if steady else 0
-    finished = int(state['step']) >= program.total_steps
-    status = 'finished' if finished else 'preempted' if stop.signum is not None else 'stopped'
+    final_step = int(state.step)
+    finished = final_step >= program.total_steps
     if finished:
       eval_result = evaluate(program.total_steps, final=True)
     writer.flush()
+    steady_time, steady_step = record.steady or (now, final_step)
     summary = _run_summary(
         program,
         dataset,
-        status=status,
-        final_step=int(state['step']),
+        status='finished' if finished else 'preempted' if stop.signum is not None else 'stopped',
+        final_step=final_step,
         **eval_result,
         wall_time_s=wall,
         elapsed_s=elapsed_before + time.perf_counter() - entered,
-        tokens_per_s=int(state['step']) * tokens_per_step / max(wall, 1e-9),
+        tokens_per_s=final_step * program.tokens_per_step / max(wall, 1e-9),
         # The loop's speed after compilation: evals, checkpoints, data and metrics included.
         steady_tokens_per_s=(
-            steady_steps * tokens_per_step / max(now - steady[0], 1e-9) if steady_steps else None
+            (final_step - steady_step) * program.tokens_per_step / max(now - steady_time, 1e-9)
+            if final_step > steady_step
+            else None
         ),
-        **_record_summary(
-            metrics_lib.read_metrics(workdir), int(state['step']), config.train.log_every
-        ),
+        **_record_summary(metrics_lib.read_metrics(workdir), final_step, config.train.log_every),
     )
     if finished:
       writer.write_json(metrics_lib.SUMMARY_FILE, summary)

@@ -59,11 +59,11 @@ def single_device(dispatch='einsum', **moe):
 
 
 def loss_and_grads(c):
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   with jax.set_mesh(program.mesh):
     state = program.init_state()
     tokens = program.batch(next(data_lib.Dataset(c).train_iterator()))
-    fn = jax.jit(lambda s, t: program.gradients(s['params'], s['router_bias'], t))
+    fn = jax.jit(lambda s, t: program.gradients(s.params, s.router_bias, t))
     grads, aux = fn(state, tokens)
     return float(aux['ce'].mean()), jax.device_get(grads), jax.device_get(aux['stats'])
 
@@ -120,17 +120,17 @@ def test_explicit_axes_are_refused_before_compiling():
   c = config(dict(data=8))
   c.mesh.axis_types = 'explicit'
   with pytest.raises(config_lib.ConfigError, match="config.mesh.axis_types='explicit'"):
-    train_lib.Program.build(c)
+    train_lib.Trainer.build(c)
 
 
 def test_parameters_are_sharded_as_the_rules_say():
   c = config(dict(data=1, fsdp=2, expert=4))
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   state = program.init_state()
-  wi = state['params']['moe_layers']['ffn']['wi_gate']  # [layers, E, D, F]
+  wi = state.params['moe_layers']['ffn']['wi_gate']  # [layers, E, D, F]
   assert wi.sharding.spec == jax.sharding.PartitionSpec(None, 'expert', 'fsdp', 'tensor')
   assert wi.addressable_shards[0].data.shape == (2, 2, 16, 16)
-  mu = state['opt_state'][1][0].mu['moe_layers']['ffn']['wi_gate']
+  mu = state.opt_state[1][0].mu['moe_layers']['ffn']['wi_gate']
   assert mu.sharding.spec == wi.sharding.spec
 
 
@@ -190,14 +190,14 @@ def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor)
 def first_layer_experts(c):
   """(dropped fraction of the first MoE layer under the mesh of `c`, run twice identically;
   that layer's routing recomputed on one device)."""
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   with jax.set_mesh(program.mesh):
     state = program.init_state()
     tokens = program.batch(next(data_lib.Dataset(c).train_iterator()))
-    run = jax.jit(lambda s, t: program.model(s['params'], s['router_bias'])(t[:, :-1]))
+    run = jax.jit(lambda s, t: program.model(s.params, s.router_bias)(t[:, :-1]))
     (logits, stats), (logits2, _) = run(state, tokens), run(state, tokens)
     np.testing.assert_array_equal(logits, logits2)
-  model = program.model(jax.device_get(state['params']), jax.device_get(state['router_bias']))
+  model = program.model(jax.device_get(state.params), jax.device_get(state.router_bias))
   x = model.embed(jnp.asarray(jax.device_get(tokens))[:, :-1])
   layer = jax.tree.map(lambda a: a[0], model.moe_layers)
   h = x + layer.attn(layer.attn_norm(x))
@@ -264,10 +264,10 @@ def test_mesh_and_batch_errors_name_the_field():
   c = config(dict(data=8))
   c.train.update(batch_size=4, tokens=4 * 4 * 16)
   with pytest.raises(config_lib.ConfigError, match='config.train.batch_size=4'):
-    train_lib.Program.build(c)
+    train_lib.Trainer.build(c)
   bad = config(dict(data=3))
   with pytest.raises(config_lib.ConfigError, match='config.mesh'):
-    train_lib.Program.build(bad)
+    train_lib.Trainer.build(bad)
 
 
 def _free_port():
@@ -351,7 +351,7 @@ def test_two_processes_train_on_one_mesh_and_a_signal_to_either_stops_both(tmp_p
 
 def test_parameters_carry_their_logical_axes_from_where_they_are_created():
   """The names flax's metadata gives each parameter, against a list written out by hand."""
-  program = train_lib.Program.build(config(dict(data=8)))
+  program = train_lib.Trainer.build(config(dict(data=8)))
   expected = {
       ('embed', 'embedding'): ('vocab', 'embed'),
       ('unembed', 'kernel'): ('embed', 'vocab'),

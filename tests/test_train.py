@@ -66,10 +66,10 @@ def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
   results = []
   for scan in (True, False):
     c = smoke(model=dict(scan_layers=scan, remat=remat, n_layers=3, num_dense_layers=1))
-    program = train_lib.Program.build(c)
+    program = train_lib.Trainer.build(c)
     state = program.init_state()
     grad_fn = jax.jit(jax.value_and_grad(program.loss, has_aux=True))  # eager runs op by op
-    (loss, _), grads = grad_fn(state['params'], state['router_bias'], first_batch(c))
+    (loss, _), grads = grad_fn(state.params, state.router_bias, first_batch(c))
     results.append((loss, grads))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
@@ -80,9 +80,9 @@ def test_gradient_accumulation_matches_the_full_batch():
   results = []
   for accum in (1, 2):
     c = smoke('dense', train=dict(grad_accum_steps=accum))
-    program = train_lib.Program.build(c)
+    program = train_lib.Trainer.build(c)
     state = program.init_state()
-    grads, aux = jax.jit(program.gradients)(state['params'], state['router_bias'], first_batch(c))
+    grads, aux = jax.jit(program.gradients)(state.params, state.router_bias, first_batch(c))
     results.append((grads, aux['ce'].mean()))
   np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
@@ -91,22 +91,22 @@ def test_gradient_accumulation_matches_the_full_batch():
 
 def test_router_bias_moves_only_by_the_sign_rule():
   c = smoke(moe=dict(router='sigmoid_bias', bias_update_rate=0.01, load_balance_coef=0.0))
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   state = program.init_state()
   batch = first_batch(c)
-  _, aux = jax.jit(program.loss)(state['params'], state['router_bias'], batch)
-  bias_before = state['router_bias']['moe_layers']['ffn']['router_bias']
+  _, aux = jax.jit(program.loss)(state.params, state.router_bias, batch)
+  bias_before = state.router_bias['moe_layers']['ffn']['router_bias']
   expected = moe_lib.bias_update(bias_before, aux['stats']['expert_counts'], 0.01)
-  assert 'router_bias' not in str(jax.tree_util.tree_structure(state['opt_state']))
+  assert 'router_bias' not in str(jax.tree_util.tree_structure(state.opt_state))
   new_state, _ = jax.jit(program.train_step)(state, batch)
   np.testing.assert_allclose(
-      new_state['router_bias']['moe_layers']['ffn']['router_bias'], expected, atol=1e-7
+      new_state.router_bias['moe_layers']['ffn']['router_bias'], expected, atol=1e-7
   )
 
 
 def test_weight_decay_skips_norm_scales():
   c = smoke()
-  params = train_lib.Program.build(c).init_state()['params']
+  params = train_lib.Trainer.build(c).init_state().params
   mask = optim.decay_mask(params)
   flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
   assert not any(m for path, m in flat.items() if 'norm' in path)
@@ -138,7 +138,7 @@ def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
     )
     train_lib.train(c, str(tmp_path / dtype))
     losses[dtype] = train_losses(tmp_path / dtype)
-  params = train_lib.Program.build(c).init_state()['params']
+  params = train_lib.Trainer.build(c).init_state().params
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], atol=0.1)
   assert any(p.name.startswith('events') for p in (tmp_path / 'bfloat16' / 'tensorboard').iterdir())
@@ -188,9 +188,9 @@ def test_a_resumed_run_summarises_the_whole_run(tmp_path):
 @pytest.mark.parametrize('reduction', ['sum', 'mean'])
 def test_router_losses_are_reduced_over_layers_as_configured(reduction):
   c = smoke(model=dict(n_layers=3), moe=dict(router_loss_reduction=reduction))
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   state = program._init()
-  objective, aux = jax.jit(program.loss)(state['params'], state['router_bias'], first_batch(c))
+  objective, aux = jax.jit(program.loss)(state.params, state.router_bias, first_batch(c))
   lb, z = np.asarray(aux['stats']['load_balance_loss']), np.asarray(aux['stats']['z_loss'])
   assert lb.shape == (3,)
   reduce = np.sum if reduction == 'sum' else np.mean
@@ -202,7 +202,7 @@ def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
   # Dense: an MoE's capacity depends on the batch, so one sequence alone routes differently.
   c = smoke('dense', steps=6, train=dict(eval_sequences=16, eval_batch_size=8, eval_batches=1))
   summary = train_lib.train(c, str(tmp_path))
-  program = train_lib.Program.build(c)
+  program = train_lib.Trainer.build(c)
   assert summary['eval_tokens'] == 16 * c.train.seq_len
   # Naive reference: the checkpointed final state, each held-out sequence on its own.
   from ling_jax import checkpoint as checkpoint_lib
@@ -216,7 +216,7 @@ def test_final_eval_reports_the_standard_error_of_the_fixed_set(tmp_path):
   for batch in dataset.eval_batches():
     for row in batch:
       tokens = jnp.asarray(row[None])
-      per_sequence.append(float(eval_loss(state['params'], state['router_bias'], tokens)[0]))
+      per_sequence.append(float(eval_loss(state.params, state.router_bias, tokens)[0]))
   assert len(per_sequence) == 16
   assert summary['final_eval_loss'] == pytest.approx(np.mean(per_sequence), rel=1e-5)
   assert summary['eval_loss_stderr'] == pytest.approx(np.std(per_sequence, ddof=1) / 4, rel=1e-4)
@@ -279,7 +279,7 @@ def test_flipped_bytes_never_restore_a_different_state(tmp_path):
   c = smoke(steps=10, train=dict(checkpoint_every=5, keep_checkpoints=3))
   train_lib.train(c, str(tmp_path / 'run'))
   pristine = tmp_path / 'run' / 'checkpoints'
-  program, dataset = train_lib.Program.build(c), data_lib.Dataset(c)
+  program, dataset = train_lib.Trainer.build(c), data_lib.Dataset(c)
 
   template = program.init_state()  # fixes shapes and shardings; its values are not read
 
@@ -322,3 +322,16 @@ def test_object_store_metrics_are_flushed_before_every_checkpoint(tmp_path, monk
   assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path)) if r['kind'] == 'train'] == [
       *range(1, 11)
   ]
+
+
+def test_fingerprint_leaf_names_do_not_depend_on_the_container():
+  from ling_jax import checkpoint as checkpoint_lib
+
+  name = checkpoint_lib._leaf_name  # pylint: disable=protected-access
+  assert name("['params']['embed']['embedding']") == 'params/embed/embedding'
+  assert name(".params['embed']['embedding']") == 'params/embed/embedding'
+  assert (
+      name(".opt_state[1][0].mu['wo']")
+      == name("['opt_state'][1][0].mu['wo']")
+      == ('opt_state/1/0/mu/wo')
+  )
