@@ -6,6 +6,7 @@
 Studies and what is fitted (loss = --loss: the held-out eval loss at the end of training by
 default; the paper used the training loss):
   dense_baseline    the dense frontier L(C), with (ICLR) and without (v1) an irreducible term;
+  seeds             the spread of the final loss over seeds of one dense and one MoE design;
   hparams           learning-rate and batch laws over the runs within 0.25% of each budget's best;
   allocation        IsoFLOP minima, M_opt(C) and D_opt(C) = C / M_opt;
   activation_ratio, granularity, shared_experts, dense_layers, attention_ratio
@@ -123,6 +124,34 @@ def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
         loss_key,
         os.path.join(out_dir, f'hparams_{kind}_landscape.png'),
     )
+  return report
+
+
+def seed_spread(rows, loss_key) -> dict:
+  """Per design (dense, MoE): the final loss of each seed, its mean and standard deviation, and
+  the deviation in units of the runs' eval standard error (above 1: training noise that a
+  one-run-per-design law carries and the eval set's sampling error does not show)."""
+  report = {}
+  for kind in ('moe', 'dense'):
+    members = [r for r in rows if results_lib.is_moe(r) == (kind == 'moe')]
+    if len(members) < 2:
+      continue
+    loss = np.array([r[loss_key] for r in members], float)
+    stderr = [r.get('eval_loss_stderr') for r in members]
+    sd = float(loss.std(ddof=1))
+    mean_stderr = float(np.mean(stderr)) if all(stderr) else None
+    report[kind] = dict(
+        members=[r['member'] for r in members],
+        loss=loss.tolist(),
+        mean=float(loss.mean()),
+        sd=sd,
+        relative_sd=sd / float(loss.mean()),
+        mean_eval_stderr=mean_stderr,
+        sd_over_eval_stderr=sd / mean_stderr if mean_stderr else None,
+        C=float(np.mean([r['C'] for r in members])),
+    )
+  if not report:
+    raise core.FitError('seeds: no design with 2 or more seeds.')
   return report
 
 
@@ -414,6 +443,10 @@ def _fit_hparams(name, c: Context) -> dict:
   return fit_hparams(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
 
 
+def _fit_seeds(name, c: Context) -> dict:
+  return seed_spread(c.by_study[name], c.loss_key)
+
+
 def _fit_allocation(name, c: Context) -> dict:
   return fit_allocation_study(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
 
@@ -459,6 +492,7 @@ FITTERS = {
     'hparams': _fit_hparams,
     'allocation': _fit_allocation,
     **dict.fromkeys(EL_STUDIES, _fit_el),
+    'seeds': _fit_seeds,
 }
 STUDIES = tuple(FITTERS)
 

@@ -32,6 +32,7 @@ REPRODUCED = 'reproduced'
 DIFFERS = 'not at this scale'
 INCONCLUSIVE = 'inconclusive'
 PENDING = 'pending'
+BEYOND = 'beyond the paper'  # a measurement the paper does not make: no verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +320,25 @@ def unified_law(reports: dict) -> Row:
   return Row(finding, paper, ours, verdict)
 
 
+def seed_variance(reports: dict) -> Row:
+  finding = 'Seed-to-seed spread of the final loss (not in the paper; its reviewers ask for it)'
+  paper = 'one run per design'
+  entry = _study(reports, 'seeds')
+  if entry is None:
+    return _pending(finding, paper, 'seeds')
+  parts = []
+  for kind in ('dense', 'moe'):
+    if kind in entry:
+      e = entry[kind]
+      ratio = e['sd_over_eval_stderr']
+      parts.append(
+          f'{kind}: SD {e["sd"]:.4f} ({e["relative_sd"]:.2%} of the loss'
+          + (f', {ratio:.1f} eval standard errors' if ratio else '')
+          + f') over {len(e["loss"])} seeds at {e["C"]:.2g} FLOPs'
+      )
+  return Row(finding, paper, '; '.join(parts), BEYOND)
+
+
 # The folder under results/local/ whose table holds dense_baseline, activation_ratio and
 # granularity runs together, fitted with --study=all: the unified law needs both EL studies.
 UNIFIED = 'unified'
@@ -335,6 +355,7 @@ FINDINGS = (
     first_dense_layers,
     el_versus_compute,
     unified_law,
+    seed_variance,
 )
 
 

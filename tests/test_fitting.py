@@ -816,6 +816,29 @@ def test_the_shared_expert_and_dense_layer_rows_follow_their_stated_rules():
   assert neutral.verdict == replication.INCONCLUSIVE and '0 of 1 members' in neutral.ours
 
 
+def test_seed_spread_is_the_sample_deviation_per_design_and_renders_its_row():
+  import statistics
+
+  from fitting import replication
+
+  rows = [
+      dict(member=f'moe_seed{i}', n_experts=64, C=5e11, loss=l, eval_loss_stderr=0.002)
+      for i, l in enumerate((1.50, 1.51, 1.49, 1.53))
+  ] + [
+      dict(member=f'dense_seed{i}', n_experts=0, C=5e11, loss=l, eval_loss_stderr=0.002)
+      for i, l in enumerate((1.60, 1.62))
+  ]
+  spread = fit_cli.seed_spread(rows, 'loss')
+  assert spread['moe']['sd'] == pytest.approx(statistics.stdev([1.50, 1.51, 1.49, 1.53]))
+  assert spread['dense']['sd_over_eval_stderr'] == pytest.approx(
+      statistics.stdev([1.60, 1.62]) / 0.002
+  )
+  row = replication.seed_variance(dict(seeds=dict(studies=dict(seeds=spread))))
+  assert row.verdict == replication.BEYOND and 'over 4 seeds at 5e+11 FLOPs' in row.ours
+  with pytest.raises(core.FitError, match='2 or more seeds'):
+    fit_cli.seed_spread(rows[:1], 'loss')
+
+
 def test_the_unified_law_row_sets_each_coefficient_beside_table_2():
   from fitting import replication
 
@@ -826,7 +849,7 @@ def test_the_unified_law_row_sets_each_coefficient_beside_table_2():
       intervals={k: sorted([paper[k] * 0.9, paper[k] * 1.1]) for k in names},
   )
   reports = {replication.UNIFIED: dict(el_laws=dict(unified_el=entry))}
-  last = replication.rows(reports)[-1]
+  last = replication.unified_law(reports)
   assert last.verdict == replication.REPRODUCED and 'gamma = 0.017 [0.015, 0.018]' in last.ours
   entry['intervals']['gamma'] = [0.02, 0.021]  # narrower than the value, which it excludes
-  assert replication.rows(reports)[-1].verdict == replication.DIFFERS
+  assert replication.unified_law(reports).verdict == replication.DIFFERS

@@ -238,3 +238,17 @@ def test_cli_lists_members_and_runs_one_by_index(tmp_path):
       timeout=120,
   )
   assert gathered.returncode == 0 and (tmp_path / 'results.csv').exists()
+
+
+def test_seed_members_repeat_one_design_per_arm_with_their_own_seeds():
+  base, members = study('seeds', 'smoke')
+  for kind in ('moe', 'dense'):
+    same = [m for m in members if m.name.startswith(f'{kind}_seed')]
+    assert len(same) == 2
+    seeds = [(m.overrides['train.seed'], m.overrides['data.seed']) for m in same]
+    assert seeds == [(0, 0), (1, 1)]
+    strip = lambda o: {k: v for k, v in o.items() if not k.endswith('.seed')}
+    assert strip(same[0].overrides) == strip(same[1].overrides)
+  assert sweep.validate_all(base, members)
+  with pytest.raises(config_lib.ConfigError, match='no paper scale'):
+    study('seeds', 'paper')
