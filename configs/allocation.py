@@ -9,7 +9,8 @@ backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rat
 the hyperparameter law. `paper` (default): budgets 1e18 .. 1e20 FLOPs, M_target from Table 1,
 Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): budgets 3e11 ..
 1e13 FLOPs (1.5 decades), M_target from Table 1 and a wider span (1/8 .. 4: byte-level optima
-need not follow the BPE law), learning rate and batch from the local hyperparameter law; a size
+need not follow the BPE law) over the local ladder and a one-layer rung below it, learning rate
+and batch from the local hyperparameter law; a size
 whose D = C / M would pass one epoch of the train split (common.LOCAL_TRAIN_TOKENS) is left out
 (the two smallest at 1e13).
 `smoke`: 1 budget, 3 sizes. The paper fitted M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905
@@ -28,6 +29,10 @@ BUDGETS = {
     'smoke': [3e8],
 }
 SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
+# At local scale one rung below the ladder's smallest backbone: about 3x apart at the bottom, its
+# rungs would give the smallest budget only two sizes, too few for a parabola. Only this study
+# uses it; the later designs keep the ladder (an optimum below it picks its smallest backbone).
+LOCAL_LADDER = [(1, 24, 1, 1)] + common.LOCAL_LADDER
 
 
 def get_config(arg=None):
@@ -43,10 +48,11 @@ def get_sweep(arg=None):
     for budget in BUDGETS[scale]:
       optimum = common.optimal_m(budget, 'smoke', kind) if scale == 'smoke' else m_law(budget)
       chosen = set()
+      options = hparams.design_options(scale)
+      if scale == 'local':
+        options['ladder'] = LOCAL_LADDER
       for factor in SIZES[scale]:
-        d = design_lib.design(
-            budget, shape, m_target=factor * optimum, **hparams.design_options(scale)
-        )
+        d = design_lib.design(budget, shape, m_target=factor * optimum, **options)
         key = (d.model['n_layers'], d.model['d_model'])
         if key in chosen:  # the ladder is discrete: two targets may pick one backbone
           continue
