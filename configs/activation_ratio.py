@@ -6,8 +6,8 @@
 
 Sweeps 8 expert counts at fixed active compute in each of 6 backbone groups (48 members); only
 total parameters change, so M is equal within a group. Scales: `paper` (default; Table 7's
-backbones, budgets 2e18-6e20 FLOPs, its learning rates and batches; TPU pod), `local` (CPU, six
-backbones at 5e11-1.6e13 FLOPs, about 1 hour in all; `--list` estimates each member), `demo`
+backbones, budgets 2e18-6e20 FLOPs, its learning rates and batches; TPU pod), `local` (CPU, the
+three local budgets 1e11-3.2e12 FLOPs; `--list` estimates each member), `demo`
 (the MoE half of `python -m experiments.demo`: E in {2, 8, 32} at 5e10 and 1e11 FLOPs), `smoke`.
 The paper found the loss falling monotonically as A falls, 0.8% best at every budget, and EL
 growing as A falls and as C grows (Eq. 10).

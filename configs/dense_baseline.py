@@ -6,11 +6,11 @@
 
 One compute-optimal dense model per budget (fitting.model_design at the dense M_opt(C)), so that
 L_dense(C) can be fitted and inverted at each MoE run's loss. The budgets bracket the MoE
-budgets: half the smallest below, and 4 (local) to 8 (paper) times the largest above, so that an
-MoE run with an EL up to 4-8 reads its dense compute off fitted points, not an extrapolation.
+budgets: half the smallest below, and 6 (local) to 8 (paper) times the largest above, so that an
+MoE run with an EL up to 6-8 reads its dense compute off fitted points, not an extrapolation.
 `paper` (default): 1e18 .. 2e21 FLOPs, Table 1's M_opt. `local` (step 3 of the local protocol,
-docs/replication.md): 1e11 .. 3.2e13 FLOPs (the largest budget whose D fits in one epoch of the
-train split) at this scale's fitted dense M_opt(C), learning rate and batch from its
+docs/replication.md): 5e10 .. 2e13 FLOPs (half the smallest ablation budget to 6 times the
+largest) at this scale's fitted dense M_opt(C), learning rate and batch from its
 hyperparameter law. `demo` (the dense half of `python -m experiments.demo`): 2.5e10 .. 4e11
 FLOPs. `smoke`: 2 members.
 """
@@ -22,7 +22,7 @@ from fitting import model_design as design_lib
 
 BUDGETS = {
     'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
-    'local': [1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2e13, 3.2e13],
+    'local': [5e10, 1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2e13],
     'smoke': [3e8, 6e8],
     common.DEMO: common.DEMO_DENSE_BUDGETS,
 }

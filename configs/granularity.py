@@ -6,7 +6,8 @@
 
 (E, E_a, E_s) = (64, 2, 1) x k for k in {1, 2, 3, 4, 6, 8} with d_expert = 2 d_model / G, so M is
 equal within each of 6 groups (36 members; the paper rounds widths down, e.g. 170 for 170.67).
-Scales: `paper` (default; Table 8, 2e18-6e20 FLOPs; TPU pod), `local` (CPU, about 1 hour),
+Scales: `paper` (default; Table 8, 2e18-6e20 FLOPs; TPU pod), `local` (CPU; the three local
+budgets, 1e11-3.2e12 FLOPs; `--list` gives each member's hours),
 `smoke`. The paper found a U-shaped loss in log G with its optimum near G = 12 at every budget
 (Eq. 11), shifting coarser when routing is poorly balanced.
 """

@@ -83,7 +83,7 @@ def test_ablation_groups_are_iso_flop(name, tolerance, scale):
   if name == 'attention_ratio' and scale == 'local':
     tolerance = 1.5e-2  # whole expert widths at d_model 24-48 cannot match M closer
   groups = group_ms(name, scale)
-  assert len(groups) == len(common.groups(scale)) >= 5
+  assert len(groups) == len(common.groups(scale)) >= 3  # Eq. 12 needs 3 budgets
   for ms in groups.values():
     assert max(ms) / min(ms) - 1 <= tolerance
 
