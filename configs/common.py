@@ -30,11 +30,12 @@ def parse_scale(arg, demo: bool = False) -> str:
 
 
 def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget: float):
-  """Paper App. B: vocabulary 126,464, 4096-token sequences, AdamW (0.9, 0.95, wd 0.1), WSD with
+  """Paper App. B: the paper scale's vocabulary and sequences, AdamW (0.9, 0.95, wd 0.1), WSD with
   1% warmup decaying to 10% of the peak, bf16 compute; the data must be supplied (tokens files)."""
-  c.model.update(vocab_size=126_464, compute_dtype='bfloat16', remat='dots_no_batch')
+  scale = SCALE['paper']
+  c.model.update(vocab_size=scale.vocab_size, compute_dtype='bfloat16', remat='dots_no_batch')
   c.train.update(
-      seq_len=4096,
+      seq_len=scale.seq_len,
       batch_size=batch_sequences,
       learning_rate=learning_rate,
       compute_budget=compute_budget,
@@ -43,13 +44,13 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
       checkpoint_every=1000,
       eval_batches=16,
   )
-  c.data.source = 'tokens'
+  c.data.source = scale.data_source
   return c
 
 
 def local_training(c, compute_budget: float, seq_len: int = 256):
   """Two CPU cores, minutes: the built-in stdlib byte corpus."""
-  c.model.update(vocab_size=256)
+  c.model.update(vocab_size=SCALE['local'].vocab_size)
   c.train.update(
       seq_len=seq_len,
       batch_size=16,
@@ -61,15 +62,16 @@ def local_training(c, compute_budget: float, seq_len: int = 256):
       eval_batches=4,
       steps_per_call=10,
   )
-  c.data.source = 'stdlib'
+  c.data.source = SCALE['local'].data_source
   return c
 
 
 def smoke_training(c):
   """Seconds, for tests: synthetic tokens, tiny model."""
-  c.model.update(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=64)
+  scale = SCALE['smoke']
+  c.model.update(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=scale.vocab_size)
   c.train.update(
-      seq_len=32,
+      seq_len=scale.seq_len,
       batch_size=4,
       learning_rate=1e-2,
       tokens=4 * 32 * 10,
@@ -78,7 +80,7 @@ def smoke_training(c):
       checkpoint_every=5,
       eval_batches=2,
   )
-  c.data.source = 'synthetic'
+  c.data.source = scale.data_source
   c.mesh.num_devices = 1  # tests set meshes of their own
   return c
 
@@ -136,6 +138,41 @@ SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
 # layer) would otherwise dominate M, and shorter sequences leave more optimizer steps per budget.
 LOCAL_SEQ_LEN = 128
 BASELINE_MOE = design_lib.MoEShape(64, 4, 1, granularity=2.0)  # the paper's Sec. 2 shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """What a scale fixes for every config at it: the data, the sequences and vocabulary, and the
+  backbones (n_layers, d_model, n_heads, n_kv_heads) its designs choose from."""
+
+  data_source: str
+  seq_len: int  # tokens per sequence
+  vocab_size: int
+  head_dim: int
+  ladder: tuple
+
+  def design_options(self) -> dict:
+    """The arguments fitting.model_design.design takes from a scale."""
+    return dict(
+        seq_len=self.seq_len, vocab_size=self.vocab_size, head_dim=self.head_dim, ladder=self.ladder
+    )
+
+
+SCALE = {
+    # The paper's setting (App. B) on your pre-tokenized data.
+    'paper': Scale(
+        'tokens',
+        design_lib.PAPER_SEQ_LEN,
+        design_lib.PAPER_VOCAB_SIZE,
+        design_lib.PAPER_HEAD_DIM,
+        tuple(design_lib.PAPER_BACKBONES),
+    ),
+    # Two CPU cores: the built-in byte corpus, short sequences, the local ladder.
+    'local': Scale('stdlib', LOCAL_SEQ_LEN, 256, LOCAL_HEAD_DIM, tuple(LOCAL_LADDER)),
+    # Seconds, for tests: a synthetic Markov chain, tiny models.
+    'smoke': Scale('synthetic', 32, 64, 8, tuple(SMOKE_BACKBONES)),
+}
+SCALE[DEMO] = SCALE['local']  # the local protocol in miniature: the same data and designs
 
 
 def fitted_report(study: str) -> dict | None:
@@ -364,7 +401,7 @@ def table3_run(c, row: dict):
 
 def local_design_options() -> dict:
   """design() arguments for the CPU scale: bytes, LOCAL_SEQ_LEN-byte sequences, the local ladder."""
-  return dict(seq_len=LOCAL_SEQ_LEN, vocab_size=256, head_dim=LOCAL_HEAD_DIM, ladder=LOCAL_LADDER)
+  return SCALE['local'].design_options()
 
 
 def optimal_m(compute: float, scale: str, kind: str) -> float:

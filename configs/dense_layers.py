@@ -7,9 +7,9 @@
 E = 64, E_a = 2, E_s = 1, d_expert = d_model; 6 groups x 4 = 24 members. `paper` (default) uses
 Table 10 as printed: 60 layers and d_ffn = 4 d_model (mostly), which is wider than the 3 d_model of
 the activated experts, so M grows slightly with the number of dense layers (the text says it
-matches; arXiv 2507.17702 §4.1.4, App. D, Table 10). `local` (CPU; 12 layers, the three local budgets)
-sets d_ffn = 3 d_expert, iso-M as the text intends. The paper found almost no effect (EL ~ 1),
-the best count growing with budget: 0 at 1e18, 2-3 of 60 at 3e20.
+matches; arXiv 2507.17702 §4.1.4, App. D, Table 10). `local` (CPU; 12 layers, the three local
+budgets) sets d_ffn = 3 d_expert, iso-M as the text intends. The paper found almost no effect
+(EL ~ 1), the best count growing with budget: 0 at 1e18, 2-3 of 60 at 3e20.
 """
 
 from configs import common

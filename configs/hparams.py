@@ -56,11 +56,7 @@ def get_config(arg=None):
 
 
 def design_options(scale):
-  if scale == 'paper':
-    return {}
-  if scale in ('local', common.DEMO):
-    return common.local_design_options()
-  return dict(seq_len=32, vocab_size=64, head_dim=8, ladder=common.SMOKE_BACKBONES)
+  return common.SCALE[scale].design_options()
 
 
 def _grid(scale, budget, seq_len, tokens):

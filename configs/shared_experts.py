@@ -7,8 +7,8 @@
 (E_a, E_s) in {(2, 10), (4, 8), (6, 6), (8, 4), (10, 2), (11, 1), (12, 0)}: Table 9's six splits
 and (10, 2), the S = 16.7% the text reports best, which the table omits; d_expert = d_model / 4
 (G = 8), M equal within a group. Scales: `paper` (default; Table 9, 2e18-6e20 FLOPs),
-`local` (CPU; the three local budgets, 1e11-3.2e12 FLOPs), `smoke`. The paper found a U shape: best S = 16.7% up to 1e20 FLOPs
-and 8.3% (one shared expert) beyond; S = 0 is usually worse.
+`local` (CPU; the three local budgets, 1e11-3.2e12 FLOPs), `smoke`. The paper found a U shape:
+best S = 16.7% up to 1e20 FLOPs and 8.3% (one shared expert) beyond; S = 0 is usually worse.
 """
 
 from configs import common

@@ -12,6 +12,11 @@ import math
 from fitting import laws
 from ling_jax import flops
 
+# The paper's training setting (arXiv 2507.17702, App. B): 4096-token sequences of a 126,464-token
+# vocabulary, heads of 64 dimensions.
+PAPER_SEQ_LEN = 4096
+PAPER_VOCAB_SIZE = 126_464
+PAPER_HEAD_DIM = 64
 # Backbones (n_layers, d_model, n_heads, n_kv_heads) the paper used: Tables 7-11, in order.
 PAPER_BACKBONES = [
     (8, 384, 8, 2),
@@ -103,9 +108,9 @@ def design(
     compute: float,
     shape: MoEShape,
     *,
-    seq_len: int = 4096,
-    vocab_size: int = 126_464,
-    head_dim: int = 64,
+    seq_len: int = PAPER_SEQ_LEN,
+    vocab_size: int = PAPER_VOCAB_SIZE,
+    head_dim: int = PAPER_HEAD_DIM,
     kv_ratio: int = 4,
     ladder=PAPER_BACKBONES,
     m_target: float | None = None,
