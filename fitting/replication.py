@@ -85,6 +85,14 @@ def interval_verdict(paper_value: float, bounds: tuple[float, float] | None) -> 
   return INCONCLUSIVE
 
 
+def combined_verdict(verdicts: list[str]) -> str:
+  """A finding made of parts (budgets, coefficients): reproduced when every part is, not at
+  this scale when any part is, otherwise inconclusive."""
+  if verdicts and set(verdicts) == {REPRODUCED}:
+    return REPRODUCED
+  return DIFFERS if DIFFERS in verdicts else INCONCLUSIVE
+
+
 def _study(reports: dict, study: str) -> dict | None:
   entry = reports.get(study, {}).get('studies', {}).get(study)
   return None if entry is None or 'error' in entry else entry
@@ -254,14 +262,7 @@ def shared_expert_ratio(reports: dict) -> Row:
     beats_none = bool(none) and not _overlaps(best.get('EL_interval'), none[0].get('EL_interval'))
     verdicts.append(REPRODUCED if low and beats_none else DIFFERS if not low else INCONCLUSIVE)
   ours = '; '.join(_best_by_group(entry, lambda p: f'best S = {p["S"]:.1%}'))
-  verdict = (
-      REPRODUCED
-      if set(verdicts) == {REPRODUCED}
-      else DIFFERS
-      if DIFFERS in verdicts
-      else INCONCLUSIVE
-  )
-  return Row(finding, paper, ours, verdict)
+  return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
 def first_dense_layers(reports: dict) -> Row:
@@ -310,14 +311,7 @@ def unified_law(reports: dict) -> Row:
     return _pending(finding, paper, UNIFIED)
   verdicts = [interval_verdict(laws.PAPER_UNIFIED_EL[k], _interval(entry, k)) for k in names]
   ours = ', '.join(f'{k} = {_estimate(entry, k)}' for k in names)
-  verdict = (
-      REPRODUCED
-      if set(verdicts) == {REPRODUCED}
-      else DIFFERS
-      if DIFFERS in verdicts
-      else INCONCLUSIVE
-  )
-  return Row(finding, paper, ours, verdict)
+  return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
 def seed_variance(reports: dict) -> Row:
