@@ -22,6 +22,7 @@ from absl import flags
 from etils import epath
 
 from experiments import sweep
+from fitting import results as results_lib
 from ling_jax import metrics as metrics_lib
 
 FLAGS = flags.FLAGS
@@ -35,51 +36,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
 
 
-MODEL_FIELDS = [
-    'n_layers',
-    'd_model',
-    'n_heads',
-    'n_kv_heads',
-    'd_ffn',
-    'num_dense_layers',
-    'n_experts',
-    'top_k',
-    'n_shared',
-    'd_expert',
-]
-COLUMNS = [
-    'study',
-    'member',
-    'group',
-    'status',
-    'budget',
-    *MODEL_FIELDS,
-    'N',
-    'N_a',
-    'M',
-    'D',
-    'C',
-    'A',
-    'A_routed',
-    'G',
-    'S',
-    'learning_rate',
-    'batch_size',
-    'seq_len',
-    'final_train_loss',
-    'final_eval_loss',
-    'eval_tokens',
-    'eval_loss_stderr',
-    'dropped_fraction',
-    'max_dropped_fraction',
-    'wall_time_s',
-    'elapsed_s',
-    'tokens_per_s',
-    'steady_tokens_per_s',
-    'steps',
-    'data_fingerprint',
-    'reason',
-]
+MODEL_FIELDS = results_lib.MODEL_FIELDS
+COLUMNS = results_lib.COLUMNS
 
 
 def _read_json(path: epath.Path):

@@ -15,8 +15,21 @@ from etils import epath
 
 from fitting.core import FitError
 
-NUMERIC = (
-    'budget',
+# The columns of a results table (experiments.collect writes them, in this order): who the run
+# is, its resolved architecture, its size and budget, its hyperparameters, what it measured.
+MODEL_FIELDS = (
+    'n_layers',
+    'd_model',
+    'n_heads',
+    'n_kv_heads',
+    'd_ffn',
+    'num_dense_layers',
+    'n_experts',
+    'top_k',
+    'n_shared',
+    'd_expert',
+)
+MEASURED = (
     'N',
     'N_a',
     'M',
@@ -31,22 +44,23 @@ NUMERIC = (
     'seq_len',
     'final_train_loss',
     'final_eval_loss',
-    'wall_time_s',
-    'tokens_per_s',
-    'steady_tokens_per_s',
-    'dropped_fraction',
-    'max_dropped_fraction',
     'eval_tokens',
     'eval_loss_stderr',
+    'dropped_fraction',
+    'max_dropped_fraction',
+    'wall_time_s',
+    'elapsed_s',
+    'tokens_per_s',
+    'steady_tokens_per_s',
     'steps',
-    'n_layers',
-    'd_model',
-    'n_experts',
-    'top_k',
-    'n_shared',
-    'd_expert',
-    'num_dense_layers',
 )
+COLUMNS = (
+    ('study', 'member', 'group', 'status', 'budget')
+    + MODEL_FIELDS
+    + MEASURED
+    + ('data_fingerprint', 'reason')
+)
+NUMERIC = ('budget',) + MODEL_FIELDS + MEASURED  # read as numbers from a CSV
 
 
 def _number(value):
