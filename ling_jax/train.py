@@ -251,12 +251,14 @@ def _format_eta(seconds: float) -> str:
 def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
   """Trains (or resumes) the run of `config` in `workdir`; returns its summary record.
 
-  `stop_at_step` ends the loop early after checkpointing, as a preemption would.
+  `stop_at_step` ends the loop early after checkpointing, as a preemption would. A SIGTERM or
+  SIGINT from here on, start-up included, stops the run at its next checkpointable step.
   """
   entered = time.perf_counter()
-  program = Trainer.build(config)
-  with jax.set_mesh(program.mesh):
-    return _train_loop(program, workdir, stop_at_step, entered)
+  with preemption.StopRequest() as stop:
+    trainer = Trainer.build(config)
+    with jax.set_mesh(trainer.mesh):
+      return _train_loop(trainer, workdir, stop_at_step, entered, stop)
 
 
 def last_step(program: Trainer, stop_at_step: int | None) -> int:
@@ -340,7 +342,13 @@ class _Recorder:
       self.window_start, self.window_steps = time.perf_counter(), 0
 
 
-def _train_loop(program: Trainer, workdir: str, stop_at_step: int | None, entered: float) -> dict:
+def _train_loop(
+    program: Trainer,
+    workdir: str,
+    stop_at_step: int | None,
+    entered: float,
+    stop: preemption.StopRequest,
+) -> dict:
   """The loop of `train`; `entered` is when `train` was called (perf_counter seconds)."""
   config = program.config
   dataset = data_lib.Dataset(config)
@@ -431,9 +439,7 @@ def _train_loop(program: Trainer, workdir: str, stop_at_step: int | None, entere
   # The metrics of calls not yet read, oldest first: the newest call's are read while the next
   # call runs, except where an eval, a checkpoint or the end needs every record written first.
   unread = []
-  stop = preemption.StopRequest()
   try:
-    stop.__enter__()
     step = start
     while step < last:
       end = _chunk_end(step, last, config)
@@ -493,6 +499,5 @@ def _train_loop(program: Trainer, workdir: str, stop_at_step: int | None, entere
       writer.write_json(metrics_lib.SUMMARY_FILE, summary)
     return summary
   finally:
-    stop.__exit__()
     ckpt.close()
     writer.close()
