@@ -73,16 +73,15 @@ def _estimate(result: dict, param: str) -> str:
 
 
 def interval_verdict(paper_value: float, bounds: tuple[float, float] | None) -> str:
-  """Reproduced when the paper's value lies in our 95% interval; not at this scale when it lies
-  outside an interval narrower than the value itself; otherwise inconclusive."""
+  """Decided only by an interval narrower than the paper's value itself (one that could have
+  excluded it): reproduced when the value lies inside, not at this scale when outside;
+  otherwise, or without an interval, inconclusive."""
   if bounds is None:
     return INCONCLUSIVE
   low, high = bounds
-  if low <= paper_value <= high:
-    return REPRODUCED
-  if high - low < abs(paper_value):
-    return DIFFERS
-  return INCONCLUSIVE
+  if high - low >= abs(paper_value):
+    return INCONCLUSIVE
+  return REPRODUCED if low <= paper_value <= high else DIFFERS
 
 
 def combined_verdict(verdicts: list[str]) -> str:
@@ -132,12 +131,34 @@ def hparams_moe_versus_dense(reports: dict) -> Row:
       target: hparams.law_at(entry['moe'][target], C) / hparams.law_at(entry['dense'][target], C)
       for target in ('learning_rate', 'batch_tokens')
   }
+  # The runs themselves: the best MoE run's learning rate and batch over the best dense run's.
+  bests = [
+      {
+          t: entry['moe']['best_per_budget'][b][t] / entry['dense']['best_per_budget'][b][t]
+          for t in ('learning_rate', 'batch_tokens')
+      }
+      for b in entry['moe'].get('best_per_budget', {})
+  ]
+  runs = '; '.join(
+      f'{b}: x{r["learning_rate"]:.2g} / x{r["batch_tokens"]:.2g}'
+      for b, r in zip(entry['moe'].get('best_per_budget', {}), bests)
+  )
+  agree = lambda r: r['learning_rate'] <= 1 <= r['batch_tokens']
+  oppose = lambda r: r['learning_rate'] > 1 and r['batch_tokens'] < 1
+  verdict = (
+      REPRODUCED
+      if agree(ratio) and bests and all(agree(r) for r in bests)
+      else DIFFERS
+      if oppose(ratio) and bests and all(oppose(r) for r in bests)
+      else INCONCLUSIVE
+  )
   return Row(
       finding,
       paper,
-      f'at C = {C:.2g} FLOPs the fitted laws give MoE/dense learning rate '
-      f'x{ratio["learning_rate"]:.2f}, batch x{ratio["batch_tokens"]:.2f} (point estimates)',
-      REPRODUCED if ratio['learning_rate'] < 1 < ratio['batch_tokens'] else DIFFERS,
+      f'fitted laws at C = {C:.2g} FLOPs: MoE/dense learning rate x{ratio["learning_rate"]:.2f}, '
+      f'batch x{ratio["batch_tokens"]:.2f}; best runs per budget (learning rate / batch): '
+      f'{runs or "not in this report"}',
+      verdict,
   )
 
 

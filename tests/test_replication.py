@@ -46,9 +46,10 @@ def test_every_finding_has_a_row_and_pending_rows_name_their_study():
 @pytest.mark.parametrize(
     'paper,bounds,verdict',
     [
-        (-0.1529, (-0.3, -0.1), replication.REPRODUCED),
+        (-0.1529, (-0.2, -0.1), replication.REPRODUCED),
         (-0.1529, (-0.05, 0.02), replication.DIFFERS),  # excluded by a narrow interval
         (-0.1529, (0.1, 0.9), replication.INCONCLUSIVE),  # excluded, but wider than the value
+        (-0.1529, (-0.6, 0.03), replication.INCONCLUSIVE),  # inside one too wide to exclude it
         (0.5, None, replication.INCONCLUSIVE),
     ],
 )
@@ -59,13 +60,13 @@ def test_the_verdict_rule(paper, bounds, verdict):
 def test_an_hparams_report_renders_the_paper_numbers_beside_ours():
   law = dict(
       params=dict(log_coefficient=0.0, exponent_C=-0.2),
-      intervals=dict(exponent_C=[-0.25, -0.12]),
+      intervals=dict(exponent_C=[-0.21, -0.12]),
   )
   moe = dict(learning_rate=law, batch_tokens=law, n_near_optimal=9, n_groups=3)
   report = dict(studies=dict(hparams=dict(budgets=[1e11, 1e12], moe=moe)))
   first = replication.rows(dict(hparams=report))[0]
   assert first.paper == f'b = {laws.MOE_LEARNING_RATE.exponent:.4f}'
-  assert first.ours.startswith('b = -0.200 [-0.250, -0.120]')
+  assert first.ours.startswith('b = -0.200 [-0.210, -0.120]')
   assert first.verdict == replication.REPRODUCED
 
 
