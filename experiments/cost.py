@@ -189,7 +189,8 @@ def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
       'every coefficient'
       if steps_from is None
       else (
-          f'start-up and a factor {factor:.3f} on the step times of {steps_from.get("fitted_to")}'
+          f'start-up and a factor {factor:.3f} on the step times of '
+          + steps_from.get('fitted_to', f'the model measured {steps_from.get("measured")}')
       )
   )
   return dict(

@@ -439,6 +439,7 @@ def _train_loop(
   # The metrics of calls not yet read, oldest first: the newest call's are read while the next
   # call runs, except where an eval, a checkpoint or the end needs every record written first.
   unread = []
+  preempted = False  # a signal reached this process or, in a multi-process run, any of them
   try:
     step = start
     while step < last:
@@ -481,7 +482,7 @@ def _train_loop(
     summary = _run_summary(
         program,
         dataset,
-        status='finished' if finished else 'preempted' if stop.signum is not None else 'stopped',
+        status='finished' if finished else 'preempted' if preempted else 'stopped',
         final_step=final_step,
         **eval_result,
         wall_time_s=wall,
