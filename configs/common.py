@@ -205,10 +205,13 @@ DEMO_EQ3_LR_FACTOR = 0.5
 
 
 def demo_hyperparameters(C: float, kind: str) -> tuple[float, int]:
-  """(peak learning rate, batch in sequences) of a demo member at C FLOPs."""
-  lr, batch = local_hyperparameters(C, kind)
-  factor = DEMO_EQ3_LR_FACTOR if lr.provisional else 1.0
-  return lr.value * factor, max(1, round(batch.value / LOCAL_SEQ_LEN))
+  """(peak learning rate, batch in sequences) of a demo member at C FLOPs: Eq. 3 at
+  DEMO_EQ3_LR_FACTOR of its learning rate, for both arms. The demo's budgets lie below the range
+  the local hyperparameter law was fitted on (1e11-3.2e12 FLOPs), and the README's numbers must
+  not move when a local law is committed."""
+  del kind
+  lr = laws.MOE_LEARNING_RATE(C) * DEMO_EQ3_LR_FACTOR
+  return lr, max(1, round(laws.MOE_BATCH_TOKENS(C) / LOCAL_SEQ_LEN))
 
 
 def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:

@@ -117,6 +117,13 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   assert batch.value == pytest.approx(0.5 * 1e12**0.3)
   assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
   assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
+  # The demo keeps Eq. 3 at half its learning rate whatever is committed: its budgets lie below
+  # the fitted law's range, and the README quotes its numbers.
+  from fitting import laws  # pylint: disable=import-outside-toplevel
+
+  lr, sequences = common.demo_hyperparameters(5e10, 'dense')
+  assert lr == pytest.approx(0.5 * laws.MOE_LEARNING_RATE(5e10))
+  assert sequences == round(laws.MOE_BATCH_TOKENS(5e10) / common.LOCAL_SEQ_LEN)
 
 
 def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
