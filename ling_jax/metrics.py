@@ -210,3 +210,9 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
       if isinstance(record, dict):
         latest[(record.get('kind', 'train'), record.get('step'))] = record
   return sorted(latest.values(), key=lambda r: (r.get('step', 0), r.get('kind', '')))
+
+
+def train_losses(workdir: str) -> list[float]:
+  """The training loss of every step of a run, in step order (a step trained twice, before and
+  after a restart, counts once: its last record)."""
+  return [r['loss'] for r in read_metrics(str(workdir)) if r['kind'] == 'train']

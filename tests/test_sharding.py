@@ -134,16 +134,12 @@ def test_parameters_are_sharded_as_the_rules_say():
   assert mu.sharding.spec == wi.sharding.spec
 
 
-def train_losses(workdir):
-  return [r['loss'] for r in metrics_lib.read_metrics(str(workdir)) if r['kind'] == 'train']
-
-
 @pytest.fixture(scope='module')
 def single_run_losses(tmp_path_factory):
   """The losses of the unsharded 20-step run, trained once for every mesh compared with it."""
   workdir = tmp_path_factory.mktemp('single')
   train_lib.train(config(steps=20), str(workdir))
-  return train_losses(workdir)
+  return metrics_lib.train_losses(workdir)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +149,9 @@ def test_twenty_sharded_steps_repeat_the_unsharded_losses(
     tmp_path, mesh, transport, single_run_losses
 ):
   train_lib.train(config(MESHES[mesh], transport, steps=20), str(tmp_path / 'sharded'))
-  np.testing.assert_allclose(train_losses(tmp_path / 'sharded'), single_run_losses, rtol=2e-5)
+  np.testing.assert_allclose(
+      metrics_lib.train_losses(tmp_path / 'sharded'), single_run_losses, rtol=2e-5
+  )
 
 
 def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor):
@@ -237,8 +235,9 @@ def test_checkpoint_written_under_one_mesh_restores_under_another(tmp_path):
   assert resumed['status'] == 'finished'
   # Restored, not retrained: the state's fingerprint does not depend on its sharding.
   assert not [p.name for p in (moved / 'checkpoints').iterdir() if 'unreadable' in p.name]
-  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
-  np.testing.assert_allclose(losses(moved), losses(straight), rtol=2e-5)
+  np.testing.assert_allclose(
+      metrics_lib.train_losses(moved), metrics_lib.train_losses(straight), rtol=2e-5
+  )
 
 
 def test_ragged_a2a_offsets_on_a_worked_example():
@@ -347,8 +346,9 @@ def test_two_processes_train_on_one_mesh_and_a_signal_to_either_stops_both(tmp_p
   assert [p.returncode for p in procs] == [0, 0], outputs
   records = [r for r in metrics_lib.read_metrics(str(multi)) if r['kind'] == 'train']
   assert [r['step'] for r in records] == list(range(1, steps + 1))
-  losses = lambda d: [r['loss'] for r in metrics_lib.read_metrics(str(d)) if r['kind'] == 'train']
-  np.testing.assert_allclose(losses(multi), losses(tmp_path / 'single'), rtol=2e-5)
+  np.testing.assert_allclose(
+      metrics_lib.train_losses(multi), metrics_lib.train_losses(tmp_path / 'single'), rtol=2e-5
+  )
 
 
 def test_parameters_carry_their_logical_axes_from_where_they_are_created():

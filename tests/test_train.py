@@ -23,17 +23,13 @@ def smoke(kind='moe', steps=10, **sections):
   return c
 
 
-def train_losses(workdir):
-  return [r['loss'] for r in metrics_lib.read_metrics(workdir) if r['kind'] == 'train']
-
-
 @pytest.mark.parametrize(
     'kind,router', [('moe', 'softmax'), ('moe', 'sigmoid_bias'), ('dense', 'softmax')]
 )
 def test_fifty_steps_lower_the_loss(tmp_path, kind, router):
   c = smoke(kind, steps=50, moe=dict(router=router), train=dict(checkpoint_every=50))
   summary = train_lib.train(c, str(tmp_path))
-  losses = train_losses(tmp_path)
+  losses = metrics_lib.train_losses(tmp_path)
   assert len(losses) == 50 and summary['status'] == 'finished'
   assert np.mean(losses[-5:]) < losses[0] - 1.0  # uniform over 64 tokens starts at ln 64 = 4.16
   assert summary['final_eval_loss'] < losses[0] - 1.0
@@ -48,7 +44,9 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
   resumed = train_lib.train(c, str(tmp_path / 'resumed'))
   assert resumed['status'] == 'finished'
   np.testing.assert_allclose(
-      train_losses(tmp_path / 'resumed'), train_losses(tmp_path / 'straight'), rtol=1e-6
+      metrics_lib.train_losses(tmp_path / 'resumed'),
+      metrics_lib.train_losses(tmp_path / 'straight'),
+      rtol=1e-6,
   )
   # A finished run asked again returns its summary without training.
   assert (
@@ -137,7 +135,7 @@ def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
         metrics=dict(tensorboard=dtype == 'bfloat16'),
     )
     train_lib.train(c, str(tmp_path / dtype))
-    losses[dtype] = train_losses(tmp_path / dtype)
+    losses[dtype] = metrics_lib.train_losses(tmp_path / dtype)
   params = train_lib.Trainer.build(c).init_state().params
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], atol=0.1)
@@ -171,7 +169,7 @@ def test_a_resumed_run_summarises_the_whole_run(tmp_path):
   straight = train_lib.train(c, str(tmp_path / 'straight'))
   train_lib.train(c, str(tmp_path / 'resumed'), stop_at_step=8)
   resumed = train_lib.train(c, str(tmp_path / 'resumed'))
-  losses = train_losses(tmp_path / 'straight')
+  losses = metrics_lib.train_losses(tmp_path / 'straight')
   assert (
       resumed['final_train_loss']
       == straight['final_train_loss']
@@ -236,7 +234,9 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_res
   kept = [p.name for p in (cut / 'checkpoints').iterdir() if p.name.startswith('10.unreadable-')]
   assert len(kept) == 1  # moved aside for a post-mortem, not deleted
   # Steps 6-10 were trained again from step 5: the records of every step are the straight run's.
-  np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))
+  np.testing.assert_array_equal(
+      metrics_lib.train_losses(cut), metrics_lib.train_losses(tmp_path / 'straight')
+  )
 
 
 def _state_files(step_dir):
@@ -267,7 +267,9 @@ def test_a_checkpoint_whose_values_changed_after_the_save_is_moved_aside(tmp_pat
       'fingerprint' in r.getMessage() and 'step 10' in r.getMessage() for r in caplog.records
   )
   assert [p.name for p in (cut / 'checkpoints').iterdir() if p.name.startswith('10.unreadable-')]
-  np.testing.assert_array_equal(train_losses(cut), train_losses(tmp_path / 'straight'))
+  np.testing.assert_array_equal(
+      metrics_lib.train_losses(cut), metrics_lib.train_losses(tmp_path / 'straight')
+  )
 
 
 def test_flipped_bytes_never_restore_a_different_state(tmp_path):
