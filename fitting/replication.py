@@ -59,17 +59,22 @@ def committed_reports(results_dir: str = RESULTS_DIR) -> dict[str, dict]:
   return {study: report for study, report in reports.items() if report is not None}
 
 
-def _interval(result: dict, param: str) -> tuple[float, float] | None:
-  bounds = result.get('intervals', {}).get(param)
+def _interval(result: dict, param: str, key: str = 'intervals') -> tuple[float, float] | None:
+  """A fit's 95% interval of `param`: its own bootstrap's (`intervals`), or the joint dense and
+  MoE bootstrap's of a per-group EL law (`joint_intervals`); None where missing or infinite."""
+  bounds = result.get(key, {}).get(param)
   if not bounds or not all(math.isfinite(b) for b in bounds):
     return None
   return float(bounds[0]), float(bounds[1])
 
 
+def _fmt_bounds(value: float, bounds, digits: int = 2) -> str:
+  f = lambda x: f'{x:.{digits}f}'
+  return f'{f(value)} [{f(bounds[0])}, {f(bounds[1])}]' if bounds else f'{f(value)} (no CI)'
+
+
 def _estimate(result: dict, param: str) -> str:
-  value = result['params'][param]
-  bounds = _interval(result, param)
-  return f'{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]' if bounds else f'{value:.3f} (no CI)'
+  return _fmt_bounds(result['params'][param], _interval(result, param), digits=3)
 
 
 def interval_verdict(paper_value: float, bounds: tuple[float, float] | None) -> str:
@@ -191,9 +196,7 @@ def _groups(points: list[dict]) -> dict[str, list[dict]]:
 
 
 def _bounds(result: dict, param: str) -> tuple[float, float] | None:
-  """The joint (dense and MoE) bootstrap interval of a per-group law's parameter."""
-  bounds = result.get('joint_intervals', {}).get(param)
-  return tuple(bounds) if bounds and all(math.isfinite(b) for b in bounds) else None
+  return _interval(result, param, key='joint_intervals')
 
 
 def _sign_verdict(intervals: list[tuple[float, float] | None], sign: int) -> str:
@@ -204,10 +207,6 @@ def _sign_verdict(intervals: list[tuple[float, float] | None], sign: int) -> str
   if intervals and all(b is not None and sign * b[0] > 0 and sign * b[1] > 0 for b in intervals):
     return REPRODUCED
   return INCONCLUSIVE
-
-
-def _fmt_bounds(value: float, bounds) -> str:
-  return f'{value:.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]' if bounds else f'{value:.2f} (no CI)'
 
 
 def el_versus_activation(reports: dict) -> Row:
