@@ -215,12 +215,12 @@ def el_versus_activation(reports: dict) -> Row:
   entry = _study(reports, 'activation_ratio')
   if entry is None or not entry.get(laws.EL_ACTIVATION.name):
     return _pending(finding, paper, 'activation_ratio')
-  fits = entry[laws.EL_ACTIVATION.name]
-  bounds = [_bounds(r, 'a_A') for r in fits.values()]
   budgets = {p['group']: p['C'] for p in entry['points']}
+  fits = sorted(entry[laws.EL_ACTIVATION.name].items(), key=lambda item: budgets[item[0]])
+  bounds = [_bounds(r, 'a_A') for _, r in fits]
   ours = '; '.join(
       f'{budgets[g]:.2g} FLOPs: a_A = {_fmt_bounds(r["params"]["a_A"], b)}'
-      for (g, r), b in zip(sorted(fits.items(), key=lambda i: budgets[i[0]]), bounds)
+      for (g, r), b in zip(fits, bounds)
   )
   return Row(finding, paper, ours, _sign_verdict(bounds, -1))
 

@@ -767,6 +767,14 @@ def test_the_replication_rows_of_a_planted_law_report_its_el_findings(simulated_
     assert rows[finding].verdict == replication.REPRODUCED, rows[finding]
   assert rows['EL rises with compute C'].ours.count('a_C') == len(synthetic.TABLE_7_A) - 1
   assert rows['Loss is U-shaped in granularity G'].ours.count('G* = ') == len(synthetic.BUDGETS)
+  # Each budget's a_A beside its own interval, in budget order (the groups sort otherwise).
+  fits = report['studies']['activation_ratio'][laws.EL_ACTIVATION.name]
+  for group, fit in fits.items():
+    C = next(p['C'] for p in report['studies']['activation_ratio']['points'] if p['group'] == group)
+    lo, hi = fit['joint_intervals']['a_A']
+    assert f'{C:.2g} FLOPs: a_A = {fit["params"]["a_A"]:.2f} [{lo:.2f}, {hi:.2f}]' in (
+        rows['EL rises as the activation ratio A falls'].ours
+    )
   assert rows['A low non-zero shared-expert ratio is best'].verdict == replication.PENDING
 
 
