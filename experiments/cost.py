@@ -66,17 +66,24 @@ def features(arch: flops.Architecture, batch_size: int, seq_len: int) -> dict[st
   )
 
 
-def fit(rows: list[dict], seconds: list[float]) -> dict:
-  """Non-negative coefficients minimising the relative error of the predicted step times."""
+def _relative_nnls(X: np.ndarray, seconds) -> np.ndarray:
+  """Non-negative coefficients c minimising the relative errors of X @ c against `seconds`
+  (columns scaled to 1 for the solver)."""
   from scipy import optimize  # pylint: disable=import-outside-toplevel
 
-  X = np.array([[r[k] for k in FEATURES] for r in rows], float)
   y = np.asarray(seconds, float)
   scale = X.max(axis=0)
   scale[scale == 0] = 1.0
   coef, _ = optimize.nnls((X / scale) / y[:, None], np.ones_like(y))
+  return coef / scale
+
+
+def fit(rows: list[dict], seconds: list[float]) -> dict:
+  """Non-negative coefficients minimising the relative error of the predicted step times."""
+  X = np.array([[r[k] for k in FEATURES] for r in rows], float)
+  coef = _relative_nnls(X, seconds)
   return dict(
-      coefficients=dict(zip(FEATURES, (coef / scale).tolist())),
+      coefficients=dict(zip(FEATURES, coef.tolist())),
       startup_s=STARTUP_S,
       eval_forward_fraction=EVAL_FORWARD_FRACTION,
       fitted_to=f'step times of {len(rows)} benchmarked shapes, start-up assumed',
@@ -163,8 +170,6 @@ def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
   start-up and one factor on its step times are fitted: what a few runs of similar shapes can
   determine. Without it, every coefficient is refitted: runs of many shapes are needed.
   """
-  from scipy import optimize  # pylint: disable=import-outside-toplevel
-
   if steps_from is None:
     keys = ('startup', *FEATURES)
     X = np.array([[run_features(r['arch'], r['train'], r['steps'])[k] for k in keys] for r in runs])
@@ -176,11 +181,7 @@ def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
             for r in runs
         ]
     )
-  y = np.array([r['elapsed_s'] for r in runs])
-  scale = X.max(axis=0)
-  scale[scale == 0] = 1.0
-  coef, _ = optimize.nnls((X / scale) / y[:, None], np.ones_like(y))
-  coef = dict(zip(keys, (coef / scale).tolist()))
+  coef = dict(zip(keys, _relative_nnls(X, [r['elapsed_s'] for r in runs]).tolist()))
   startup = coef.pop('startup')
   if steps_from is not None:
     factor = coef.pop('factor')
