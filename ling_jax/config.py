@@ -16,6 +16,9 @@ from ling_jax import flops
 from ling_jax import grouped_matmul
 from ling_jax import metrics as metrics_lib
 
+# The device mesh's axes, in the order jax.make_mesh gets them (ling_jax.sharding).
+MESH_AXES = ('data', 'fsdp', 'expert', 'tensor')
+
 
 class ConfigError(ValueError):
   """An invalid configuration; the message names the field and how to fix it."""
@@ -529,14 +532,13 @@ def _validate_mesh(config) -> None:
   """The mesh's shape as far as it can be checked without devices (sharding.make_mesh checks
   it against the devices there are)."""
   m = config.mesh
-  axes = ('data', 'fsdp', 'expert', 'tensor')
-  for axis in axes:
+  for axis in MESH_AXES:
     _require(
         isinstance(m[axis], int) and (m[axis] >= 1 or m[axis] == -1),
         f'config.mesh.{axis}={m[axis]!r}: devices per axis must be a whole number >= 1, or -1 '
         'for the devices left.',
     )
-  free = [a for a in axes if m[a] == -1]
+  free = [a for a in MESH_AXES if m[a] == -1]
   _require(
       len(free) <= 1,
       f'config.mesh.{free[-1] if free else ""}=-1: only one axis may take the devices left '

@@ -17,12 +17,12 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ling_jax.config import MESH_AXES
 from ling_jax.config import ConfigError
-
-MESH_AXES = ('data', 'fsdp', 'expert', 'tensor')
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
+  """The mesh of a validated config (config.validate checks its shape) on the devices there are."""
   m = config.mesh
   devices = jax.devices()
   if m.num_devices:
@@ -30,11 +30,6 @@ def make_mesh(config) -> jax.sharding.Mesh:
       raise ConfigError(f'config.mesh.num_devices={m.num_devices}: only {len(devices)} devices.')
     devices = devices[: m.num_devices]
   sizes = [m[a] for a in MESH_AXES]
-  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ConfigError(
-        f'config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive, with at '
-        'most one -1 (the devices left).'
-    )
   fixed = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % fixed:
