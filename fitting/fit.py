@@ -110,10 +110,16 @@ def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
         members, loss_key, group_keys=('budget',), n_bootstrap=n_bootstrap, what=f'hparams ({kind})'
     )
     report[kind] = fitted.to_json()
+    best = {}  # the lowest-loss run of each budget this arm ran
+    for r in members:
+      budget = float(r['budget'])
+      if budget not in best or r[loss_key] < best[budget][loss_key]:
+        best[budget] = r
     report[kind]['best_per_budget'] = {
-        f'{budget:g}': {k: best[k] for k in ('member', 'learning_rate', 'batch_tokens', loss_key)}
-        for budget in report['budgets']
-        for best in [min((r for r in members if r['budget'] == budget), key=lambda r: r[loss_key])]
+        f'{budget:g}': {
+            k: best[budget][k] for k in ('member', 'learning_rate', 'batch_tokens', loss_key)
+        }
+        for budget in sorted(best)
     }
     near = hparams.near_optimal(members, ('budget',), loss_key)
     _plot(
