@@ -16,7 +16,6 @@ from ling_jax import metrics as metrics_lib
 from ling_jax import train as train_lib
 from tests import gcs_emulator
 from tests.test_train import smoke
-from tests.test_train import train_losses
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +29,7 @@ def straight(tmp_path_factory):
   """The losses of the uninterrupted local run every gs:// run is compared with."""
   workdir = tmp_path_factory.mktemp('straight')
   train_lib.train(run_config(), str(workdir))
-  return train_losses(workdir)
+  return metrics_lib.train_losses(workdir)
 
 
 def run_config(**metrics):
@@ -79,7 +78,7 @@ def test_a_run_on_gs_resumes_bit_identical(bucket, straight):
   assert stopped['status'] == 'stopped'
   resumed = train_lib.train(run_config(), workdir)
   assert resumed['status'] == 'finished' and resumed['final_step'] == 15
-  assert train_losses(workdir) == straight
+  assert metrics_lib.train_losses(workdir) == straight
   root = epath.Path(workdir)
   assert json.loads((root / metrics_lib.SUMMARY_FILE).read_text())['final_step'] == 15
   assert {p.name for p in (root / 'checkpoints').iterdir()} >= {'10', '15'}
@@ -90,7 +89,7 @@ def test_an_outage_shorter_than_the_deadline_only_pauses_the_run(bucket, straigh
   summary = train_lib.train(run_config(), gs('short_outage'))
   back.join()
   assert summary['status'] == 'finished'
-  assert train_losses(gs('short_outage')) == straight  # every step's record landed
+  assert metrics_lib.train_losses(gs('short_outage')) == straight  # every step's record landed
 
 
 def test_an_outage_longer_than_the_deadline_stops_the_run_and_the_rerun_loses_nothing(
@@ -107,7 +106,7 @@ def test_an_outage_longer_than_the_deadline_stops_the_run_and_the_rerun_loses_no
   assert [p.name for p in checkpoints.iterdir()] == ['5']  # step 10's was never started
   summary = train_lib.train(config, gs('long_outage'))  # resumes from the step-5 checkpoint
   assert summary['status'] == 'finished'
-  assert train_losses(gs('long_outage')) == straight
+  assert metrics_lib.train_losses(gs('long_outage')) == straight
 
 
 def test_a_fit_reads_and_writes_gs(bucket, tmp_path):
