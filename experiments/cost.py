@@ -25,6 +25,7 @@ times (or, with --all_coefficients, every coefficient, which needs runs of many 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
 import json
 import os
@@ -202,20 +203,40 @@ def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
   )
 
 
-def comparison(model: dict, runs: list[dict]) -> str:
-  """Predicted against measured seconds, per member and in total."""
+def held_out(runs: list[dict], patterns: list[str]) -> list[bool]:
+  """Which runs match one of the fnmatch patterns (on `<study>/<member>`)."""
+  return [any(fnmatch.fnmatch(r['member'], p) for p in patterns) for r in runs]
+
+
+def comparison(model: dict, runs: list[dict], out_of_sample: list[bool] | None = None) -> str:
+  """Predicted against measured seconds, per member and in total; members marked out of sample
+  (left out of the fit) are flagged with * and summarised on their own line."""
+  out_of_sample = out_of_sample or [False] * len(runs)
   lines = [f'{"member":<44} {"predicted":>10} {"measured":>10} {"ratio":>6}']
   predicted = [run_seconds(model, r['arch'], r['train'], r['steps']) for r in runs]
-  for r, p in zip(runs, predicted):
-    lines.append(f'{r["member"]:<44} {p:>9.0f}s {r["elapsed_s"]:>9.0f}s {p / r["elapsed_s"]:>6.2f}')
-  measured = sum(r['elapsed_s'] for r in runs)
-  ratios = np.array(predicted) / np.array([r['elapsed_s'] for r in runs])
-  lines.append(
-      f'{len(runs)} members: predicted {sum(predicted) / 3600:.3g} h, measured '
-      f'{measured / 3600:.3g} h (ratio {sum(predicted) / measured:.3f}); per member the ratio '
-      f'lies in [{ratios.min():.2f}, {ratios.max():.2f}], within 25% for '
-      f'{np.mean(np.abs(ratios - 1) <= 0.25):.0%}'
-  )
+  for r, p, held in zip(runs, predicted, out_of_sample):
+    lines.append(
+        f'{r["member"]:<44} {p:>9.0f}s {r["elapsed_s"]:>9.0f}s {p / r["elapsed_s"]:>6.2f}'
+        + (' *' if held else '')
+    )
+  groups = [('', [True] * len(runs))]
+  if any(out_of_sample):
+    groups += [
+        ('in the fit: ', [not h for h in out_of_sample]),
+        ('out of sample (*): ', out_of_sample),
+    ]
+  for label, keep in groups:
+    if not any(keep):
+      continue
+    p = np.array([x for x, k in zip(predicted, keep) if k])
+    m = np.array([r['elapsed_s'] for r, k in zip(runs, keep) if k])
+    ratios = p / m
+    lines.append(
+        f'{label}{len(p)} members: predicted {p.sum() / 3600:.3g} h, measured '
+        f'{m.sum() / 3600:.3g} h (ratio {p.sum() / m.sum():.3f}); per member the ratio '
+        f'lies in [{ratios.min():.2f}, {ratios.max():.2f}], within 25% for '
+        f'{np.mean(np.abs(ratios - 1) <= 0.25):.0%}'
+    )
   return '\n'.join(lines)
 
 
@@ -229,16 +250,27 @@ def main(argv=None):
       help='refit every step coefficient (runs of many shapes); default: start-up and one factor '
       'on the current step times',
   )
+  parser.add_argument(
+      '--held_out',
+      default='',
+      help='comma-separated fnmatch patterns on <study>/<member>: members left out of the refit '
+      'and reported as out of sample (a study kept for validation, or members that trained beside '
+      'other work on the machine), e.g. --held_out="allocation/*"',
+  )
   args = parser.parse_args(argv)
   runs = finished_runs(args.workdir)
   if not runs:
     raise SystemExit(f'--workdir={args.workdir}: no finished member with elapsed_s in its summary.')
+  out_of_sample = held_out(runs, [p for p in args.held_out.split(',') if p])
+  if args.write and all(out_of_sample):
+    raise SystemExit(f'--held_out={args.held_out} leaves no member to fit; narrow the patterns.')
   model = load()
   if args.write:
-    model = calibrate(runs, None if args.all_coefficients else model)
+    fitted = [r for r, held in zip(runs, out_of_sample) if not held]
+    model = calibrate(fitted, None if args.all_coefficients else model)
     save(model)
     print(f'wrote {MODEL_FILE}')
-  print(comparison(model, runs))
+  print(comparison(model, runs, out_of_sample))
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 
 NOTEBOOK = os.path.join(
     os.path.dirname(__file__), '..', 'fitting', 'notebooks', 'reproduce_el_laws.ipynb'
@@ -28,3 +29,28 @@ def test_notebook_runs(tmp_path, monkeypatch):
   unified = namespace['unified']
   lo, hi = unified['intervals']['d']
   assert lo < -0.0761 < hi
+  # Section 3 refits a committed study from its committed results table: every fitted law's
+  # point estimate must be the committed report's (the fit is deterministic; intervals resample).
+  if os.path.isdir(os.path.join('results', 'local')):
+    study = namespace['study']
+    with open(os.path.join('results', 'local', study, 'report.json')) as f:
+      committed = _fitted_params(json.load(f)['studies'][study])
+    assert committed, f'no fitted law in the committed {study} report'
+    refit = _fitted_params(namespace['refit']['studies'][study])
+    assert refit.keys() == committed.keys()
+    for path, params in committed.items():
+      assert refit[path].keys() == params.keys(), path
+      for name, value in params.items():
+        np.testing.assert_allclose(refit[path][name], value, rtol=1e-6, err_msg=f'{path} {name}')
+
+
+def _fitted_params(tree, path=()):
+  """{path: params} of every fitted law (a dict with 'law' and 'params') in a report tree."""
+  if not isinstance(tree, dict):
+    return {}
+  if 'law' in tree and 'params' in tree:
+    return {path: tree['params']}
+  found = {}
+  for key, value in tree.items():
+    found.update(_fitted_params(value, path + (key,)))
+  return found

@@ -232,6 +232,19 @@ def test_cost_model_calibrates_to_whole_runs_read_from_a_workdir(tmp_path):
   model = cost.calibrate(runs, steps_from=low)
   assert model['startup_s'] == pytest.approx(25.0, rel=1e-6)
   assert model['coefficients']['dense_flops'] == pytest.approx(1e-11, rel=1e-6)
+  # Members that trained beside other work (here: twice as slow) are held out of the refit by
+  # pattern, and the comparison reports them apart, flagged.
+  for run in runs:
+    if run['member'].endswith('_3000'):
+      run['elapsed_s'] *= 2.0
+  out = cost.held_out(runs, ['study/*_3000'])
+  assert sum(out) == len(shapes)
+  model = cost.calibrate([r for r, held in zip(runs, out) if not held], steps_from=low)
+  assert model['startup_s'] == pytest.approx(25.0, rel=1e-6)
+  report = cost.comparison(model, runs, out)
+  assert f'in the fit: {len(shapes)} members' in report and '(ratio 1.000)' in report
+  assert f'out of sample (*): {len(shapes)} members' in report
+  assert sum(line.endswith(' *') for line in report.splitlines()) == len(shapes)
 
 
 def test_demo_scale_is_the_dense_baseline_and_activation_ratio_only():
