@@ -100,26 +100,63 @@ def stdlib_corpus(eval_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
   return train, held, fingerprint
 
 
-def _load_token_file(path: str, dtype: str) -> np.ndarray:
-  """A file of token ids, memory-mapped; refused when it cannot hold ids of `dtype`."""
+RANGE_CHECK_CHUNKS = 64  # evenly spaced chunks of a token file whose ids are checked at open
+RANGE_CHECK_CHUNK = 16_384  # ids per chunk: files up to 1M ids are checked whole
+
+
+def _load_token_file(path: str, dtype: str, vocab_size: int, min_ids: int, field: str):
+  """A file of token ids, memory-mapped, refused (naming `field` and the file) when it cannot be
+  read, holds no integers, is shorter than `min_ids`, or a sample of its ids falls outside
+  [0, vocab_size). Windows read later are checked whole (WindowSource)."""
   from ling_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
 
-  if path.endswith('.npy'):
-    array = np.load(path, mmap_mode='r')
-    if not np.issubdtype(array.dtype, np.integer):
-      raise ConfigError(
-          f'config.data.paths: {path} holds {array.dtype} values, not integer token ids; '
-          "save the tokenizer's ids (e.g. np.uint16 or np.int32)."
-      )
-    return array.reshape(-1)
-  itemsize = np.dtype(dtype).itemsize
-  size = os.path.getsize(path)
-  if size % itemsize:
+  try:
+    if path.endswith('.npy'):
+      array = np.load(path, mmap_mode='r')  # no pickles: object arrays are refused here
+      if not np.issubdtype(array.dtype, np.integer):
+        raise ConfigError(
+            f'config.{field}: {path} holds {array.dtype} values, not integer token ids; '
+            "save the tokenizer's ids (e.g. np.uint16 or np.int32)."
+        )
+      array = array.reshape(-1)
+    else:
+      itemsize = np.dtype(dtype).itemsize
+      size = os.path.getsize(path)
+      if size % itemsize:
+        raise ConfigError(
+            f'config.data.token_dtype={dtype!r}: {path} has {size} bytes, not a whole number of '
+            f'{itemsize}-byte ids; set the dtype the file was written with.'
+        )
+      array = np.memmap(path, dtype=np.dtype(dtype), mode='r') if size else np.zeros(0, dtype)
+  except ConfigError:
+    raise
+  except (OSError, ValueError, EOFError) as error:  # missing, a folder, a broken .npy header
     raise ConfigError(
-        f'config.data.token_dtype={dtype!r}: {path} has {size} bytes, not a whole number of '
-        f'{itemsize}-byte ids; set the dtype the file was written with.'
+        f'config.{field}: {path} cannot be read as token ids ({type(error).__name__}: {error}).'
+    ) from error
+  if array.size < min_ids:
+    raise ConfigError(
+        f'config.{field}: {path} holds {array.size} token ids, fewer than one window of '
+        f'train.seq_len + 1 = {min_ids}; leave it out or shorten train.seq_len.'
     )
-  return np.memmap(path, dtype=np.dtype(dtype), mode='r')
+  starts = np.unique(
+      np.linspace(0, max(0, array.size - RANGE_CHECK_CHUNK), RANGE_CHECK_CHUNKS).astype(np.int64)
+  )
+  checked, bad, first = 0, 0, None
+  for start in starts:
+    ids = np.asarray(array[start : start + RANGE_CHECK_CHUNK])
+    outside = (ids < 0) | (ids >= vocab_size)
+    checked += ids.size
+    bad += int(outside.sum())
+    if first is None and outside.any():
+      first = int(start + np.argmax(outside))
+  if bad:
+    raise ConfigError(
+        f'config.{field}: {path} holds ids outside [0, model.vocab_size={vocab_size}) at {bad} '
+        f'of {checked} checked positions (the first at token {first}, id {int(array[first])}); '
+        'check config.data.token_dtype and the tokenizer that wrote the file.'
+    )
+  return array
 
 
 def _file_fingerprint(paths) -> str:
@@ -150,12 +187,12 @@ class Dataset:
       self.fingerprint = f'synthetic-v{config.model.vocab_size}-s{d.seed}'
     elif d.source == 'tokens':
       vocab = config.model.vocab_size
-      self.train_source = WindowSource(
-          [_load_token_file(p, d.token_dtype) for p in d.paths], length, vocab, d.paths
-      )
-      self.eval_source = WindowSource(
-          [_load_token_file(p, d.token_dtype) for p in d.eval_paths], length, vocab, d.eval_paths
-      )
+      opened = {
+          field: [_load_token_file(p, d.token_dtype, vocab, length + 1, field) for p in paths]
+          for field, paths in (('data.paths', d.paths), ('data.eval_paths', d.eval_paths))
+      }
+      self.train_source = WindowSource(opened['data.paths'], length, vocab, d.paths)
+      self.eval_source = WindowSource(opened['data.eval_paths'], length, vocab, d.eval_paths)
       self.fingerprint = f'tokens-{_file_fingerprint(list(d.paths) + list(d.eval_paths))}'
     else:
       self.train_source = grain.sources.ArrayRecordDataSource(list(d.paths))

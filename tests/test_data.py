@@ -106,40 +106,93 @@ def test_eval_batches_are_the_same_at_every_evaluation():
     np.testing.assert_array_equal(a, b)
 
 
-def test_empty_token_file_is_refused(tmp_path):
-  path = tmp_path / 'tiny.bin'
-  np.arange(5, dtype=np.uint16).tofile(path)
-  c = config('tokens', paths=(str(path),))
-  with pytest.raises(config_lib.ConfigError, match='no training window'):
-    data_lib.Dataset(c)
+def _ids(n=5000, dtype=np.int32, **at):
+  """n random ids of the smoke vocabulary (64), with `at`'s {position: id} planted."""
+  tokens = np.random.default_rng(0).integers(0, 64, n).astype(dtype)
+  for position, value in at.items():
+    tokens[int(position[1:])] = value
+  return tokens
 
 
-def test_floats_in_an_npy_file_are_refused_by_name(tmp_path):
-  path = str(tmp_path / 'probabilities.npy')
-  np.save(path, np.random.default_rng(0).random(5000))  # once trained as all-zero tokens
-  with pytest.raises(config_lib.ConfigError, match='float64 values, not integer token ids'):
+def _truncated_npy(path):
+  np.save(path, _ids())
+  with open(path, 'r+b') as f:
+    f.truncate(4000)  # the header promises 5000 int32 ids
+
+
+def _object_npy(path):
+  np.save(path, np.array([1, 'a', None], dtype=object), allow_pickle=True)
+
+
+# (file name, what writes it (None: nothing), which field names it, what the message says)
+BAD_TOKEN_FILES = [
+    ('missing.bin', None, 'data.paths', 'cannot be read.*FileNotFoundError'),
+    ('folder.bin', lambda p: p.mkdir(), 'data.paths', 'cannot be read'),
+    ('empty.bin', lambda p: p.write_bytes(b''), 'data.paths', 'holds 0 token ids'),
+    ('empty.npy', lambda p: np.save(p, np.zeros(0, np.int32)), 'data.paths', 'holds 0 token ids'),
+    ('short.bin', lambda p: _ids(20, np.uint16).tofile(p), 'data.paths', 'fewer than one window'),
+    ('floats.npy', lambda p: np.save(p, _ids().astype(float) / 64), 'data.paths', 'float64'),
+    ('bools.npy', lambda p: np.save(p, _ids() > 31), 'data.paths', 'bool values'),
+    ('objects.npy', _object_npy, 'data.paths', 'cannot be read'),
+    (
+        'garbage.npy',
+        lambda p: p.write_bytes(b'not a numpy file' * 64),
+        'data.paths',
+        'cannot be read',
+    ),
+    ('truncated.npy', _truncated_npy, 'data.paths', 'cannot be read'),
+    (
+        'odd.bin',
+        lambda p: np.arange(4001, dtype=np.uint8).tofile(p),
+        'data.token_dtype',
+        '4001 bytes',
+    ),
+    ('vocab.npy', lambda p: np.save(p, _ids(a1234=64)), 'data.paths', r'at 1 of 5000.*token 1234'),
+    ('max.bin', lambda p: _ids(dtype=np.uint16, a4999=65_535).tofile(p), 'data.paths', 'id 65535'),
+    ('negative.npy', lambda p: np.save(p, _ids(a0=-1)), 'data.paths', 'token 0, id -1'),
+    ('huge.npy', lambda p: np.save(p, _ids(dtype=np.int64, a17=2**40)), 'data.paths', 'token 17'),
+    ('eval_vocab.npy', lambda p: np.save(p, _ids(a99=100)), 'data.eval_paths', 'token 99'),
+]
+
+
+@pytest.mark.parametrize(
+    'name, write, field, words', BAD_TOKEN_FILES, ids=[c[0] for c in BAD_TOKEN_FILES]
+)
+def test_bad_token_files_are_refused_at_open_naming_the_file(tmp_path, name, write, field, words):
+  good = str(tmp_path / 'good.npy')
+  np.save(good, _ids())
+  bad = tmp_path / name
+  if write is not None:
+    write(bad)
+  paths = dict(paths=(good,), eval_paths=(str(bad),))
+  if field != 'data.eval_paths':
+    paths = dict(paths=(good, str(bad)), eval_paths=(good,))
+  with pytest.raises(config_lib.ConfigError, match=words) as refused:
+    data_lib.Dataset(config('tokens', token_dtype='uint16', **paths))
+  message = str(refused.value)
+  assert name in message and f'config.{field}' in message, message
+
+
+def test_a_large_file_is_checked_in_spread_chunks_with_the_count(tmp_path, monkeypatch):
+  monkeypatch.setattr(data_lib, 'RANGE_CHECK_CHUNK', 100)
+  monkeypatch.setattr(data_lib, 'RANGE_CHECK_CHUNKS', 8)
+  tokens = _ids(100_000)
+  tokens[[5, 42_850, 99_999]] = 70  # in the first, the fourth and the last chunk
+  tokens[30_000] = 70  # between chunks: the windows' own check finds it when read
+  path = str(tmp_path / 'large.npy')
+  np.save(path, tokens)
+  with pytest.raises(config_lib.ConfigError, match=r'at 3 of 800 checked positions .*token 5'):
     data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,)))
 
 
-def test_a_raw_file_of_the_wrong_width_is_refused(tmp_path):
-  path = str(tmp_path / 'odd.bin')
-  np.arange(4001, dtype=np.uint8).tofile(path)  # 4001 bytes: not whole uint16 ids
-  with pytest.raises(config_lib.ConfigError, match=r"token_dtype='uint16'.*4001 bytes"):
-    data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,), token_dtype='uint16'))
-
-
 @pytest.mark.parametrize('bad', [64, 65_535, -1])
-def test_ids_outside_the_vocabulary_name_the_file_and_place(tmp_path, bad):
-  tokens = np.random.default_rng(0).integers(0, 64, 5000).astype(np.int32)
+def test_every_window_read_checks_its_ids_naming_the_file_and_place(bad):
+  tokens = _ids()
   tokens[1234] = bad  # vocab_size is 64 at smoke scale
-  path = str(tmp_path / 'train.npy')
-  np.save(path, tokens)
-  ds = data_lib.Dataset(config('tokens', paths=(path,), eval_paths=(path,)))
-  L = ds.seq_len
-  window = 1234 // L  # 1234 is inside this window, not at its edges (L = 32)
+  L = 32
+  source = data_lib.WindowSource([tokens], L, 64, ['train.npy'])
+  window = 1234 // L  # 1234 is inside this window, not at its edges
   assert 0 < 1234 % L
-  np.testing.assert_array_equal(
-      ds.train_source[window - 1], tokens[(window - 1) * L : window * L + 1]
-  )
+  np.testing.assert_array_equal(source[window - 1], tokens[(window - 1) * L : window * L + 1])
   with pytest.raises(ValueError, match=r'train.npy: tokens .* outside \[0, model.vocab_size=64\)'):
-    ds.train_source[window]
+    source[window]
