@@ -85,6 +85,9 @@ def _check_fingerprint(step: int, state, meta: dict) -> None:
     )
 
 
+COMMIT_MARKER = 'commit_success.txt'  # orbax's marker of a step saved whole
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int, use_async: bool):
@@ -139,8 +142,13 @@ class Checkpointer:
     warning naming the error, and the previous step is tried.
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
+    # Orbax commits a local step by renaming its temporary folder and still writes the marker
+    # object stores need; a step without it, among steps that have it, was not saved whole.
+    marked = {step for step in steps if (self.directory / str(step) / COMMIT_MARKER).exists()}
     for step in steps:
       try:
+        if marked and step not in marked:
+          raise FileNotFoundError(f'no {COMMIT_MARKER}: the save of this step never completed')
         state, meta = self.restore(step, state_template, data_iterator)
         return step, state, meta
       except Exception as error:  # pylint: disable=broad-except  # orbax raises many kinds

@@ -313,6 +313,69 @@ def test_flipped_bytes_never_restore_a_different_state(tmp_path):
   assert set(outcomes) <= {5, 10} and 5 in outcomes  # the corruption is seen, not restored
 
 
+def test_each_file_of_a_checkpoint_deleted_or_truncated_never_restores_a_different_state(
+    tmp_path,
+):
+  """Every kind of file of a real checkpoint step (orbax's metadata and commit markers, the
+  arrays' manifests and data, the data iterator's state, the meta item), deleted or cut to half:
+  the step restores bit-identical, or the one before it does and the bad step is kept."""
+  import re
+  import shutil
+
+  from ling_jax import checkpoint as checkpoint_lib
+
+  c = smoke(steps=10, train=dict(checkpoint_every=5, keep_checkpoints=3))
+  train_lib.train(c, str(tmp_path / 'run'))
+  pristine = tmp_path / 'run' / 'checkpoints'
+  program, dataset = train_lib.Trainer.build(c), data_lib.Dataset(c)
+  template = program.init_state()
+
+  def restore(directory, step=None):
+    ckpt = checkpoint_lib.Checkpointer(str(directory), 3, False)
+    try:
+      if step is not None:
+        return (step, *ckpt.restore(step, template, dataset.train_iterator()))
+      return ckpt.restore_latest(template, dataset.train_iterator())
+    finally:
+      ckpt.close()
+
+  saved = {step: restore(pristine, step)[1] for step in (5, 10)}
+  kinds = {}  # one file per kind: content-addressed names (hex) count as one kind
+  for path in sorted(p for p in (pristine / '10').rglob('*') if p.is_file()):
+    kind = re.sub(r'[0-9a-f]{32}', '<hash>', str(path.relative_to(pristine / '10')))
+    kinds.setdefault(kind, path)
+  assert len(kinds) >= 10, sorted(kinds)
+  outcomes = {}
+  for kind, path in kinds.items():
+    for damage in ('deleted', 'truncated'):
+      trial = tmp_path / f'{damage}-{len(outcomes)}'
+      shutil.copytree(pristine, trial)
+      target = trial / path.relative_to(pristine)
+      if damage == 'deleted':
+        target.unlink()
+      else:
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+      step, state, _ = restore(trial)
+      assert step in (5, 10), (kind, damage, step)
+      for a, b in zip(jax.tree.leaves(saved[step]), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f'{kind} {damage}')
+      kept = [p.name for p in trial.iterdir() if p.name == '10' or p.name.startswith('10.')]
+      assert kept, f'{kind} {damage}: step 10 was deleted'
+      outcomes[(kind, damage)] = step
+  refused = {k for k, step in outcomes.items() if step == 5}
+  # Losing the arrays, their manifest, the data iterator's state, the meta item or the commit
+  # marker refuses the step (the rest is metadata orbax does not need to restore).
+  for kind in (
+      'state/d/<hash>',
+      'state/manifest.ocdbt',
+      'state/_METADATA',
+      'data/process_0-of-1.json',
+      'meta/metadata',
+      'commit_success.txt',
+  ):
+    assert (kind, 'deleted') in refused, (kind, outcomes)
+
+
 def test_object_store_metrics_are_flushed_before_every_checkpoint(tmp_path, monkeypatch):
   """On gs:// lines wait for a chunk of `flush_every`; a crash after a checkpoint must not take
   the metrics of the steps that checkpoint holds with it."""
