@@ -176,9 +176,13 @@ SCALE[DEMO] = SCALE['local']  # the local protocol in miniature: the same data a
 
 
 def fitted_report(study: str) -> dict | None:
-  """The committed fit of a local study (results/local/<study>/report.json), or None."""
+  """The committed fit of a local study (results/local/<study>/report.json), or None: also when
+  one of its arms could not be fitted (its report says why), so no law is half taken."""
   report = replication.committed_report(study, RESULTS_DIR)
-  return None if report is None else report['studies'].get(study)
+  entry = None if report is None else report['studies'].get(study)
+  if entry and any(isinstance(arm, dict) and 'error' in arm for arm in entry.values()):
+    return None
+  return entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +353,7 @@ def local_provisional(needs=('hparams', 'allocation')) -> str:
   """Why local designs are provisional ('' once the local laws they need are fitted)."""
   missing = [s for s in needs if fitted_report(s) is None]
   return (
-      f'the local {" and ".join(missing)} law(s) are not fitted yet '
+      f'the local {" and ".join(missing)} law(s) are not fitted yet, or not for every arm '
       f'(results/local/{{{",".join(missing)}}}/report.json)'
       if missing
       else ''

@@ -12,12 +12,21 @@ from fitting import laws
 
 
 def isoflop_minimum(m, loss, budget: float) -> float:
-  """argmin of a least-squares parabola of loss in ln M; refuses an edge or concave profile."""
+  """argmin of a least-squares parabola of loss in ln M; refuses a profile whose best run is one of
+  its end sizes, a concave one, and a vertex outside the sizes tried."""
   if len(np.unique(m)) < 3:
     raise core.FitError(
         f'IsoFLOP at C={budget:.3g}: {len(np.unique(m))} distinct model sizes, a parabola needs 3.'
     )
   x = np.log(m)
+  best = x[int(np.argmin(loss))]
+  if best in (x.min(), x.max()):
+    # A parabola through a profile that only rises (or falls) can still put its vertex inside
+    # the sizes tried; the optimum is bracketed only when the best run has a size on each side.
+    raise core.FitError(
+        f'IsoFLOP at C={budget:.3g}: the best run is at the edge of the sizes tried '
+        f'(M = {np.exp(best):.3g}); widen the sweep past it.'
+    )
   center = x.mean()  # centred for a well-conditioned fit
   try:
     c2, c1, _ = np.polyfit(x - center, loss, 2)
@@ -61,8 +70,17 @@ def fit_allocation(
     n_bootstrap: int = 1000,
     seed: int = 0,
     what: str = 'allocation',
+    stderr_key: str = 'eval_loss_stderr',
 ) -> dict:
-  """M_opt(C) with intervals (bootstrap over runs within each budget), and the implied D_opt."""
+  """M_opt(C) with intervals, and the implied D_opt.
+
+  The intervals come from a parametric bootstrap of the losses: each draw adds to every run's
+  loss a normal error with the scatter of the runs about their budget's parabola (pooled over
+  budgets with more than 3 sizes) and the run's own eval standard error, and refits every
+  parabola and the law. Resampling runs within a budget cannot serve an IsoFLOP profile of 3-5
+  sizes: a draw that repeats a size leaves too few for a parabola, and for 3 sizes the only
+  draws that fit are the original points reordered.
+  """
   budgets, optima, skipped = minima(rows, loss_key, budget_key, skip=True)
   if len(budgets) < 2:
     reasons = '; '.join(s['reason'] for s in skipped)
@@ -72,22 +90,18 @@ def fit_allocation(
     )
   law = laws.log_linear('M_opt_law', ['C'], 'M_opt')
   result = core.fit(law, dict(C=budgets), optima, objective='ls', what=what)
+  kept = [r for r in rows if r[budget_key] in budgets]  # skipped budgets stay out of every draw
+  residual_sd, dof = parabola_residual_sd(kept, loss_key, budget_key)
+  sd = np.array([np.hypot(residual_sd, float(r.get(stderr_key) or 0.0)) for r in kept])
   rng = np.random.default_rng(seed)
-  by_budget = collections.defaultdict(list)
-  for row in rows:
-    if row[budget_key] in budgets:  # the skipped budgets stay out of every draw
-      by_budget[row[budget_key]].append(row)
   draws = []
   for _ in range(n_bootstrap):
-    sample = [
-        r
-        for c in budgets
-        for r in (by_budget[c][i] for i in rng.integers(0, len(by_budget[c]), len(by_budget[c])))
-    ]
+    noise = rng.normal(size=len(kept)) * sd
+    sample = [dict(r, **{loss_key: r[loss_key] + e}) for r, e in zip(kept, noise)]
     try:
       b, o, _ = minima(sample, loss_key, budget_key)
       draws.append(core.fit(law, dict(C=b), o, objective='ls', starts=[result.theta]).theta)
-    except core.FitError:
+    except core.FitError:  # a draw whose noise moved a minimum past the sizes tried
       continue
   draws = np.array(draws)
   result.draws = draws
@@ -101,4 +115,27 @@ def fit_allocation(
       budgets=budgets.tolist(),
       minima=optima.tolist(),
       skipped_budgets=skipped,
+      bootstrap_noise=dict(
+          residual_sd=residual_sd,
+          residual_dof=dof,
+          note='per-run loss error: hypot(residual_sd, eval_loss_stderr)',
+      ),
   )
+
+
+def parabola_residual_sd(rows, loss_key: str, budget_key: str = 'budget') -> tuple[float, int]:
+  """(standard deviation of the runs' losses about their budget's parabola in ln M, its degrees
+  of freedom), pooled over the budgets with more than 3 sizes; (0, 0) when none has."""
+  by_budget = collections.defaultdict(list)
+  for row in rows:
+    by_budget[row[budget_key]].append(row)
+  rss, dof = 0.0, 0
+  for group in by_budget.values():
+    if len(group) <= 3:
+      continue
+    x = np.log([r['M'] for r in group])
+    y = np.array([r[loss_key] for r in group])
+    coef = np.polyfit(x - x.mean(), y, 2)
+    rss += float(np.sum((y - np.polyval(coef, x - x.mean())) ** 2))
+    dof += len(group) - 3
+  return (float(np.sqrt(rss / dof)) if dof else 0.0), dof

@@ -170,11 +170,23 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
   report = {}
   for kind in ('moe', 'dense'):
     members = [r for r in rows if results_lib.is_moe(r) == (kind == 'moe')]
-    if members:
+    if not members:
+      continue
+    try:
       report[kind] = allocation.fit_allocation(
           members, loss_key, n_bootstrap=n_bootstrap, what=f'allocation ({kind})'
       )
-      _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
+    except core.FitError as error:  # the other arm's law still stands; say what this one lacks
+      budgets, optima, skipped = allocation.minima(members, loss_key, skip=True)
+      report[kind] = dict(
+          error=str(error),
+          budgets=budgets.tolist(),
+          minima=optima.tolist(),
+          skipped_budgets=skipped,
+      )
+    _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
+  if all('error' in arm for arm in report.values()):
+    raise core.FitError('; '.join(arm['error'] for arm in report.values()))
   return report
 
 

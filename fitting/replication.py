@@ -174,13 +174,33 @@ def allocation_exponent(kind: str, paper_law: laws.PowerLaw) -> Callable:
     )
     paper = f'a = {paper_law.exponent:.4f}'
     entry = _study(reports, 'allocation')
-    if entry is None or kind not in entry or 'error' in entry[kind]:
+    if entry is None or kind not in entry:
       return _pending(finding, paper, 'allocation')
-    result = entry[kind]['M_opt']['fit']
+    arm = entry[kind]
+    if 'error' in arm:
+      skipped = '; '.join(
+          f'C = {s["budget"]:.2g}: {s["reason"].split(": ", 1)[-1].split(";")[0]}'
+          for s in arm['skipped_budgets']
+      )
+      return Row(
+          finding,
+          paper,
+          f'not fitted: {len(arm["budgets"])} budget(s) with a bracketed optimum'
+          + (f' ({skipped})' if skipped else ''),
+          INCONCLUSIVE,
+      )
+    result = arm['M_opt']['fit']
+    failed = result.get('bootstrap_failures') or 0
     return Row(
         finding,
         paper,
-        f'a = {_estimate(result, "exponent_C")} over {len(entry[kind]["budgets"])} budgets',
+        f'a = {_estimate(result, "exponent_C")} over {len(arm["budgets"])} budgets'
+        + (
+            f'; {failed} of {failed + result["n_bootstrap"]} bootstrap draws put a budget\'s '
+            'best run at the edge of its sizes and are left out'
+            if failed
+            else ''
+        ),
         interval_verdict(paper_law.exponent, _interval(result, 'exponent_C')),
     )
 

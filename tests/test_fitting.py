@@ -333,9 +333,46 @@ def test_allocation_recovers_a_planted_optimum():
   assert out['D_opt']['exponent'] == pytest.approx(1 - out['M_opt']['exponent'])
 
 
+def test_allocation_bootstrap_draws_the_runs_noise_and_covers_the_planted_law():
+  """IsoFLOP profiles of 3 and 4 sizes with a planted loss noise of 0.01: resampling runs would
+  fail most draws (a repeated size leaves too few for a parabola); the loss bootstrap does not,
+  measures the noise from the 4-size profiles, and its interval covers the planted exponent."""
+  rng = np.random.default_rng(1)
+  rows = []
+  for budget, factors in zip((1e18, 1e19, 1e20, 1e21), ((0.3, 1, 3), (0.3, 0.7, 1.5, 3)) * 2):
+    m_opt = laws.MOE_OPTIMAL_M(budget)
+    for f in factors:
+      loss = 2.0 + 0.1 * np.log(f) ** 2 + 0.01 * rng.normal()
+      rows.append(dict(budget=budget, M=m_opt * f, loss=loss, eval_loss_stderr=0.002))
+  out = allocation.fit_allocation(rows, 'loss', n_bootstrap=400)
+  noise = out['bootstrap_noise']
+  assert noise['residual_dof'] == 2  # one per 4-size budget
+  # The hand count: each 4-size budget's parabola residuals, pooled.
+  rss = 0.0
+  for budget in (1e19, 1e21):
+    group = [r for r in rows if r['budget'] == budget]
+    x, y = np.log([r['M'] for r in group]), np.array([r['loss'] for r in group])
+    design = np.stack([x**2, x, np.ones_like(x)], axis=1)
+    rss += float(np.sum((y - design @ np.linalg.lstsq(design, y, rcond=None)[0]) ** 2))
+  assert noise['residual_sd'] == pytest.approx(np.sqrt(rss / 2), rel=1e-6)
+  fit = out['M_opt']['fit']
+  assert fit['bootstrap_failures'] < 0.05 * 400
+  lo, hi = fit['intervals']['exponent_C']
+  assert lo < 0.5095 < hi and hi - lo > 0.005  # the noise widens it
+
+
 def test_allocation_refuses_an_edge_minimum():
   rows = [dict(budget=1e18, M=m, loss=3.0 - 0.1 * np.log(m)) for m in (1e8, 2e8, 4e8)]
-  with pytest.raises(core.FitError, match='outside the sizes tried|not convex'):
+  with pytest.raises(core.FitError, match='edge of the sizes tried|not convex'):
+    allocation.minima(rows, 'loss')
+  # A profile that only rises, steeply at its far end (the local MoE IsoFLOP at 3e11 FLOPs): the
+  # parabola's vertex falls inside the sizes, yet the best run is the smallest size.
+  m, loss = np.array([1.03e5, 2.05e5, 6.45e5]), np.array([1.5576, 1.6046, 2.0698])
+  x = np.log(m) - np.log(m).mean()
+  c2, c1, _ = np.polyfit(x, loss, 2)
+  assert x.min() < -c1 / (2 * c2) < x.max()
+  rows = [dict(budget=3e11, M=a, loss=b) for a, b in zip(m, loss)]
+  with pytest.raises(core.FitError, match=r'best run is at the edge .*M = 1.03e\+05'):
     allocation.minima(rows, 'loss')
 
 
