@@ -11,6 +11,13 @@ from fitting import core
 from fitting import laws
 
 
+def _parabola(x, loss):
+  """(c2, c1, c0) of the least-squares parabola of loss in x - center, and center = mean of x
+  (centred for a well-conditioned fit)."""
+  center = x.mean()
+  return np.polyfit(x - center, loss, 2), center
+
+
 def isoflop_minimum(m, loss, budget: float) -> float:
   """argmin of a least-squares parabola of loss in ln M; refuses a profile whose best run is one of
   its end sizes, a concave one, and a vertex outside the sizes tried."""
@@ -27,9 +34,8 @@ def isoflop_minimum(m, loss, budget: float) -> float:
         f'IsoFLOP at C={budget:.3g}: the best run is at the edge of the sizes tried '
         f'(M = {np.exp(best):.3g}); widen the sweep past it.'
     )
-  center = x.mean()  # centred for a well-conditioned fit
   try:
-    c2, c1, _ = np.polyfit(x - center, loss, 2)
+    (c2, c1, _), center = _parabola(x, loss)
   except np.linalg.LinAlgError as error:
     raise core.FitError(f'IsoFLOP at C={budget:.3g}: the parabola fit failed ({error}).') from None
   if c2 <= 0:
@@ -135,7 +141,7 @@ def parabola_residual_sd(rows, loss_key: str, budget_key: str = 'budget') -> tup
       continue
     x = np.log([r['M'] for r in group])
     y = np.array([r[loss_key] for r in group])
-    coef = np.polyfit(x - x.mean(), y, 2)
-    rss += float(np.sum((y - np.polyval(coef, x - x.mean())) ** 2))
+    coef, center = _parabola(x, y)
+    rss += float(np.sum((y - np.polyval(coef, x - center)) ** 2))
     dof += len(group) - 3
   return (float(np.sqrt(rss / dof)) if dof else 0.0), dof
