@@ -9,10 +9,9 @@ backbones; MoE 64 experts / 4 active / 1 shared, G = 2, and dense), learning rat
 the hyperparameter law. `paper` (default): budgets 1e18 .. 1e20 FLOPs, M_target from Table 1,
 Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): budgets 3e11 ..
 1e13 FLOPs (1.5 decades), M_target from Table 1 and a wider span (1/8 .. 4: byte-level optima
-need not follow the BPE law) over the local ladder and a one-layer rung below it, learning rate
-and batch from the local hyperparameter law; a size
-whose D = C / M would pass one epoch of the train split (common.LOCAL_TRAIN_TOKENS) is left out
-(the two smallest at 1e13).
+need not follow the BPE law) over the local ladder and two one-layer rungs below it, learning rate
+and batch from the local hyperparameter law; a size whose D = C / M would pass 4 epochs of the
+train split (LOCAL_MAX_EPOCHS x common.LOCAL_TRAIN_TOKENS) is left out.
 `smoke`: 1 budget, 3 sizes. The paper fitted M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905
 for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578 for dense: compute-optimal MoE models are smaller
 and see more data.
@@ -29,10 +28,17 @@ BUDGETS = {
     'smoke': [3e8],
 }
 SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
-# At local scale one rung below the ladder's smallest backbone: about 3x apart at the bottom, its
-# rungs would give the smallest budget only two sizes, too few for a parabola. Only this study
-# uses it; the later designs keep the ladder (an optimum below it picks its smallest backbone).
-LOCAL_LADDER = [(1, 24, 1, 1)] + common.LOCAL_LADDER
+# At local scale two one-layer rungs below the ladder's smallest backbone: about 3x apart at the
+# bottom, its rungs would give the smallest budget only two sizes, too few for a parabola, and the
+# MoE optimum at 3e11 FLOPs lay at the d_model 24 rung (results/local/allocation, first run), so a
+# d_model 12 rung (head dim 12) lies below it. Only this study uses them; the later designs keep
+# the ladder (an optimum below it picks its smallest backbone).
+LOCAL_LADDER = [(1, 12, 1, 1), (1, 24, 1, 1)] + common.LOCAL_LADDER
+# Repeated data costs little up to about 4 epochs (Muennighoff et al. 2023, "Scaling Data-
+# Constrained Language Models", arXiv 2305.16264, Sec. 5): a size whose D = C / M would pass
+# LOCAL_MAX_EPOCHS epochs of the train split is left out. One epoch left the MoE profile at 1e13
+# FLOPs without sizes below its best run.
+LOCAL_MAX_EPOCHS = 4
 
 
 def get_config(arg=None):
@@ -57,8 +63,8 @@ def get_sweep(arg=None):
         if key in chosen:  # the ladder is discrete: two targets may pick one backbone
           continue
         chosen.add(key)
-        if scale == 'local' and d.tokens > common.LOCAL_TRAIN_TOKENS:
-          continue  # more than one epoch of the corpus
+        if scale == 'local' and d.tokens > LOCAL_MAX_EPOCHS * common.LOCAL_TRAIN_TOKENS:
+          continue
         members.append(
             common.design_member(
                 f'{kind}_C{budget:.2g}_M{d.M:.2e}',
