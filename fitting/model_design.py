@@ -104,6 +104,10 @@ def architecture(fields: dict, seq_len: int, vocab_size: int) -> flops.Architect
   return flops.Architecture(seq_len=seq_len, vocab_size=vocab_size, **fields)
 
 
+def _law_text(law: laws.PowerLaw) -> str:
+  return f'{law.coefficient} C^{law.exponent}'
+
+
 def design(
     compute: float,
     shape: MoEShape,
@@ -144,13 +148,14 @@ def design(
   reasons = [
       f'M target {target:.3g} FLOPs/token (given)'
       if m_target
-      else f'M_opt(C) = {m_law.coefficient} C^{m_law.exponent} = {target:.3g} FLOPs/token '
+      else f'M_opt(C) = {_law_text(m_law)} = {target:.3g} FLOPs/token '
       f'({m_law.source}, {"MoE" if moe else "dense"})',
       f'backbone {fields["n_layers"]} layers x d_model {fields["d_model"]}, '
       f'{fields["n_heads"]}/{fields["n_kv_heads"]} heads: M = {m:.3g} '
       f'({m / target - 1:+.1%} from M_opt), D = C / M = {compute / m:.3g} tokens',
-      f'learning rate = 1.1576 C^-0.1529 = {lr:.3g} (Eq. 3)',
-      f'batch = 0.0694 C^0.3644 = {batch:.3g} tokens = {sequences} x {seq_len} (Eq. 3)',
+      f'learning rate = {_law_text(laws.MOE_LEARNING_RATE)} = {lr:.3g} (Eq. 3)',
+      f'batch = {_law_text(laws.MOE_BATCH_TOKENS)} = {batch:.3g} tokens = {sequences} x '
+      f'{seq_len} (Eq. 3)',
   ]
   if moe and shape.granularity and 2 * fields['d_model'] / shape.granularity != fields['d_expert']:
     reasons.append(

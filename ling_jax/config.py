@@ -142,7 +142,6 @@ def base_config() -> ml_collections.ConfigDict:
           expert=1,
           tensor=1,
           num_devices=0,  # 0: every device of every process; n: the first n
-          axis_types='auto',  # 'auto' (GSPMD propagation); 'explicit' is refused for now
       )
   )
   # Logical axis -> mesh axes: the one table that decides every parameter's and the batch's
@@ -367,11 +366,6 @@ def _validate_moe(config) -> None:
         "config.moe.dispatch='tokamax': tokamax is not installed; pip install -e '.[gpu]' "
         "(or '.[tpu]'), or use dispatch=ragged_dot.",
     )
-  _require(
-      config.mesh.axis_types == 'auto',
-      f"config.mesh.axis_types={config.mesh.axis_types!r}: only 'auto' is supported; the "
-      'model leaves layouts between its annotated points to GSPMD propagation.',
-  )
   for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
     _require(
         _finite(moe[field]) and moe[field] >= 0,

@@ -226,7 +226,6 @@ BAD_VALUES = [
     ('mesh', 'expert', -2, {}),
     ('mesh', 'fsdp', -1, {}),  # a second -1 beside data's
     ('mesh', 'num_devices', -1, {}),
-    ('mesh', 'axis_types', 'explicit', {}),
     ('metrics', 'flush_every', 0, {}),
     ('metrics', 'remote_retry_s', -1.0, {}),
     ('metrics', 'remote_retry_s', INF, {}),

@@ -116,13 +116,6 @@ def test_tensor_parallel_meshes_match_the_single_device_model(mesh):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_explicit_axes_are_refused_before_compiling():
-  c = config(dict(data=8))
-  c.mesh.axis_types = 'explicit'
-  with pytest.raises(config_lib.ConfigError, match="config.mesh.axis_types='explicit'"):
-    train_lib.Trainer.build(c)
-
-
 def test_parameters_are_sharded_as_the_rules_say():
   c = config(dict(data=1, fsdp=2, expert=4))
   program = train_lib.Trainer.build(c)
