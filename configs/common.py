@@ -101,8 +101,9 @@ def smoke_training(c):
 
 LOCAL_MIN_STEPS = 1000
 # Bytes (tokens) in the train split of the stdlib corpus at eval_fraction 0.15 under Python 3.11
-# (tests/test_protocol.py reads the corpus and checks it). No local member trains on more: a run
-# past one epoch would measure repetition, not its budget.
+# (tests/test_protocol.py reads the corpus and checks it). Local members train on one epoch
+# of it at most, except the allocation study's (configs/allocation.LOCAL_MAX_EPOCHS): past one
+# epoch a run measures repetition as well as its budget.
 LOCAL_TRAIN_TOKENS = 25_255_230
 # The fixed held-out set: 32,768 sequences (4,194,304 bytes). The per-sequence standard deviation
 # is about 0.2-0.3 x the loss and grows, relative to it, as the loss falls: with 16,384 sequences
