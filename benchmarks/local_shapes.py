@@ -1,6 +1,6 @@
 """Training speed at the shapes the `local` studies train, as ratios measured side by side.
 
-  python -m benchmarks.local_shapes                 # every shape (about 10 minutes)
+  python -m benchmarks.local_shapes                 # every shape
   python -m benchmarks.local_shapes --quick         # smallest and middle backbone only
   python -m benchmarks.local_shapes --json=out.json # also write every figure
 
@@ -114,6 +114,8 @@ def loop_tokens_per_s(config, steps: int) -> float:
       checkpoint_every=steps,
       log_every=max(steps // 4, 1),
   )
+  if t.eval_sequences:  # the final eval reads the whole held-out set; a periodic one suffices
+    c.train.eval_sequences = (t.eval_batch_size or t.batch_size) * t.eval_batches
   with tempfile.TemporaryDirectory() as workdir:
     return train_lib.train(c, workdir)['steady_tokens_per_s']
 
