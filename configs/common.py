@@ -1,6 +1,9 @@
 """Scales shared by the config files: the paper's TPU setting, a CPU setting, a test setting."""
 
+import csv
 import dataclasses
+import importlib
+import os
 
 from configs import paper_tables as tables
 from experiments.sweep import Member
@@ -350,15 +353,44 @@ def demo_group(index: int, budget: float) -> Group:
   return _design_group(index, d, lr, sequences)
 
 
+_UNRUN = {}  # (results table, its mtime and size) -> unrun members: each sweep designed once
+
+
+def unrun_members(study: str) -> list[str]:
+  """The members of `configs/<study>.py:local` that its committed results table
+  (results/local/<study>/results.csv) does not hold as finished: a fit of part of a study, or of
+  an earlier version of its sweep, must not design the next step."""
+  path = os.path.join(RESULTS_DIR, study, 'results.csv')
+  if not os.path.exists(path):
+    return ['(no results table)']
+  stat = os.stat(path)
+  key = (path, stat.st_mtime_ns, stat.st_size)
+  if key not in _UNRUN:
+    wanted = [m.name for m in importlib.import_module(f'configs.{study}').get_sweep('local')]
+    with open(path, newline='') as f:
+      finished = {row['member'] for row in csv.DictReader(f) if row['status'] == 'finished'}
+    _UNRUN[key] = [name for name in wanted if name not in finished]
+  return _UNRUN[key]
+
+
 def local_provisional(needs=('hparams', 'allocation')) -> str:
-  """Why local designs are provisional ('' once the local laws they need are fitted)."""
+  """Why local designs are provisional ('' once the local laws they need are fitted on every
+  member of their study)."""
+  reasons = []
   missing = [s for s in needs if fitted_report(s) is None]
-  return (
-      f'the local {" and ".join(missing)} law(s) are not fitted yet, or not for every arm '
-      f'(results/local/{{{",".join(missing)}}}/report.json)'
-      if missing
-      else ''
-  )
+  if missing:
+    reasons.append(
+        f'the local {" and ".join(missing)} law(s) are not fitted yet, or not for every arm '
+        f'(results/local/{{{",".join(missing)}}}/report.json)'
+    )
+  for study in needs:
+    unrun = [] if study in missing else unrun_members(study)
+    if unrun:
+      reasons.append(
+          f'{len(unrun)} member(s) of configs/{study}.py:local are not in its committed results '
+          f'(e.g. {unrun[0]}); run them, then collect and fit the study again'
+      )
+  return '; '.join(reasons)
 
 
 def study_config(name: str, scale: str, source: str, designed: bool = False):

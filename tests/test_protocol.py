@@ -113,10 +113,21 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
         ),
         f,
     )
+  hparams_members = [m.name for m in sweep.load_members(members_of('hparams')[0])]
+
+  def write_results(names):
+    with open(tmp_path / 'hparams' / 'results.csv', 'w') as f:
+      f.write('member,status\n' + ''.join(f'{name},finished\n' for name in names))
+
+  write_results(hparams_members[1:])  # a fit of part of the study designs nothing
+  assert '1 member(s) of configs/hparams.py:local' in common.local_provisional(('hparams',))
+  assert hparams_members[0] in common.local_provisional(('hparams',))
+  write_results(hparams_members)
   lr, batch = common.local_hyperparameters(1e12, 'dense')
   assert lr.value == pytest.approx(3.0 * 1e12**-0.2) and not lr.provisional
   assert batch.value == pytest.approx(0.5 * 1e12**0.3)
   assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
+  assert common.local_provisional(('hparams',)) == ''
   assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
   # The demo keeps Eq. 3 at half its learning rate whatever is committed: its budgets lie below
   # the fitted law's range, and the README quotes its numbers.
