@@ -11,6 +11,7 @@ from configs import shared_experts
 from experiments import sweep
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
+from ling_jax import flops
 
 STUDIES = [
     'hparams',
@@ -72,10 +73,32 @@ def test_shared_expert_grid_has_the_papers_optimum_at_every_scale(scale):
   assert any(m.name.endswith('Ea10_Es2') for m in members)
 
 
-def test_models_grow_with_the_budget_and_batches_keep_the_steps():
+def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
+  # Each ablation group is the ladder backbone nearest in log to the local MoE M_opt(C), found
+  # here by a plain loop over the ladder with M counted by flops.paper_flops_per_token.
   groups = common.groups('local')
+  shape = common.BASELINE_MOE
+  for group, budget in zip(groups, common.LOCAL_BUDGETS):
+    target = common.local_optimal_m(budget, 'moe').value
+    distances = {}
+    for n_layers, d_model, heads, kv in common.LOCAL_LADDER:
+      arch = flops.Architecture(
+          n_layers=n_layers,
+          d_model=d_model,
+          n_heads=heads,
+          n_kv_heads=kv,
+          d_ffn=0,
+          n_experts=shape.n_experts,
+          top_k=shape.top_k,
+          n_shared=shape.n_shared,
+          d_expert=int(2 * d_model / shape.granularity),
+          seq_len=common.LOCAL_SEQ_LEN,
+          vocab_size=256,
+      )
+      distances[(n_layers, d_model)] = abs(math.log(flops.paper_flops_per_token(arch) / target))
+    assert (group.n_layers, group.d_model) == min(distances, key=distances.get), budget
   sizes = [(g.n_layers, g.d_model) for g in groups]
-  assert sizes == sorted(sizes) and len(set(sizes)) > 1
+  assert sizes == sorted(sizes)  # never smaller at a larger budget
   # Shrinking the batch keeps the steps: 10 sequences wanted, 5 allowed.
   tokens = 5 * common.LOCAL_SEQ_LEN * common.LOCAL_MIN_STEPS
   assert common.local_batch_sequences(10 * common.LOCAL_SEQ_LEN, tokens) == 5
