@@ -31,6 +31,7 @@ import numpy as np
 
 from configs import common
 from experiments import cost
+from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import train as train_lib
 
@@ -115,7 +116,7 @@ def loop_tokens_per_s(config, steps: int) -> float:
       log_every=max(steps // 4, 1),
   )
   if t.eval_sequences:  # the final eval reads the whole held-out set; a periodic one suffices
-    c.train.eval_sequences = (t.eval_batch_size or t.batch_size) * t.eval_batches
+    c.train.eval_sequences = config_lib.eval_batch_size(t) * t.eval_batches
   with tempfile.TemporaryDirectory() as workdir:
     return train_lib.train(c, workdir)['steady_tokens_per_s']
 

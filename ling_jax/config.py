@@ -447,7 +447,7 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'config.train.{field}={t[field]!r}: must be a whole number >= 0 (0: the default).',
     )
   if t.eval_sequences:
-    size = t.eval_batch_size or t.batch_size
+    size = eval_batch_size(t)
     _require(
         t.eval_sequences % size == 0,
         f'config.train.eval_sequences={t.eval_sequences}: must be a multiple of the eval '
@@ -571,6 +571,11 @@ def validate(config) -> flops.Architecture:
   _validate_mesh(config)
   _validate_metrics(config)
   return arch
+
+
+def eval_batch_size(train) -> int:
+  """Sequences per eval batch: train.eval_batch_size, or the training batch when it is 0."""
+  return train.eval_batch_size or train.batch_size
 
 
 def num_steps(config, arch: flops.Architecture) -> int:

@@ -23,6 +23,8 @@ import grain
 import jax
 import numpy as np
 
+from ling_jax import config as config_lib
+
 DOCUMENT_SEPARATOR = 0  # NUL byte between stdlib files; never occurs in Python source
 EVAL_ORDER_SEED = 0  # the fixed order the held-out set is drawn in, whatever data.seed is
 
@@ -259,7 +261,7 @@ class Dataset:
           f'{len(self.eval_source)} windows of {self.seq_len + 1} tokens; lower it '
           'or hold out more data (data.eval_fraction).'
       )
-    size = t.eval_batch_size or t.batch_size
+    size = config_lib.eval_batch_size(t)
     # Only the batches the set needs are read, not the whole held-out split.
     return list(
         itertools.islice(

@@ -9,6 +9,7 @@ from configs import allocation
 from configs import common
 from configs import shared_experts
 from experiments import sweep
+from fitting import model_design as design_lib
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 from ling_jax import flops
@@ -77,25 +78,14 @@ def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   # Each ablation group is the ladder backbone nearest in log to the local MoE M_opt(C), found
   # here by a plain loop over the ladder with M counted by flops.paper_flops_per_token.
   groups = common.groups('local')
-  shape = common.BASELINE_MOE
+  local = common.SCALE['local']
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
     target = common.local_optimal_m(budget, 'moe').value
     distances = {}
-    for n_layers, d_model, heads, kv in common.LOCAL_LADDER:
-      arch = flops.Architecture(
-          n_layers=n_layers,
-          d_model=d_model,
-          n_heads=heads,
-          n_kv_heads=kv,
-          d_ffn=0,
-          n_experts=shape.n_experts,
-          top_k=shape.top_k,
-          n_shared=shape.n_shared,
-          d_expert=int(2 * d_model / shape.granularity),
-          seq_len=common.LOCAL_SEQ_LEN,
-          vocab_size=256,
-      )
-      distances[(n_layers, d_model)] = abs(math.log(flops.paper_flops_per_token(arch) / target))
+    for backbone in local.ladder:
+      fields = design_lib.model_fields(backbone, common.BASELINE_MOE)
+      arch = design_lib.architecture(fields, local.seq_len, local.vocab_size)
+      distances[backbone[:2]] = abs(math.log(flops.paper_flops_per_token(arch) / target))
     assert (group.n_layers, group.d_model) == min(distances, key=distances.get), budget
   sizes = [(g.n_layers, g.d_model) for g in groups]
   assert sizes == sorted(sizes)  # never smaller at a larger budget
