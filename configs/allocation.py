@@ -28,12 +28,12 @@ BUDGETS = {
     'smoke': [3e8],
 }
 SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
-# At local scale two one-layer rungs below the ladder's smallest backbone: about 3x apart at the
-# bottom, its rungs would give the smallest budget only two sizes, too few for a parabola, and the
-# MoE optimum at 3e11 FLOPs lay at the d_model 24 rung (results/local/allocation, first run), so a
-# d_model 12 rung (head dim 12) lies below it. Only this study uses them; the later designs keep
-# the ladder (an optimum below it picks its smallest backbone).
-LOCAL_LADDER = [(1, 12, 1, 1), (1, 24, 1, 1)] + common.LOCAL_LADDER
+# At local scale two one-layer rungs below the ladder's smallest backbone
+# (common.LOCAL_ONE_LAYER_RUNGS): about 3x apart at the bottom, its rungs would give the smallest
+# budget only two sizes, too few for a parabola, and the MoE optimum at 3e11 FLOPs lay at the
+# d_model 24 rung (results/local/allocation, first run), so a d_model 12 rung (head dim 12) lies
+# below it. The designs made from this study's laws choose from the same ladder.
+LOCAL_LADDER = common.LOCAL_FITTED_LADDER
 # Repeated data costs little up to about 4 epochs (Muennighoff et al. 2023, "Scaling Data-
 # Constrained Language Models", arXiv 2305.16264, Sec. 5): a size whose D = C / M would pass
 # LOCAL_MAX_EPOCHS epochs of the train split is left out. One epoch left the MoE profile at 1e13

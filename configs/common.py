@@ -135,6 +135,17 @@ LOCAL_LADDER = [
     (6, 288, 12, 4),
     (7, 336, 14, 2),
 ]
+# Two one-layer rungs below LOCAL_LADDER. The allocation study added them to bracket its smallest
+# budgets, and its fitted laws put the optimum there at the ablation budgets (MoE M_opt 5.6e4 and
+# 1.3e5 FLOPs/token at 1e11 and 5.6e11, dense 5.9e4 at 1e11, against 2.05e5 and 1.64e5 for the
+# (2, 24) backbone; docs/replication.md): the designs made from the fitted local laws choose from
+# LOCAL_FITTED_LADDER. The hparams study, designed from Table 1 before any local law, and the demo
+# keep LOCAL_LADDER.
+LOCAL_ONE_LAYER_RUNGS = [(1, 12, 1, 1), (1, 24, 1, 1)]
+LOCAL_FITTED_LADDER = LOCAL_ONE_LAYER_RUNGS + LOCAL_LADDER
+# The ablation groups' backbones serve the granularity study too, whose expert width 2 d_model / G
+# must be whole for every G of Table 8 (2 .. 16): d_model a multiple of 24.
+LOCAL_GROUP_LADDER = [b for b in LOCAL_FITTED_LADDER if b[1] % 24 == 0]
 LOCAL_HEAD_DIM = 24
 RESULTS_DIR = replication.RESULTS_DIR
 SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
@@ -318,8 +329,9 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
 def local_group(index: int, budget: float) -> Group:
   """The group of a local budget: the baseline MoE's compute-optimal backbone, the local laws'
   learning rate and batch (shrunk to keep LOCAL_MIN_STEPS steps)."""
+  options = dict(local_design_options(), ladder=tuple(LOCAL_GROUP_LADDER))
   d = design_lib.design(
-      budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value, **local_design_options()
+      budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value, **options
   )
   lr, batch = local_hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
@@ -442,6 +454,15 @@ def table3_run(c, row: dict):
 def local_design_options() -> dict:
   """design() arguments for the CPU scale: bytes, LOCAL_SEQ_LEN-byte sequences, the local ladder."""
   return SCALE['local'].design_options()
+
+
+def fitted_design_options(scale: str) -> dict:
+  """design() arguments for a design made from the scale's fitted allocation law: at local scale
+  the ladder with its one-layer rungs (LOCAL_FITTED_LADDER), elsewhere the scale's own."""
+  options = SCALE[scale].design_options()
+  if scale == 'local':
+    options['ladder'] = tuple(LOCAL_FITTED_LADDER)
+  return options
 
 
 def optimal_m(compute: float, scale: str, kind: str) -> float:

@@ -16,7 +16,6 @@ FLOPs. `smoke`: 2 members.
 """
 
 from configs import common
-from configs import hparams
 from configs import paper_tables as tables
 from fitting import model_design as design_lib
 
@@ -40,7 +39,7 @@ def get_sweep(arg=None):
     d = design_lib.design(
         budget,
         design_lib.MoEShape(),
-        **hparams.design_options(scale),
+        **common.fitted_design_options(scale),
         m_target=common.optimal_m(budget, scale, 'dense'),
     )
     members.append(

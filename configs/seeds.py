@@ -46,7 +46,7 @@ def get_sweep(arg=None):
         budget,
         shape,
         m_target=common.optimal_m(budget, scale, kind),
-        **hparams.design_options(scale),
+        **common.fitted_design_options(scale),
     )
     one = common.design_member(kind, kind, d, scale, kind)
     for seed in range(SEEDS[scale]):

@@ -75,14 +75,17 @@ def test_shared_expert_grid_has_the_papers_optimum_at_every_scale(scale):
 
 
 def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
-  # Each ablation group is the ladder backbone nearest in log to the local MoE M_opt(C), found
-  # here by a plain loop over the ladder with M counted by flops.paper_flops_per_token.
+  # Each ablation group is the backbone nearest in log to the local MoE M_opt(C) among the
+  # fitted ladder's rungs with d_model a multiple of 24, found here by a plain loop with M
+  # counted by flops.paper_flops_per_token.
   groups = common.groups('local')
   local = common.SCALE['local']
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
     target = common.local_optimal_m(budget, 'moe').value
     distances = {}
-    for backbone in local.ladder:
+    for backbone in common.LOCAL_ONE_LAYER_RUNGS + common.LOCAL_LADDER:
+      if backbone[1] % 24:
+        continue
       fields = design_lib.model_fields(backbone, common.BASELINE_MOE)
       arch = design_lib.architecture(fields, local.seq_len, local.vocab_size)
       distances[backbone[:2]] = abs(math.log(flops.paper_flops_per_token(arch) / target))
@@ -93,6 +96,25 @@ def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   tokens = 5 * common.LOCAL_SEQ_LEN * common.LOCAL_MIN_STEPS
   assert common.local_batch_sequences(10 * common.LOCAL_SEQ_LEN, tokens) == 5
   assert common.local_batch_sequences(3 * common.LOCAL_SEQ_LEN, tokens) == 3
+
+
+def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs():
+  # No rung of the one-layer rungs or the ladder lies nearer in log to the local dense M_opt(C)
+  # than each dense_baseline member (the design may also take an off-ladder backbone nearer
+  # still); M counted by flops.paper_flops_per_token in a plain loop.
+  _, validated = members_of('dense_baseline')
+  local = common.SCALE['local']
+  for member, c, arch in validated:
+    target = common.local_optimal_m(c.train.compute_budget, 'dense').value
+    chosen = abs(math.log(flops.paper_flops_per_token(arch) / target))
+    for backbone in common.LOCAL_ONE_LAYER_RUNGS + common.LOCAL_LADDER:
+      fields = design_lib.model_fields(backbone, design_lib.MoEShape())
+      rung = design_lib.architecture(fields, local.seq_len, local.vocab_size)
+      assert chosen <= abs(math.log(flops.paper_flops_per_token(rung) / target)) + 1e-9, (
+          member.name,
+          backbone,
+      )
+  assert min(c.model.n_layers for _, c, _ in validated) == 1
 
 
 def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):
