@@ -18,33 +18,49 @@ def _parabola(x, loss):
   return np.polyfit(x - center, loss, 2), center
 
 
+class NoMinimum(core.FitError):
+  """An IsoFLOP profile without a bracketed minimum; `cause` says why, without the budget."""
+
+  def __init__(self, budget: float, cause: str):
+    super().__init__(f'IsoFLOP at C={budget:.3g}: {cause}')
+    self.cause = cause
+
+
+class TooFewMinima(core.FitError):
+  """Fewer than 2 budgets with a minimum; carries the minima found and the budgets skipped."""
+
+  def __init__(self, message: str, budgets, optima, skipped):
+    super().__init__(message)
+    self.minima = dict(budgets=budgets.tolist(), minima=optima.tolist(), skipped_budgets=skipped)
+
+
 def isoflop_minimum(m, loss, budget: float) -> float:
   """argmin of a least-squares parabola of loss in ln M; refuses a profile whose best run is one of
   its end sizes, a concave one, and a vertex outside the sizes tried."""
   if len(np.unique(m)) < 3:
-    raise core.FitError(
-        f'IsoFLOP at C={budget:.3g}: {len(np.unique(m))} distinct model sizes, a parabola needs 3.'
-    )
+    raise NoMinimum(budget, f'{len(np.unique(m))} distinct model sizes, a parabola needs 3.')
   x = np.log(m)
   best = x[int(np.argmin(loss))]
   if best in (x.min(), x.max()):
     # A parabola through a profile that only rises (or falls) can still put its vertex inside
     # the sizes tried; the optimum is bracketed only when the best run has a size on each side.
-    raise core.FitError(
-        f'IsoFLOP at C={budget:.3g}: the best run is at the edge of the sizes tried '
-        f'(M = {np.exp(best):.3g}); widen the sweep past it.'
+    raise NoMinimum(
+        budget,
+        f'the best run is at the edge of the sizes tried (M = {np.exp(best):.3g}); widen the '
+        'sweep past it.',
     )
   try:
     (c2, c1, _), center = _parabola(x, loss)
   except np.linalg.LinAlgError as error:
-    raise core.FitError(f'IsoFLOP at C={budget:.3g}: the parabola fit failed ({error}).') from None
+    raise NoMinimum(budget, f'the parabola fit failed ({error}).') from None
   if c2 <= 0:
-    raise core.FitError(f'IsoFLOP at C={budget:.3g}: loss is not convex in ln M (no minimum).')
+    raise NoMinimum(budget, 'loss is not convex in ln M (no minimum).')
   vertex = center - c1 / (2 * c2)
   if not x.min() <= vertex <= x.max():
-    raise core.FitError(
-        f'IsoFLOP at C={budget:.3g}: the minimum lies outside the sizes tried '
-        f'(M_opt ~ {np.exp(vertex):.3g}); widen the sweep.'
+    raise NoMinimum(
+        budget,
+        f'the minimum lies outside the sizes tried (M_opt ~ {np.exp(vertex):.3g}); widen the '
+        'sweep.',
     )
   return float(np.exp(vertex))
 
@@ -62,10 +78,10 @@ def minima(rows, loss_key: str, budget_key: str = 'budget', skip: bool = False):
     try:
       optima.append(isoflop_minimum(m, loss, c))
       budgets.append(c)
-    except core.FitError as error:
+    except NoMinimum as error:
       if not skip:
         raise
-      skipped.append(dict(budget=float(c), reason=str(error)))
+      skipped.append(dict(budget=float(c), reason=str(error), cause=error.cause))
   return np.array(budgets, float), np.array(optima), skipped
 
 
@@ -90,9 +106,12 @@ def fit_allocation(
   budgets, optima, skipped = minima(rows, loss_key, budget_key, skip=True)
   if len(budgets) < 2:
     reasons = '; '.join(s['reason'] for s in skipped)
-    raise core.FitError(
+    raise TooFewMinima(
         f'{what}: {len(budgets)} budget(s) with an IsoFLOP minimum; a power law in C needs at '
-        f'least 2{" (" + reasons + ")" if reasons else ""}.'
+        f'least 2{" (" + reasons + ")" if reasons else ""}.',
+        budgets,
+        optima,
+        skipped,
     )
   law = laws.log_linear('M_opt_law', ['C'], 'M_opt')
   result = core.fit(law, dict(C=budgets), optima, objective='ls', what=what)

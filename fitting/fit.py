@@ -176,14 +176,8 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
       report[kind] = allocation.fit_allocation(
           members, loss_key, n_bootstrap=n_bootstrap, what=f'allocation ({kind})'
       )
-    except core.FitError as error:  # the other arm's law still stands; say what this one lacks
-      budgets, optima, skipped = allocation.minima(members, loss_key, skip=True)
-      report[kind] = dict(
-          error=str(error),
-          budgets=budgets.tolist(),
-          minima=optima.tolist(),
-          skipped_budgets=skipped,
-      )
+    except allocation.TooFewMinima as error:  # the other arm's law still stands: say what
+      report[kind] = dict(error=str(error), **error.minima)  # this one lacks
     _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
   if all('error' in arm for arm in report.values()):
     raise core.FitError('; '.join(arm['error'] for arm in report.values()))

@@ -179,8 +179,7 @@ def allocation_exponent(kind: str, paper_law: laws.PowerLaw) -> Callable:
     arm = entry[kind]
     if 'error' in arm:
       skipped = '; '.join(
-          f'C = {s["budget"]:.2g}: {s["reason"].split(": ", 1)[-1].split(";")[0]}'
-          for s in arm['skipped_budgets']
+          f'C = {s["budget"]:.2g}: {s["cause"].split(";")[0]}' for s in arm['skipped_budgets']
       )
       return Row(
           finding,

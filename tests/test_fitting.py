@@ -787,6 +787,29 @@ def test_allocation_leaves_out_a_budget_without_a_minimum_and_survives_its_boots
   assert out['M_opt']['exponent'] == pytest.approx(0.5095, abs=1e-3)
 
 
+def test_an_allocation_arm_without_two_minima_reports_each_budgets_cause():
+  from fitting import replication
+
+  # Two budgets whose loss only falls with M (best run at the largest size), one with a minimum.
+  rows = [
+      dict(budget=b, M=m, loss=3.0 - 0.1 * np.log(m)) for b in (1e18, 1e19) for m in (1e8, 2e8, 4e8)
+  ]
+  rows += [dict(budget=1e20, M=m, loss=2.0 + 0.05 * np.log(m / 2e9) ** 2) for m in (1e9, 2e9, 4e9)]
+  with pytest.raises(allocation.TooFewMinima) as info:
+    allocation.fit_allocation(rows, 'loss', n_bootstrap=0)
+  arm = dict(error=str(info.value), **info.value.minima)
+  assert arm['budgets'] == [1e20] and arm['minima'] == [pytest.approx(2e9)]
+  assert [s['budget'] for s in arm['skipped_budgets']] == [1e18, 1e19]
+  reports = dict(allocation=dict(studies=dict(allocation=dict(moe=arm))))
+  row = replication.allocation_exponent('moe', laws.MOE_OPTIMAL_M)(reports)
+  assert row.verdict == replication.INCONCLUSIVE
+  assert row.ours == (
+      'not fitted: 1 budget(s) with a bracketed optimum (C = 1e+18: the best run is at the edge '
+      'of the sizes tried (M = 4e+08); C = 1e+19: the best run is at the edge of the sizes tried '
+      '(M = 4e+08))'
+  )
+
+
 def test_the_replication_rows_of_a_planted_law_report_its_el_findings(simulated_fit):
   """The simulated table follows the paper's Table 2 law: EL rises as A falls and with C for
   every sparse architecture, and the loss has an interior optimum in G, at every budget."""
