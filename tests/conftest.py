@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '8')
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # as fitting/__init__.py: its fits run faster
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
