@@ -44,6 +44,18 @@ def fit_frontier(cost, loss, form: str = 'power', objective: str = 'huber', what
   return law, core.fit(law, dict(C=cost), loss, objective=objective, bounds=bounds, what=what)
 
 
+def interpolated_dense_cost(cost, loss, target):
+  """C_dense read off the dense runs themselves, no law: ln C interpolated linearly in loss
+  between the two frontier points whose losses bracket `target` (NaN outside them). Loss is
+  taken as never rising with C (the running minimum), as an envelope does not. A check of a
+  fitted frontier where the runs scatter about it."""
+  order = np.argsort(cost)
+  ln_c = np.log(np.asarray(cost, float)[order])
+  envelope = np.minimum.accumulate(np.asarray(loss, float)[order])
+  # np.interp wants rising x: the envelope falls with C, so read it from the largest C down.
+  return np.exp(np.interp(target, envelope[::-1], ln_c[::-1], left=np.nan, right=np.nan))
+
+
 def invert_frontier(law, theta, loss):
   """Cost at which the frontier reaches `loss`; NaN below a fitted floor."""
   return law.inverse(theta, loss)

@@ -360,20 +360,42 @@ def fit_el_study(
       if target is not None:
         target.setdefault('joint_intervals', {})[param] = interval
         target.setdefault('joint_draws', {})[param] = boot['draws'][key]
-  # The fairness check of the protocol, wherever a study has an A = 1 member (E = E_a).
   a_one = [
-      dict(
-          member=p['member'],
-          EL=p['EL'],
-          EL_interval=p.get('EL_interval'),
-          holds=bool(p.get('EL_interval') and p['EL_interval'][0] <= 1 <= p['EL_interval'][1]),
-      )
+      a_equals_one(p, study_rows, dense_rows, dense_cost, dense_loss, loss_key)
       for p in points
       if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9
   ]
   if a_one:
     entry['check_A_equals_1'] = a_one
   return entry
+
+
+def a_equals_one(point, study_rows, dense_rows, dense_cost, dense_loss, loss_key) -> dict:
+  """The fairness check of the protocol, for an A = 1 member (E = E_a): its EL interval must hold
+  1 (`holds`). Beside it, what explains a failure: the EL read off the dense runs without the
+  fitted frontier, and the loss against the dense run at the same budget, if there is one."""
+  interval = point.get('EL_interval')
+  out = dict(
+      member=point['member'],
+      EL=point['EL'],
+      EL_interval=interval,
+      holds=bool(interval and interval[0] <= 1 <= interval[1]),
+      EL_read_off_dense_runs=float(
+          el_lib.interpolated_dense_cost(dense_cost, dense_loss, point['loss']) / point['C']
+      ),
+  )
+  row = next(r for r in study_rows if r.get('member') == point['member'])
+  twins = [r for r in dense_rows if r.get('budget') and r.get('budget') == row.get('budget')]
+  if twins:
+    dense = min(twins, key=lambda r: r[loss_key])
+    stderr = [float(r.get('eval_loss_stderr') or 0.0) for r in (row, dense)]
+    out['same_budget_dense'] = dict(
+        member=dense.get('member'),
+        loss=dense[loss_key],
+        loss_difference=row[loss_key] - dense[loss_key],  # MoE minus dense
+        difference_stderr=float(np.hypot(*stderr)),
+    )
+  return out
 
 
 def fit_el_laws(points, what, n_bootstrap):

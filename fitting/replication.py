@@ -244,6 +244,31 @@ def el_versus_activation(reports: dict) -> Row:
   return Row(finding, paper, ours, _sign_verdict(bounds, -1))
 
 
+def a_equals_one(reports: dict) -> Row:
+  finding = 'Protocol check, not a finding: the A = 1 member (E = E_a) matches dense'
+  paper = 'EL = 1: with every routed expert active, an MoE is a dense model'
+  entry = _study(reports, 'activation_ratio')
+  if entry is None or not entry.get('check_A_equals_1'):
+    return _pending(finding, paper, 'activation_ratio')
+  budgets = {p['member']: p['C'] for p in entry['points']}
+  checks = sorted(entry['check_A_equals_1'], key=lambda c: budgets[c['member']])
+  parts = []
+  for check in checks:
+    text = (
+        f'{budgets[check["member"]]:.2g} FLOPs: EL {_fmt_bounds(check["EL"], check["EL_interval"])}'
+        f', {check["EL_read_off_dense_runs"]:.2f} read off the dense runs'
+    )
+    twin = check.get('same_budget_dense')
+    if twin:
+      text += (
+          f', loss {twin["loss_difference"]:+.4f} +- {twin["difference_stderr"]:.4f} against '
+          'the dense run of that budget'
+      )
+    parts.append(text)
+  verdict = REPRODUCED if all(c['holds'] for c in checks) else DIFFERS
+  return Row(finding, paper, '; '.join(parts), verdict)
+
+
 def loss_versus_granularity(reports: dict) -> Row:
   finding = 'Loss is U-shaped in granularity G (Sec. 4.1.2, Eq. 11)'
   paper = 'b_G < 0 (an interior optimum), G* around 12 (8-12)'
@@ -383,6 +408,7 @@ FINDINGS = (
     allocation_exponent('moe', laws.MOE_OPTIMAL_M),
     allocation_exponent('dense', laws.DENSE_OPTIMAL_M),
     el_versus_activation,
+    a_equals_one,
     loss_versus_granularity,
     shared_expert_ratio,
     first_dense_layers,

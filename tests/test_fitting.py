@@ -589,6 +589,35 @@ def test_joint_bootstrap_and_the_A_equals_1_check():
   # At A = 1 the simulated EL is 0.99 at 1e12 but (C / 1e12)^0.15 above it: the check holds for
   # g0 and catches the others, as it would an unfair protocol.
   assert checks[0]['holds'] and not checks[1]['holds'] and not checks[2]['holds']
+  # Read off the dense runs without the law, the EL is the simulated one too (0.99 at 1e12),
+  # within what the dense losses' 0.2% noise moves it (the law averages it, two runs do not).
+  assert checks[0]['EL_read_off_dense_runs'] == pytest.approx(0.99, rel=0.1)
+
+
+def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
+  cost = np.array([1e13, 1e11, 1e12])
+  loss = np.array([2.5, 3.0, 2.0])  # the largest budget is worse: the envelope keeps 2.0
+  # Halfway in loss between 1e11 (3.0) and 1e12 (2.0) is halfway in ln C.
+  assert el_lib.interpolated_dense_cost(cost, loss, 2.5) == pytest.approx(10**11.5)
+  assert el_lib.interpolated_dense_cost(cost, loss, 2.9) == pytest.approx(10**11.1)
+  assert np.isnan(el_lib.interpolated_dense_cost(cost, loss, 3.2))
+  assert np.isnan(el_lib.interpolated_dense_cost(cost, loss, 1.9))
+
+
+def test_the_a_equals_1_check_compares_with_the_dense_run_of_its_budget():
+  point = dict(member='g0_E2', C=1e11, loss=1.85, EL=1.6, EL_interval=[1.05, 1.8])
+  moe = [dict(member='g0_E2', budget=1e11, final_eval_loss=1.85, eval_loss_stderr=0.003)]
+  dense = [
+      dict(member='d1', budget=1e11, final_eval_loss=1.87, eval_loss_stderr=0.004),
+      dict(member='d2', budget=1e12, final_eval_loss=1.65, eval_loss_stderr=0.004),
+  ]
+  cost, loss = np.array([1e11, 1e12]), np.array([1.87, 1.65])
+  check = fit_cli.a_equals_one(point, moe, dense, cost, loss, 'final_eval_loss')
+  assert not check['holds']
+  assert check['EL_read_off_dense_runs'] == pytest.approx(10 ** (0.02 / 0.22))
+  twin = check['same_budget_dense']
+  assert twin['member'] == 'd1' and twin['loss_difference'] == pytest.approx(-0.02)
+  assert twin['difference_stderr'] == pytest.approx(0.005)
 
 
 def test_either_activation_definition_enters_the_fit(tmp_path):

@@ -77,3 +77,32 @@ def test_the_module_runs_without_jax():
   )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'False'
+
+
+def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
+  point = lambda member, C: dict(member=member, C=C)
+  check = lambda member, EL, bounds, holds: dict(
+      member=member,
+      EL=EL,
+      EL_interval=bounds,
+      holds=holds,
+      EL_read_off_dense_runs=1.12,
+      same_budget_dense=dict(loss_difference=-0.0114, difference_stderr=0.0033),
+  )
+  entry = dict(
+      points=[point('g1_E2', 5.6e11), point('g0_E2', 1e11)],
+      check_A_equals_1=[
+          check('g1_E2', 1.02, [0.9, 1.2], True),
+          check('g0_E2', 1.59, [1.05, 1.8], False),
+      ],
+  )
+  reports = dict(activation_ratio=dict(studies=dict(activation_ratio=entry)))
+  row = replication.a_equals_one(reports)
+  assert row.ours == (
+      '1e+11 FLOPs: EL 1.59 [1.05, 1.80], 1.12 read off the dense runs, loss -0.0114 +- 0.0033 '
+      'against the dense run of that budget; 5.6e+11 FLOPs: EL 1.02 [0.90, 1.20], 1.12 read off '
+      'the dense runs, loss -0.0114 +- 0.0033 against the dense run of that budget'
+  )
+  assert row.verdict == replication.DIFFERS
+  entry['check_A_equals_1'][1]['holds'] = True
+  assert replication.a_equals_one(reports).verdict == replication.REPRODUCED
