@@ -9,8 +9,9 @@ total parameters change, so M is equal within a group. Scales: `paper` (default;
 backbones, budgets 2e18-6e20 FLOPs, its learning rates and batches; TPU pod), `local` (CPU, the
 three local budgets 1e11-3.2e12 FLOPs; `--list` estimates each member), `demo`
 (the MoE half of `python -m experiments.demo`: E in {2, 8, 32} at 5e10 and 1e11 FLOPs), `smoke`.
-The paper found the loss falling monotonically as A falls, 0.8% best at every budget, and EL
-growing as A falls and as C grows (Eq. 10).
+At `local` each group also trains its dense twin (`g<i>_dense`, see dense_twin), beyond the
+paper. The paper found the loss falling monotonically as A falls, 0.8% best at every budget, and
+EL growing as A falls and as C grows (Eq. 10).
 """
 
 from configs import common
@@ -40,4 +41,16 @@ def get_sweep(arg=None):
       members.append(
           group.member(f'E{experts}', n_experts=experts, top_k=2, n_shared=1, d_expert=d_expert)
       )
+    if scale == 'local':
+      members.append(dense_twin(group))
   return members
+
+
+def dense_twin(group: common.Group) -> common.Member:
+  """The A = 1 member without its router: a dense model of the group's backbone, budget,
+  learning rate and batch, d_ffn = 3 d_model (the A = 1 member's 2 routed + 1 shared experts of
+  width d_model). The protocol's fairness check compares the two; both against the dense
+  frontier, it tells what the group's backbone costs from what sparsity gains."""
+  return group.member(
+      'dense', n_experts=0, top_k=0, n_shared=0, d_expert=0, d_ffn=3 * group.d_model
+  )

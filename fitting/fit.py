@@ -269,10 +269,17 @@ def _compute_statistics(dense_rows, moe_rows, loss_key, activation_definition, s
 
 
 def fit_el_study(
-    study, study_rows, dense_rows, loss_key, n_bootstrap, activation_definition='stated'
+    study,
+    study_rows,
+    dense_rows,
+    loss_key,
+    n_bootstrap,
+    activation_definition='stated',
+    twins=(),
 ) -> dict:
   """EL of one study: per-run and per-architecture points, the single-factor law per budget
-  group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms."""
+  group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms.
+  `twins`: the study's dense runs at its groups' backbones, for the A = 1 check only."""
   _, frontier, points = el_lib.el_bootstrap(
       dense_rows, study_rows, loss_key, n=n_bootstrap, activation_definition=activation_definition
   )
@@ -360,8 +367,16 @@ def fit_el_study(
       if target is not None:
         target.setdefault('joint_intervals', {})[param] = interval
         target.setdefault('joint_draws', {})[param] = boot['draws'][key]
+  frontier_law, frontier_theta = laws.FRONTIER, frontier.theta
   a_one = [
-      a_equals_one(p, study_rows, dense_rows, dense_cost, dense_loss, loss_key)
+      a_equals_one(
+          p,
+          study_rows,
+          dense_rows,
+          twins,
+          (dense_cost, dense_loss, frontier_law, frontier_theta),
+          loss_key,
+      )
       for p in points
       if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9
   ]
@@ -370,10 +385,12 @@ def fit_el_study(
   return entry
 
 
-def a_equals_one(point, study_rows, dense_rows, dense_cost, dense_loss, loss_key) -> dict:
+def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> dict:
   """The fairness check of the protocol, for an A = 1 member (E = E_a): its EL interval must hold
   1 (`holds`). Beside it, what explains a failure: the EL read off the dense runs without the
-  fitted frontier, and the loss against the dense run at the same budget, if there is one."""
+  fitted frontier, and the loss against a dense run of the same budget (the study's dense twin
+  in the member's group if it has one, else a dense_baseline run), with that run's EL."""
+  dense_cost, dense_loss, law, theta = frontier
   interval = point.get('EL_interval')
   out = dict(
       member=point['member'],
@@ -385,13 +402,17 @@ def a_equals_one(point, study_rows, dense_rows, dense_cost, dense_loss, loss_key
       ),
   )
   row = next(r for r in study_rows if r.get('member') == point['member'])
-  twins = [r for r in dense_rows if r.get('budget') and r.get('budget') == row.get('budget')]
-  if twins:
-    dense = min(twins, key=lambda r: r[loss_key])
+  same_group = [r for r in twins if r.get('group') == row.get('group')]
+  same_budget = [r for r in dense_rows if r.get('budget') and r.get('budget') == row.get('budget')]
+  candidates = same_group or same_budget
+  if candidates:
+    dense = min(candidates, key=lambda r: r[loss_key])
     stderr = [float(r.get('eval_loss_stderr') or 0.0) for r in (row, dense)]
     out['same_budget_dense'] = dict(
         member=dense.get('member'),
+        source='dense twin (same backbone)' if same_group else 'dense_baseline',
         loss=dense[loss_key],
+        EL=float(el_lib.invert_frontier(law, theta, dense[loss_key]) / dense['C']),
         loss_difference=row[loss_key] - dense[loss_key],  # MoE minus dense
         difference_stderr=float(np.hypot(*stderr)),
     )
@@ -491,10 +512,12 @@ def _fit_allocation(name, c: Context) -> dict:
 
 
 def _fit_el(name, c: Context) -> dict:
-  dense, rows = c.by_study.get('dense_baseline'), c.by_study[name]
+  dense = c.by_study.get('dense_baseline')
+  rows = [r for r in c.by_study[name] if results_lib.is_moe(r)]
+  twins = [r for r in c.by_study[name] if not results_lib.is_moe(r)]  # the A = 1 check's
   if not dense:
     raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
-  entry = fit_el_study(name, rows, dense, c.loss_key, c.n_bootstrap, c.activation)
+  entry = fit_el_study(name, rows, dense, c.loss_key, c.n_bootstrap, c.activation, twins)
   if all(r.get('wall_time_s') for r in rows + dense):
     _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
     entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]

@@ -260,9 +260,14 @@ def a_equals_one(reports: dict) -> Row:
     )
     twin = check.get('same_budget_dense')
     if twin:
+      against = (
+          'its dense twin (same backbone, '
+          if twin['source'].startswith('dense twin')
+          else 'the dense_baseline run of that budget ('
+      )
       text += (
           f', loss {twin["loss_difference"]:+.4f} +- {twin["difference_stderr"]:.4f} against '
-          'the dense run of that budget'
+          f'{against}EL {twin["EL"]:.2f})'
       )
     parts.append(text)
   verdict = REPRODUCED if all(c['holds'] for c in checks) else DIFFERS

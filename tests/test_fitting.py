@@ -604,20 +604,31 @@ def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
   assert np.isnan(el_lib.interpolated_dense_cost(cost, loss, 1.9))
 
 
-def test_the_a_equals_1_check_compares_with_the_dense_run_of_its_budget():
+def test_the_a_equals_1_check_compares_with_the_dense_twin_else_the_dense_run_of_its_budget():
   point = dict(member='g0_E2', C=1e11, loss=1.85, EL=1.6, EL_interval=[1.05, 1.8])
-  moe = [dict(member='g0_E2', budget=1e11, final_eval_loss=1.85, eval_loss_stderr=0.003)]
+  moe = [
+      dict(member='g0_E2', group='g0', budget=1e11, final_eval_loss=1.85, eval_loss_stderr=0.003)
+  ]
   dense = [
-      dict(member='d1', budget=1e11, final_eval_loss=1.87, eval_loss_stderr=0.004),
-      dict(member='d2', budget=1e12, final_eval_loss=1.65, eval_loss_stderr=0.004),
+      dict(member='d1', C=1e11, budget=1e11, final_eval_loss=1.87, eval_loss_stderr=0.004),
+      dict(member='d2', C=1e12, budget=1e12, final_eval_loss=1.65, eval_loss_stderr=0.004),
   ]
   cost, loss = np.array([1e11, 1e12]), np.array([1.87, 1.65])
-  check = fit_cli.a_equals_one(point, moe, dense, cost, loss, 'final_eval_loss')
+  law = laws.FRONTIER  # L = e^3 C^-0.1
+  frontier = (cost, loss, law, np.array([3.0, -0.1]))
+  check = fit_cli.a_equals_one(point, moe, dense, [], frontier, 'final_eval_loss')
   assert not check['holds']
   assert check['EL_read_off_dense_runs'] == pytest.approx(10 ** (0.02 / 0.22))
   twin = check['same_budget_dense']
-  assert twin['member'] == 'd1' and twin['loss_difference'] == pytest.approx(-0.02)
+  assert twin['member'] == 'd1' and twin['source'] == 'dense_baseline'
+  assert twin['loss_difference'] == pytest.approx(-0.02)
   assert twin['difference_stderr'] == pytest.approx(0.005)
+  assert twin['EL'] == pytest.approx(np.exp((3.0 - np.log(1.87)) / 0.1) / 1e11)
+  # The study's own dense twin in the member's group comes first.
+  twins = [dict(member='g0_dense', group='g0', C=1e11, final_eval_loss=1.86)]
+  check = fit_cli.a_equals_one(point, moe, dense, twins, frontier, 'final_eval_loss')
+  assert check['same_budget_dense']['member'] == 'g0_dense'
+  assert check['same_budget_dense']['loss_difference'] == pytest.approx(-0.01)
 
 
 def test_either_activation_definition_enters_the_fit(tmp_path):

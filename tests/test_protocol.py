@@ -358,3 +358,23 @@ def test_the_train_split_holds_the_tokens_the_protocol_counts_on():
     assert len(train) == common.LOCAL_TRAIN_TOKENS
   else:  # another Python's standard library: the constant must not promise more than it holds
     assert len(train) >= common.LOCAL_TRAIN_TOKENS, (fingerprint, len(train))
+
+
+def test_each_activation_ratio_group_has_a_dense_twin_of_its_a_equals_1_member():
+  # The twin differs from the A = 1 member (E = E_a = 2) only by the router: same backbone,
+  # budget, learning rate, batch and steps, and the same FLOPs per token.
+  _, validated = members_of('activation_ratio')
+  by_name = {m.name: (c, arch) for m, c, arch in validated}
+  for group in common.groups('local'):
+    (twin, twin_arch), (moe, moe_arch) = by_name[f'{group.name}_dense'], by_name[f'{group.name}_E2']
+    assert twin.model.n_experts == 0 and moe.model.n_experts == moe.model.top_k == 2
+    for field in ('n_layers', 'd_model', 'n_heads', 'n_kv_heads'):
+      assert twin.model[field] == moe.model[field]
+    for field in ('compute_budget', 'learning_rate', 'batch_size'):
+      assert twin.train[field] == moe.train[field]
+    assert config_lib.num_steps(twin, twin_arch) == config_lib.num_steps(moe, moe_arch)
+    # M by hand: the twin's FFN (3 d_model wide) is the 2 routed + 1 shared experts of width
+    # d_model; the router's FLOPs are the only difference.
+    assert flops.paper_flops_per_token(twin_arch) == pytest.approx(
+        flops.paper_flops_per_token(moe_arch), rel=0.02
+    )

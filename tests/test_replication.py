@@ -87,7 +87,12 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
       EL_interval=bounds,
       holds=holds,
       EL_read_off_dense_runs=1.12,
-      same_budget_dense=dict(loss_difference=-0.0114, difference_stderr=0.0033),
+      same_budget_dense=dict(
+          source='dense twin (same backbone)' if holds else 'dense_baseline',
+          EL=0.97,
+          loss_difference=-0.0114,
+          difference_stderr=0.0033,
+      ),
   )
   entry = dict(
       points=[point('g1_E2', 5.6e11), point('g0_E2', 1e11)],
@@ -100,8 +105,9 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
   row = replication.a_equals_one(reports)
   assert row.ours == (
       '1e+11 FLOPs: EL 1.59 [1.05, 1.80], 1.12 read off the dense runs, loss -0.0114 +- 0.0033 '
-      'against the dense run of that budget; 5.6e+11 FLOPs: EL 1.02 [0.90, 1.20], 1.12 read off '
-      'the dense runs, loss -0.0114 +- 0.0033 against the dense run of that budget'
+      'against the dense_baseline run of that budget (EL 0.97); 5.6e+11 FLOPs: EL 1.02 [0.90, '
+      '1.20], 1.12 read off the dense runs, loss -0.0114 +- 0.0033 against its dense twin (same '
+      'backbone, EL 0.97)'
   )
   assert row.verdict == replication.DIFFERS
   entry['check_A_equals_1'][1]['holds'] = True
