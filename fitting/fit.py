@@ -368,6 +368,10 @@ def fit_el_study(
         target.setdefault('joint_intervals', {})[param] = interval
         target.setdefault('joint_draws', {})[param] = boot['draws'][key]
   frontier_law, frontier_theta = laws.FRONTIER, frontier.theta
+  if twins:
+    entry['dense_twins'] = dense_twin_leverage(
+        points, twins, frontier_law, frontier_theta, loss_key
+    )
   a_one = [
       a_equals_one(
           p,
@@ -383,6 +387,21 @@ def fit_el_study(
   if a_one:
     entry['check_A_equals_1'] = a_one
   return entry
+
+
+def dense_twin_leverage(points, twins, law, theta, loss_key) -> list[dict]:
+  """Each group's dense twin (the group's backbone, no router) read off the dense frontier, and
+  every EL point of its group divided by the twin's EL (`EL_over_dense_twin`, set on the point):
+  the leverage at a fixed backbone, with what the backbone itself gains or loses against the
+  compute-optimal dense models divided out."""
+  out = []
+  for twin in sorted(twins, key=lambda r: str(r.get('group'))):
+    el = float(el_lib.invert_frontier(law, theta, twin[loss_key]) / twin['C'])
+    out.append(dict(member=twin.get('member'), group=twin.get('group'), loss=twin[loss_key], EL=el))
+    for p in points:
+      if p['group'] == twin.get('group'):
+        p['EL_over_dense_twin'] = p['EL'] / el
+  return out
 
 
 def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> dict:

@@ -594,6 +594,35 @@ def test_joint_bootstrap_and_the_A_equals_1_check():
   assert checks[0]['EL_read_off_dense_runs'] == pytest.approx(0.99, rel=0.1)
 
 
+def test_a_dense_twin_divides_its_groups_el_and_stays_out_of_the_laws():
+  dense, moe = el_study_rows()
+  # g0's twin reaches the loss the dense frontier reaches at half its budget: EL 0.5.
+  twin = dict(
+      study='activation_ratio',
+      member='g0_dense',
+      group='g0',
+      C=1e12,
+      budget=1e12,
+      n_experts=0,
+      status='finished',
+      final_eval_loss=float(synthetic.power_dense(0.5e12)),
+  )
+  plain = fit_cli.fit_el_study('activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0)
+  entry = fit_cli.fit_el_study(
+      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, twins=[twin]
+  )
+  assert entry['dense_twins'] == [
+      dict(member='g0_dense', group='g0', loss=twin['final_eval_loss'], EL=pytest.approx(0.5))
+  ]
+  for p in entry['points']:
+    if p['group'] == 'g0':
+      assert p['EL_over_dense_twin'] == pytest.approx(2 * p['EL'])
+    else:
+      assert 'EL_over_dense_twin' not in p
+  assert entry['el_activation'] == plain['el_activation']  # the twin is no EL point
+  assert len(entry['points']) == len(plain['points'])
+
+
 def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
   cost = np.array([1e13, 1e11, 1e12])
   loss = np.array([2.5, 3.0, 2.0])  # the largest budget is worse: the envelope keeps 2.0
