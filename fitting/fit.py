@@ -372,6 +372,12 @@ def fit_el_study(
     entry['dense_twins'] = dense_twin_leverage(
         points, twins, frontier_law, frontier_theta, loss_key
     )
+    # Eq. 12 on the fixed-backbone leverage: how EL grows with C once each group's backbone
+    # is divided out (point estimates; the intervals above are the paper's EL's).
+    fixed = [dict(p, EL=p['EL_over_dense_twin']) for p in fittable if 'EL_over_dense_twin' in p]
+    entry['el_compute_over_dense_twin'] = {
+        name: r.to_json() for name, r in compute_fits(fixed).items()
+    }
   a_one = [
       a_equals_one(
           p,

@@ -621,6 +621,31 @@ def test_a_dense_twin_divides_its_groups_el_and_stays_out_of_the_laws():
       assert 'EL_over_dense_twin' not in p
   assert entry['el_activation'] == plain['el_activation']  # the twin is no EL point
   assert len(entry['points']) == len(plain['points'])
+  assert entry['el_compute_over_dense_twin'] == {}  # twins in one budget: no law in C
+
+  # Twins at EL 0.5 in every group: the fixed-backbone leverage is 2 EL, so Eq. 12 keeps its
+  # slope in C and moves its constant by ln 2.
+  twins = [
+      dict(
+          twin,
+          member=f'{g}_dense',
+          group=g,
+          C=c,
+          budget=c,
+          final_eval_loss=float(synthetic.power_dense(0.5 * c)),
+      )
+      for g, c in (('g0', 1e12), ('g1', 1e13), ('g2', 1e14), ('h0', 1e13))
+  ]
+  entry = fit_cli.fit_el_study(
+      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, twins=twins
+  )
+  fixed, paper = entry['el_compute_over_dense_twin'], plain['el_compute']
+  assert set(fixed) == set(paper)
+  for name in paper:
+    assert fixed[name]['params']['a_C'] == pytest.approx(paper[name]['params']['a_C'], abs=1e-4)
+    assert fixed[name]['params']['c_C'] == pytest.approx(
+        paper[name]['params']['c_C'] + np.log(2), abs=1e-3
+    )
 
 
 def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
