@@ -368,7 +368,18 @@ def el_versus_compute(reports: dict) -> Row:
       f'{name}: a_C = {_fmt_bounds(r["params"]["a_C"], b)}'
       for (name, r), b in zip(fits.items(), bounds)
   )
-  return Row(finding, paper, ours, _sign_verdict(bounds, +1))
+  verdict = _sign_verdict(bounds, +1)
+  # Each group's dense twin shows what its backbone alone gains or loses against the dense
+  # frontier; divided out, a slope of the other sign means the backbones, not C, set the trend.
+  fixed = {n: r for n, r in entry.get('el_compute_over_dense_twin', {}).items() if n in sparse}
+  if fixed:
+    slopes = [r['params']['a_C'] for r in fixed.values()]
+    ours += "; over each group's dense twin (fixed backbone, no CI): " + ', '.join(
+        f'{name} {r["params"]["a_C"]:+.2f}' for name, r in fixed.items()
+    )
+    if verdict == DIFFERS and all(a > 0 for a in slopes):
+      verdict = INCONCLUSIVE
+  return Row(finding, paper, ours, verdict)
 
 
 def unified_law(reports: dict) -> Row:

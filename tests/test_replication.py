@@ -112,3 +112,18 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
   assert row.verdict == replication.DIFFERS
   entry['check_A_equals_1'][1]['holds'] = True
   assert replication.a_equals_one(reports).verdict == replication.REPRODUCED
+
+
+def test_el_against_c_is_inconclusive_when_the_fixed_backbone_slope_turns_it_over():
+  fit = lambda a, bounds: dict(params=dict(a_C=a), joint_intervals=dict(a_C=bounds))
+  entry = dict(
+      points=[dict(family='E2', A_stated=1.0), dict(family='E8', A_stated=0.33)],
+      el_compute=dict(E2=fit(-1.0, [-1.3, -0.6]), E8=fit(-0.74, [-0.88, -0.52])),
+  )
+  reports = dict(activation_ratio=dict(studies=dict(activation_ratio=entry)))
+  row = replication.el_versus_compute(reports)
+  assert row.ours == 'E8: a_C = -0.74 [-0.88, -0.52]' and row.verdict == replication.DIFFERS
+  entry['el_compute_over_dense_twin'] = dict(E2=fit(-0.01, None), E8=fit(0.25, None))
+  row = replication.el_versus_compute(reports)
+  assert row.ours.endswith("over each group's dense twin (fixed backbone, no CI): E8 +0.25")
+  assert row.verdict == replication.INCONCLUSIVE
