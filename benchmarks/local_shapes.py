@@ -159,7 +159,9 @@ def main(argv=None):
       help='refit experiments/cost_model.json from these step times',
   )
   args = parser.parse_args(argv)
-  ladder = common.LOCAL_LADDER  # every backbone a local design can choose, smallest to largest
+  # The local ladder, smallest to largest (the designs from the fitted laws add two one-layer
+  # rungs below it, common.LOCAL_ONE_LAYER_RUNGS, not timed here)
+  ladder = common.LOCAL_LADDER
   picks = [ladder[0], ladder[len(ladder) // 2]] + ([] if args.quick else [ladder[-1]])
   print(f'JAX {jax.__version__} on {jax.devices()[0].device_kind}, {jax.device_count()} device(s)')
   matmul = matmul_flops_per_s()

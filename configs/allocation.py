@@ -32,8 +32,8 @@ SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 's
 # (common.LOCAL_ONE_LAYER_RUNGS): about 3x apart at the bottom, its rungs would give the smallest
 # budget only two sizes, too few for a parabola, and the MoE optimum at 3e11 FLOPs lay at the
 # d_model 24 rung (results/local/allocation, first run), so a d_model 12 rung (head dim 12) lies
-# below it. The designs made from this study's laws choose from the same ladder.
-LOCAL_LADDER = common.LOCAL_FITTED_LADDER
+# below it. The designs made from this study's laws choose from the same ladder
+# (common.fitted_design_options).
 # Repeated data costs little up to about 4 epochs (Muennighoff et al. 2023, "Scaling Data-
 # Constrained Language Models", arXiv 2305.16264, Sec. 5): a size whose D = C / M would pass
 # LOCAL_MAX_EPOCHS epochs of the train split is left out. One epoch left the MoE profile at 1e13
@@ -54,9 +54,7 @@ def get_sweep(arg=None):
     for budget in BUDGETS[scale]:
       optimum = common.optimal_m(budget, 'smoke', kind) if scale == 'smoke' else m_law(budget)
       chosen = set()
-      options = hparams.design_options(scale)
-      if scale == 'local':
-        options['ladder'] = LOCAL_LADDER
+      options = common.fitted_design_options(scale)
       for factor in SIZES[scale]:
         d = design_lib.design(budget, shape, m_target=factor * optimum, **options)
         key = (d.model['n_layers'], d.model['d_model'])

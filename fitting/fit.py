@@ -280,13 +280,13 @@ def fit_el_study(
   """EL of one study: per-run and per-architecture points, the single-factor law per budget
   group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms.
   `twins`: the study's dense runs at its groups' backbones, for the A = 1 check only."""
-  _, frontier, points = el_lib.el_bootstrap(
+  frontier_law, frontier, points = el_lib.el_bootstrap(
       dense_rows, study_rows, loss_key, n=n_bootstrap, activation_definition=activation_definition
   )
   dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
   per_arch = el_lib.el_per_architecture(
       study_rows,
-      laws.FRONTIER,
+      frontier_law,
       frontier.theta,
       dense_loss,
       loss_key,
@@ -367,7 +367,7 @@ def fit_el_study(
       if target is not None:
         target.setdefault('joint_intervals', {})[param] = interval
         target.setdefault('joint_draws', {})[param] = boot['draws'][key]
-  frontier_law, frontier_theta = laws.FRONTIER, frontier.theta
+  frontier_theta = frontier.theta
   if twins:
     entry['dense_twins'] = dense_twin_leverage(
         points, twins, frontier_law, frontier_theta, loss_key
@@ -435,7 +435,7 @@ def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> di
     stderr = [float(r.get('eval_loss_stderr') or 0.0) for r in (row, dense)]
     out['same_budget_dense'] = dict(
         member=dense.get('member'),
-        source='dense twin (same backbone)' if same_group else 'dense_baseline',
+        source='dense_twin' if same_group else 'dense_baseline',
         loss=dense[loss_key],
         EL=float(el_lib.invert_frontier(law, theta, dense[loss_key]) / dense['C']),
         loss_difference=row[loss_key] - dense[loss_key],  # MoE minus dense

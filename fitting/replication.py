@@ -262,7 +262,7 @@ def a_equals_one(reports: dict) -> Row:
     if twin:
       against = (
           'its dense twin (same backbone, '
-          if twin['source'].startswith('dense twin')
+          if twin['source'] == 'dense_twin'
           else 'the dense_baseline run of that budget ('
       )
       text += (

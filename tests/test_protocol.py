@@ -74,21 +74,28 @@ def test_shared_expert_grid_has_the_papers_optimum_at_every_scale(scale):
   assert any(m.name.endswith('Ea10_Es2') for m in members)
 
 
+def local_rung_m(backbone, shape) -> float:
+  """M (FLOPs per token, counted by flops.paper_flops_per_token) of a local backbone."""
+  local = common.SCALE['local']
+  fields = design_lib.model_fields(backbone, shape)
+  return flops.paper_flops_per_token(
+      design_lib.architecture(fields, local.seq_len, local.vocab_size)
+  )
+
+
 def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   # Each ablation group is the backbone nearest in log to the local MoE M_opt(C) among the
   # fitted ladder's rungs with d_model a multiple of 24, found here by a plain loop with M
   # counted by flops.paper_flops_per_token.
   groups = common.groups('local')
-  local = common.SCALE['local']
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
     target = common.local_optimal_m(budget, 'moe').value
     distances = {}
-    for backbone in common.LOCAL_ONE_LAYER_RUNGS + common.LOCAL_LADDER:
+    for backbone in common.LOCAL_FITTED_LADDER:
       if backbone[1] % 24:
         continue
-      fields = design_lib.model_fields(backbone, common.BASELINE_MOE)
-      arch = design_lib.architecture(fields, local.seq_len, local.vocab_size)
-      distances[backbone[:2]] = abs(math.log(flops.paper_flops_per_token(arch) / target))
+      m = local_rung_m(backbone, common.BASELINE_MOE)
+      distances[backbone[:2]] = abs(math.log(m / target))
     assert (group.n_layers, group.d_model) == min(distances, key=distances.get), budget
   sizes = [(g.n_layers, g.d_model) for g in groups]
   assert sizes == sorted(sizes)  # never smaller at a larger budget
@@ -103,17 +110,12 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
   # than each dense_baseline member (the design may also take an off-ladder backbone nearer
   # still); M counted by flops.paper_flops_per_token in a plain loop.
   _, validated = members_of('dense_baseline')
-  local = common.SCALE['local']
   for member, c, arch in validated:
     target = common.local_optimal_m(c.train.compute_budget, 'dense').value
     chosen = abs(math.log(flops.paper_flops_per_token(arch) / target))
-    for backbone in common.LOCAL_ONE_LAYER_RUNGS + common.LOCAL_LADDER:
-      fields = design_lib.model_fields(backbone, design_lib.MoEShape())
-      rung = design_lib.architecture(fields, local.seq_len, local.vocab_size)
-      assert chosen <= abs(math.log(flops.paper_flops_per_token(rung) / target)) + 1e-9, (
-          member.name,
-          backbone,
-      )
+    for backbone in common.LOCAL_FITTED_LADDER:
+      m = local_rung_m(backbone, design_lib.MoEShape())
+      assert chosen <= abs(math.log(m / target)) + 1e-9, (member.name, backbone)
   assert min(c.model.n_layers for _, c, _ in validated) == 1
 
 

@@ -88,7 +88,7 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
       holds=holds,
       EL_read_off_dense_runs=1.12,
       same_budget_dense=dict(
-          source='dense twin (same backbone)' if holds else 'dense_baseline',
+          source='dense_twin' if holds else 'dense_baseline',
           EL=0.97,
           loss_difference=-0.0114,
           difference_stderr=0.0033,
