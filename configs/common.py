@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import importlib
+import math
 import os
 
 from configs import paper_tables as tables
@@ -311,7 +312,7 @@ class Group:
 
 def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
   """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
-  LOCAL_BUDGETS with the backbone of the baseline MoE's M_opt(C) (see local_group)."""
+  LOCAL_BUDGETS with the backbone of the dense M_opt(C) (see local_group)."""
   if scale == 'paper':
     return [
         Group(i, L, d, h, kv, c, lr, b)
@@ -327,11 +328,19 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
 
 
 def local_group(index: int, budget: float) -> Group:
-  """The group of a local budget: the baseline MoE's compute-optimal backbone, the local laws'
-  learning rate and batch (shrunk to keep LOCAL_MIN_STEPS steps)."""
+  """The group of a local budget: the backbone on which a dense model (the A = 1 member without
+  its router) is compute-optimal by the local dense law, and the local MoE laws' learning rate
+  and batch (shrunk to keep LOCAL_MIN_STEPS steps).
+
+  The paper defines EL = 1 at A = 1 (arXiv 2507.17702 Sec. 3, Eq. 5): the A = 1 member must sit
+  on the dense frontier, which only a dense-optimal backbone allows. The baseline MoE's optimum,
+  the first local design, is 2.5x smaller at 3.2e12 FLOPs and put the A = 1 member at EL 0.35
+  (docs/replication.md, step 4). Sparser members keep this backbone: their EL is read at a
+  backbone above their own optimum, a lower bound on what their own optimum reaches.
+  """
   options = dict(local_design_options(), ladder=tuple(LOCAL_GROUP_LADDER))
   d = design_lib.design(
-      budget, BASELINE_MOE, m_target=local_optimal_m(budget, 'moe').value, **options
+      budget, design_lib.MoEShape(), m_target=local_optimal_m(budget, 'dense').value, **options
   )
   lr, batch = local_hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
@@ -378,11 +387,35 @@ def unrun_members(study: str) -> list[str]:
   stat = os.stat(path)
   key = (path, stat.st_mtime_ns, stat.st_size)
   if key not in _UNRUN:
-    wanted = [m.name for m in importlib.import_module(f'configs.{study}').get_sweep('local')]
+    wanted = importlib.import_module(f'configs.{study}').get_sweep('local')
     with open(path, newline='') as f:
-      finished = {row['member'] for row in csv.DictReader(f) if row['status'] == 'finished'}
-    _UNRUN[key] = [name for name in wanted if name not in finished]
+      finished = {
+          row['member']: row
+          for row in csv.DictReader(f)
+          if row['status'] == 'finished' and row['study'] == study
+      }
+    _UNRUN[key] = [
+        m.name for m in wanted if m.name not in finished or _redesigned(m, finished[m.name])
+    ]
   return _UNRUN[key]
+
+
+# Results-table columns of the overrides that are not model fields of the same name.
+_RESULT_COLUMNS = {
+    'train.compute_budget': 'budget',
+    'train.learning_rate': 'learning_rate',
+    'train.batch_size': 'batch_size',
+}
+
+
+def _redesigned(member: Member, row: dict) -> bool:
+  """Whether a results row ran another design than `member` (a field both hold differs)."""
+  for key, value in member.overrides.items():
+    column = _RESULT_COLUMNS.get(key, key.removeprefix('model.'))
+    if column in row and row[column] not in ('', None):
+      if not math.isclose(float(row[column]), float(value), rel_tol=1e-9):
+        return True
+  return False
 
 
 def local_provisional(needs=('hparams', 'allocation')) -> str:

@@ -75,6 +75,20 @@ def status(directory: epath.Path) -> str:
   return 'pending'
 
 
+def design_change(directory: epath.Path, member: Member) -> str:
+  """'' when the run in `directory` was started from `member`'s overrides (or never started);
+  else the first field whose value the study has changed since."""
+  path = directory / MEMBER_FILE
+  if not path.exists():
+    return ''
+  recorded = json.loads(path.read_text())['overrides']
+  current = json.loads(json.dumps(member.overrides))  # as member.json holds them
+  for key in sorted(set(recorded) | set(current)):
+    if recorded.get(key) != current.get(key):
+      return f'{key} was {recorded.get(key)!r}, the study now sets {current.get(key)!r}'
+  return ''
+
+
 def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.Architecture]]:
   """Every member's config, validated before any member compiles."""
   out = []
@@ -105,6 +119,8 @@ def table(base, members: list[Member], workdir: str | None = None) -> str:
     hours = cost.run_seconds(model, arch, c.train, steps) / 3600
     total_hours += hours
     state = status(member_dir(workdir, base, member)) if workdir else '-'
+    if workdir and design_change(member_dir(workdir, base, member), member):
+      state += ' (an earlier design: move it away to train this one)'
     measured = _elapsed_hours(member_dir(workdir, base, member)) if state == 'finished' else None
     if measured:
       state += f' in {measured:.3g}h'
@@ -171,6 +187,19 @@ def run(
         f'{base.name}: {len(provisional)} member(s) are provisional because '
         f'{provisional[0].provisional}; run and fit the earlier steps of the protocol first '
         '(docs/replication.md), or pass --allow_provisional to train them anyway.'
+    )
+  changed = [
+      (m, change)
+      for m, _, _ in validated
+      if (change := design_change(member_dir(workdir, base, m), m))
+  ]
+  if changed:
+    member, change = changed[0]
+    raise config_lib.ConfigError(
+        f'{base.name}: {len(changed)} member(s) in {workdir} ran an earlier design of the study '
+        f'(e.g. {member.name}: {change}); move their directories out of '
+        f'{member_dir(workdir, base, member).parent} (or pass a new --workdir) to train the '
+        'current design. Nothing was deleted.'
     )
   outcome = {}
   for member, c, _ in validated:

@@ -84,19 +84,29 @@ def local_rung_m(backbone, shape) -> float:
 
 
 def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
-  # Each ablation group is the backbone nearest in log to the local MoE M_opt(C) among the
-  # fitted ladder's rungs with d_model a multiple of 24, found here by a plain loop with M
-  # counted by flops.paper_flops_per_token.
+  # Each ablation group is the backbone on which a dense model with the A = 1 member's FFN
+  # (d_ffn = 3 d_model) lies nearest in log to the local dense M_opt(C), among the fitted
+  # ladder's rungs with d_model a multiple of 24: found here by a plain loop with M counted by
+  # flops.paper_flops_per_token. The A = 1 member has that M too.
   groups = common.groups('local')
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
-    target = common.local_optimal_m(budget, 'moe').value
+    target = common.local_optimal_m(budget, 'dense').value
     distances = {}
     for backbone in common.LOCAL_FITTED_LADDER:
       if backbone[1] % 24:
         continue
-      m = local_rung_m(backbone, common.BASELINE_MOE)
+      m = local_rung_m(backbone, design_lib.MoEShape(dense_ffn_ratio=3.0))
       distances[backbone[:2]] = abs(math.log(m / target))
     assert (group.n_layers, group.d_model) == min(distances, key=distances.get), budget
+    a_equals_one = local_rung_m(
+        (group.n_layers, group.d_model, group.n_heads, group.n_kv_heads),
+        design_lib.MoEShape(2, 2, 1, d_expert=group.d_model),
+    )
+    dense = local_rung_m(
+        (group.n_layers, group.d_model, group.n_heads, group.n_kv_heads),
+        design_lib.MoEShape(dense_ffn_ratio=3.0),
+    )
+    assert a_equals_one == pytest.approx(dense, rel=0.01)  # the router's d_model x 2 aside
   sizes = [(g.n_layers, g.d_model) for g in groups]
   assert sizes == sorted(sizes)  # never smaller at a larger budget
   # Shrinking the batch keeps the steps: 10 sequences wanted, 5 allowed.
@@ -150,15 +160,23 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
         ),
         f,
     )
-  hparams_members = [m.name for m in sweep.load_members(members_of('hparams')[0])]
+  sweep_members = sweep.load_members(members_of('hparams')[0])
+  hparams_members = [m.name for m in sweep_members]
+  lr_of = {m.name: m.overrides['train.learning_rate'] for m in sweep_members}
 
-  def write_results(names):
+  def write_results(names, lr_scale=None):
+    lr_scale = lr_scale or {}
     with open(tmp_path / 'hparams' / 'results.csv', 'w') as f:
-      f.write('member,status\n' + ''.join(f'{name},finished\n' for name in names))
+      f.write('study,member,status,learning_rate\n')
+      for name in names:
+        f.write(f'hparams,{name},finished,{lr_of[name] * lr_scale.get(name, 1.0)!r}\n')
 
   write_results(hparams_members[1:])  # a fit of part of the study designs nothing
   assert '1 member(s) of configs/hparams.py:local' in common.local_provisional(('hparams',))
   assert hparams_members[0] in common.local_provisional(('hparams',))
+  # Nor does a table of an earlier design: a member whose row ran another learning rate.
+  write_results(hparams_members, {hparams_members[2]: 1.5})
+  assert hparams_members[2] in common.local_provisional(('hparams',))
   write_results(hparams_members)
   lr, batch = common.local_hyperparameters(1e12, 'dense')
   assert lr.value == pytest.approx(3.0 * 1e12**-0.2) and not lr.provisional

@@ -3,6 +3,7 @@ and a smoke study runs end to end (sweep, skip, resume, failure, collect)."""
 
 import collections
 import csv
+import dataclasses
 import importlib
 import json
 import math
@@ -179,6 +180,19 @@ def test_smoke_study_end_to_end(tmp_path):
   calls = []
   again = sweep.run(base, members, workdir, train_fn=lambda c, d: calls.append(d))
   assert calls == [] and again['diverges'] == 'failed'
+  # A study whose design changed under finished runs of the same names: refused before anything
+  # trains, listed as an earlier design, and the old run's files stay.
+  redesigned = [
+      dataclasses.replace(m, overrides={**m.overrides, 'train.learning_rate': 3e-3})
+      if i == 1
+      else m
+      for i, m in enumerate(members)
+  ]
+  with pytest.raises(config_lib.ConfigError, match=rf'{members[1].name}: train.learning_rate'):
+    sweep.run(base, redesigned, workdir, train_fn=lambda c, d: calls.append(d))
+  assert calls == []
+  assert sweep.status(sweep.member_dir(workdir, base, members[1])) == 'finished'
+  assert sweep.table(base, redesigned, workdir).count('an earlier design') == 1
 
   table = collect.rows(workdir)
   assert len(table) == 4
