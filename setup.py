@@ -31,6 +31,7 @@ setuptools.setup(
     extras_require={
         'test': [
             'pytest>=8',
+            'pytest-xdist>=3.6',  # pyproject.toml runs the suite on every core
             'tensorboardX>=2.6',
             'ipython',
             'tokamax>=0.0.12',

@@ -5,9 +5,13 @@
   python -m experiments.run --config=configs/dense_baseline.py:local --workdir=/tmp/studies
 
 One compute-optimal dense model per budget (fitting.model_design at the dense M_opt(C)), so that
-L_dense(C) can be fitted and inverted at each MoE run's loss. The budgets bracket the MoE
-budgets: half the smallest below, and 6 (local) to 8 (paper) times the largest above, so that an
-MoE run with an EL up to 6-8 reads its dense compute off fitted points, not an extrapolation.
+L_dense(C) can be fitted and inverted at each MoE run's loss. At `local`, where neighbouring
+backbones differ by 2-3x in M, each budget also trains the nearest backbone on the other side of
+M_opt (`dense_C<budget>_above` or `_below`), and the frontier takes the lower loss of the two:
+an envelope of the sizes tried, as the paper's frontier is of the optimal allocation. The
+budgets bracket the MoE budgets: half the smallest below, and 6 (local) to 8 (paper) times the
+largest above, so that an MoE run with an EL up to 6-8 reads its dense compute off fitted
+points, not an extrapolation.
 `paper` (default): 1e18 .. 2e21 FLOPs, Table 1's M_opt. `local` (step 3 of the local protocol,
 docs/replication.md): 5e10 .. 2e13 FLOPs (half the smallest ablation budget to 6 times the
 largest) at this scale's fitted dense M_opt(C), learning rate and batch from its
@@ -32,17 +36,23 @@ def get_config(arg=None):
   return common.study_config('dense_baseline', scale, __file__, designed=True)
 
 
+# Scales that also train, at each budget, the nearest model on the other side of M_opt: the
+# frontier is the lower of the two (fitting.el.frontier_points).
+BRACKETED = ('local',)
+
+
 def get_sweep(arg=None):
   scale = common.parse_scale(arg, demo=True)
   members = []
   for budget in BUDGETS[scale]:
-    d = design_lib.design(
-        budget,
-        design_lib.MoEShape(),
-        **common.fitted_design_options(scale),
-        m_target=common.optimal_m(budget, scale, 'dense'),
+    options = dict(
+        common.fitted_design_options(scale), m_target=common.optimal_m(budget, scale, 'dense')
     )
-    members.append(
-        common.design_member(f'dense_C{budget:.2g}', f'C{budget:.2g}', d, scale, 'dense')
-    )
+    d = design_lib.design(budget, design_lib.MoEShape(), **options)
+    name, group = f'dense_C{budget:.2g}', f'C{budget:.2g}'
+    members.append(common.design_member(name, group, d, scale, 'dense'))
+    if scale in BRACKETED:
+      side = 'above' if d.M <= options['m_target'] else 'below'
+      other = design_lib.design(budget, design_lib.MoEShape(), side=side, **options)
+      members.append(common.design_member(f'{name}_{side}', group, other, scale, 'dense'))
   return members

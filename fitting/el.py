@@ -20,11 +20,17 @@ from fitting import core
 from fitting import laws
 
 
+def budget_of(row: dict, cost_key: str = 'C') -> float:
+  """A run's budget: its `budget` column, else its cost to 3 digits (whole steps move C)."""
+  return row.get('budget') or float(f'{row[cost_key]:.3g}')
+
+
 def frontier_points(rows: list[dict], loss_key: str, cost_key: str = 'C'):
-  """The compute-optimal frontier: per budget (cost rounded to 3 digits), the lowest loss."""
+  """The compute-optimal frontier: per budget (budget_of), the lowest loss: an envelope where a
+  budget trained several sizes."""
   best = {}
   for row in rows:
-    budget = float(f'{row[cost_key]:.3g}')
+    budget = budget_of(row, cost_key)
     if budget not in best or row[loss_key] < best[budget][loss_key]:
       best[budget] = row
   budgets = sorted(best)

@@ -66,8 +66,21 @@ def _by_study(rows):
 
 
 def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
-  cost, loss, _ = el_lib.frontier_points(rows, loss_key)
+  cost, loss, best = el_lib.frontier_points(rows, loss_key)
+  on_frontier = {id(r) for r in best}
+  off = [r for r in rows if id(r) not in on_frontier]
   report = {}
+  if off:  # a budget that trained several sizes: the frontier is the lowest of them
+    frontier_loss = {el_lib.budget_of(r): r[loss_key] for r in best}
+    report['off_frontier'] = [
+        dict(
+            member=r.get('member'),
+            C=r['C'],
+            loss=r[loss_key],
+            above_frontier_point=r[loss_key] - frontier_loss[el_lib.budget_of(r)],
+        )
+        for r in off
+    ]
   for form in ('power', 'floor'):
     law, result = el_lib.fit_frontier(cost, loss, form, what=f'dense_baseline ({form})')
     core.bootstrap(law, dict(C=cost), loss, result, n=n_bootstrap)
@@ -92,6 +105,8 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
         result,
         os.path.join(out_dir, f'dense_frontier_{form}.png'),
         loss_key,
+        'dense',
+        (np.array([r['C'] for r in off]), np.array([r[loss_key] for r in off])),
     )
   return report
 

@@ -118,13 +118,17 @@ def design(
     kv_ratio: int = 4,
     ladder=PAPER_BACKBONES,
     m_target: float | None = None,
+    side: str = '',
 ) -> Design:
   """The model the laws recommend at `compute` FLOPs, with its hyperparameters.
 
   The backbone is the one of `ladder` (the paper's own backbones by default), or of a ladder
   of head_dim-multiples with d_model / n_layers ~ 58 beyond it, whose M is closest in log to
-  M_opt(C), or to `m_target` when given (IsoFLOP designs off the optimum).
+  M_opt(C), or to `m_target` when given (IsoFLOP designs off the optimum); with `side` 'below'
+  or 'above', the closest whose M is at most (or above) that target.
   """
+  if side not in ('', 'below', 'above'):
+    raise DesignError(f"side={side!r}: use '', 'below' or 'above'.")
   moe = shape.n_experts > 0
   m_law = laws.MOE_OPTIMAL_M if moe else laws.DENSE_OPTIMAL_M
   target = m_target or m_law(compute)
@@ -137,11 +141,15 @@ def design(
     except DesignError:
       continue
     m = flops.paper_flops_per_token(architecture(fields, seq_len, vocab_size))
+    if (side == 'below' and m > target) or (side == 'above' and m <= target):
+      continue
     distance = abs(math.log(m / target))
     if best is None or distance < best[0]:
       best = (distance, fields, m)
   if best is None:
-    raise DesignError(f'compute_budget={compute:g}: no backbone fits the shape {shape}.')
+    raise DesignError(
+        f'compute_budget={compute:g}: no backbone {side or "near M_opt"} fits the shape {shape}.'
+    )
   _, fields, m = best
   lr, batch = laws.MOE_LEARNING_RATE(compute), laws.MOE_BATCH_TOKENS(compute)
   sequences = max(1, round(batch / seq_len))

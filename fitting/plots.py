@@ -30,10 +30,13 @@ def _band(ax, law, result, covariate, grid, color):
   ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0, label='95% bootstrap band')
 
 
-def frontier(cost, loss, law, result, path, loss_key='loss', label='dense'):
-  """Runs, the fitted frontier and its bootstrap band; the fitted range shaded off outside."""
+def frontier(cost, loss, law, result, path, loss_key='loss', label='dense', off=None):
+  """Runs, the fitted frontier and its bootstrap band; the fitted range shaded off outside.
+  `off`: (cost, loss) of runs a budget trained beside its frontier point, drawn hollow."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  ax.scatter(cost, loss, label=f'{label} runs', zorder=3)
+  ax.scatter(cost, loss, label=f'{label} runs (frontier)' if off else f'{label} runs', zorder=3)
+  if off is not None and len(off[0]):
+    ax.scatter(*off, facecolors='none', edgecolors='0.4', label='other size, same budget', zorder=3)
   grid = np.geomspace(min(cost) / 2, max(cost) * 4, 100)
   line = ax.plot(grid, law.predict(result.theta, dict(C=grid)), label=law.formula.split(';')[0])
   _band(ax, law, result, 'C', grid, line[0].get_color())

@@ -30,6 +30,14 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pyproject.toml): one worker per core, at most 4; each holds a JAX runtime with
+  eight fake devices, and the compilation cache above is shared between them."""
+  del config
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return max(1, min(cores or 1, 4))
+
+
 def pytest_unconfigure(config):
   """The session's cache goes with it (the controlling process only: workers share it)."""
   if _OWN_CACHE and not hasattr(config, 'workerinput'):

@@ -248,6 +248,24 @@ def test_frontier_with_floor_recovery():
     assert lo < true < hi, name
 
 
+def test_the_frontier_is_the_lowest_loss_of_each_budget():
+  # Two sizes trained at one budget land at slightly different C (whole steps): they are one
+  # budget, and the frontier keeps the lower loss. Without a budget column, C to 3 digits.
+  rows = [
+      dict(member='small', budget=1e11, C=9.991e10, loss=1.90),
+      dict(member='large', budget=1e11, C=1.0002e11, loss=1.86),
+      dict(member='next', budget=2.5e11, C=2.5e11, loss=1.78),
+  ]
+  cost, loss, best = el_lib.frontier_points(rows, 'loss')
+  assert [r['member'] for r in best] == ['large', 'next']
+  assert list(cost) == [1.0002e11, 2.5e11] and list(loss) == [1.86, 1.78]
+  unbudgeted = [dict(r, budget=0) for r in rows[:2]] + [dict(rows[0], budget=0, C=9.9912e10)]
+  assert [r['member'] for r in el_lib.frontier_points(unbudgeted, 'loss')[2]] == [
+      'small',
+      'large',
+  ]
+
+
 def test_per_run_el_intervals_carry_the_run_own_eval_error():
   """On an exact dense frontier L = 20 C^-0.05 only the MoE run's standard error s widens the
   interval: ln EL = -ln(L / 20) / 0.05 - ln C moves by s / (0.05 L) per unit of loss noise."""

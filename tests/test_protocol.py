@@ -1,5 +1,6 @@
 """The local protocol (docs/replication.md): budgets, steps, one eval set, provisional designs."""
 
+import collections
 import importlib
 import math
 
@@ -119,13 +120,26 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
   # No rung of the one-layer rungs or the ladder lies nearer in log to the local dense M_opt(C)
   # than each dense_baseline member (the design may also take an off-ladder backbone nearer
   # still); M counted by flops.paper_flops_per_token in a plain loop.
+  # Each budget also trains the nearest backbone on the other side of M_opt (the frontier is
+  # the lower loss of the two): no rung on that side lies nearer either.
   _, validated = members_of('dense_baseline')
+  sides = collections.defaultdict(set)
   for member, c, arch in validated:
     target = common.local_optimal_m(c.train.compute_budget, 'dense').value
-    chosen = abs(math.log(flops.paper_flops_per_token(arch) / target))
+    m_chosen = flops.paper_flops_per_token(arch)
+    side = member.name.rpartition('_')[2] if member.name.endswith(('_above', '_below')) else ''
+    sides[member.group].add(side or ('below' if m_chosen <= target else 'above'))
     for backbone in common.LOCAL_FITTED_LADDER:
       m = local_rung_m(backbone, design_lib.MoEShape())
-      assert chosen <= abs(math.log(m / target)) + 1e-9, (member.name, backbone)
+      if side and (m <= target) != (side == 'below'):
+        continue
+      assert abs(math.log(m_chosen / target)) <= abs(math.log(m / target)) + 1e-9, (
+          member.name,
+          backbone,
+      )
+    if side:
+      assert (m_chosen <= target) == (side == 'below'), member.name
+  assert all(s == {'below', 'above'} for s in sides.values()), sides
   assert min(c.model.n_layers for _, c, _ in validated) == 1
 
 
