@@ -22,6 +22,7 @@ STUDIES = [
     'activation_ratio',
     'granularity',
     'shared_experts',
+    'dense_layers',
 ]
 
 
