@@ -25,6 +25,14 @@ def budget_of(row: dict, cost_key: str = 'C') -> float:
   return row.get('budget') or float(f'{row[cost_key]:.3g}')
 
 
+def frontier_runs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> list[dict]:
+  """The runs that make the frontier (frontier_points), in their order in `rows`: what a
+  bootstrap of the frontier resamples. Resampling every run would bias it: a draw can drop a
+  budget's better size but never add a better one, so the envelope only rises."""
+  on = {id(r) for r in frontier_points(rows, loss_key, cost_key)[2]}
+  return [r for r in rows if id(r) in on]
+
+
 def frontier_points(rows: list[dict], loss_key: str, cost_key: str = 'C'):
   """The compute-optimal frontier: per budget (budget_of), the lowest loss: an envelope where a
   budget trained several sizes."""
@@ -186,8 +194,8 @@ def el_bootstrap(
     activation_definition='stated',
     stderr_key='eval_loss_stderr',
 ):
-  """Per-run EL points with 95% intervals. Each draw refits the dense frontier to a run-level
-  resample of the dense runs and moves each MoE run's loss by a normal draw of its own standard
+  """Per-run EL points with 95% intervals. Each draw refits the dense frontier to a resample of
+  its points (frontier_runs) and moves each MoE run's loss by a normal draw of its own standard
   error (`stderr_key`, the eval set's sampling error; 0 where a row has none), so an interval
   holds the frontier's uncertainty and the run's measurement noise. Seed-to-seed training
   variation is in neither unless the runs repeat seeds."""
@@ -201,6 +209,7 @@ def el_bootstrap(
   run_cost = np.array([p['C'] for p in points], float)
   rng = np.random.default_rng(seed)
   draws = []
+  dense_rows = frontier_runs(dense_rows, loss_key, cost_key)
   for _ in range(n):
     dense_sample = [dense_rows[i] for i in rng.integers(0, len(dense_rows), len(dense_rows))]
     noisy_loss = run_loss + stderr * rng.normal(size=len(points))
@@ -223,9 +232,10 @@ def joint_bootstrap(
     dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0, stratum=None
 ) -> dict:
   """Percentile intervals of `statistic(dense_rows, moe_rows) -> {name: value}` over draws that
-  resample the dense runs and the MoE runs together (each with replacement; MoE runs within
-  their `stratum(row)`, e.g. the budget group, so that every draw keeps the design), so that the
-  frontier's uncertainty reaches every EL-derived number. Returns the intervals, the draws each
+  resample the dense runs (pass the frontier's, frontier_runs) and the MoE runs together (each
+  with replacement; MoE runs within their `stratum(row)`, e.g. the budget group, so that every
+  draw keeps the design), so that the frontier's uncertainty reaches every EL-derived number.
+  Returns the intervals, the draws each
   rests on, and the fraction of draws that failed."""
   rng = np.random.default_rng(seed)
   strata = collections.defaultdict(list)

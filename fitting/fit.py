@@ -343,10 +343,11 @@ def fit_el_study(
   entry['el_compute'] = {name: r.to_json() for name, r in fits.items()}
   starts['compute'] = {name: r.theta for name, r in fits.items()}
   boots = []
+  frontier_rows = el_lib.frontier_runs(dense_rows, loss_key)
   if n_bootstrap and starts.get('single'):  # MoE runs resampled within their budget group
     boots.append(
         el_lib.joint_bootstrap(
-            dense_rows,
+            frontier_rows,
             study_rows,
             lambda d, m: _single_factor_statistics(
                 study, d, m, loss_key, activation_definition, starts['single']
@@ -358,7 +359,7 @@ def fit_el_study(
   if n_bootstrap and starts.get('compute'):  # ... and within their architecture
     boots.append(
         el_lib.joint_bootstrap(
-            dense_rows,
+            frontier_rows,
             study_rows,
             lambda d, m: _compute_statistics(
                 d, m, loss_key, activation_definition, starts['compute']
@@ -372,7 +373,8 @@ def fit_el_study(
     entry['joint_bootstrap'] = dict(
         n=n_bootstrap,
         failed_fraction=max(b['failed_fraction'] for b in boots),
-        resampled='dense and MoE runs together (MoE within each budget group for Eq. 10/11, '
+        resampled='dense and MoE runs together (the dense runs that make the frontier; MoE '
+        'within each budget group for Eq. 10/11, '
         'within each architecture for Eq. 12)',
     )
   for boot in boots:

@@ -287,6 +287,34 @@ def test_per_run_el_intervals_carry_the_run_own_eval_error():
   assert -lo == pytest.approx(half_width, rel=0.06) and hi == pytest.approx(half_width, rel=0.06)
 
 
+def test_a_worse_size_beside_each_frontier_point_leaves_every_el_interval_as_it_was():
+  # The bootstrap resamples the frontier's runs: had it resampled every dense run, a draw that
+  # drops a budget's better size would raise the frontier, never lower it, and the intervals
+  # would grow above EL (they did: A = 1 at 1.07 [1.03, 1.80]).
+  rng = np.random.default_rng(5)
+  C = np.geomspace(1e12, 3e14, 7)
+  dense = [
+      dict(
+          study='dense_baseline',
+          member=f'd{i}',
+          budget=c,
+          C=c,
+          loss=float(synthetic.power_dense(c)) * np.exp(0.01 * rng.normal()),
+      )
+      for i, c in enumerate(C)
+  ]
+  worse = [dict(r, member=r['member'] + '_other', loss=r['loss'] + 0.1) for r in dense]
+  moe = [
+      dict(study='activation_ratio', member=f'm{i}', C=c, loss=float(synthetic.power_dense(3 * c)))
+      for i, c in enumerate((3e12, 1e13, 3e13))
+  ]
+  intervals = lambda rows: [p['EL_interval'] for p in el_lib.el_bootstrap(rows, moe, 'loss')[2]]
+  alone = intervals(dense)
+  assert intervals(worse[::2] + dense + worse[1::2]) == alone
+  for (lo, hi), p in zip(alone, el_lib.el_bootstrap(dense, moe, 'loss', n=0)[2]):
+    assert lo < p['EL'] < hi
+
+
 def test_unified_law_recovery_from_runs_on_tables_7_and_8():
   report = fit_cli.fit_el_laws(
       el_lib.el_bootstrap(
