@@ -14,9 +14,12 @@ sequence (9, 12 and 12 layers; local_layers); the batch shrinks to keep the step
 found almost no effect (EL ~ 1), the best count growing with budget: 0 at 1e18, 2-3 of 60 at 3e20.
 """
 
+import dataclasses
+
 from configs import common
 from configs import paper_tables as tables
 from fitting import model_design as design_lib
+from ling_jax import config as config_lib
 from ling_jax import flops
 
 LAYERS = {'paper': 60, 'local': 12, 'smoke': 4}
@@ -39,9 +42,11 @@ def local_layers(group: common.Group) -> tuple[int, int]:
     if tokens >= common.LOCAL_MIN_STEPS * common.LOCAL_SEQ_LEN:
       batch_tokens = group.batch_size * common.LOCAL_SEQ_LEN
       return n_layers, common.local_batch_sequences(batch_tokens, tokens)
-  raise ValueError(
-      f'dense_layers:local: no stack of {max(tables.TABLE_10_DENSE) + 1}+ layers at d_model '
-      f'{group.d_model} trains {common.LOCAL_MIN_STEPS} steps within {group.budget:g} FLOPs.'
+  raise config_lib.ConfigError(
+      f'model.n_layers: no stack of {max(tables.TABLE_10_DENSE) + 1} to {LAYERS["local"]} layers '
+      f'at d_model {group.d_model} trains common.LOCAL_MIN_STEPS={common.LOCAL_MIN_STEPS} steps '
+      f'within train.compute_budget={group.budget:g} FLOPs; raise that budget in '
+      'common.LOCAL_BUDGETS or narrow the group backbone.'
   )
 
 
@@ -75,6 +80,5 @@ def get_sweep(arg=None):
           d_ffn=d_ffn,
           d_expert=d_expert,
       )
-      member.overrides.update(extra)
-      members.append(member)
+      members.append(dataclasses.replace(member, overrides={**member.overrides, **extra}))
   return members

@@ -235,8 +235,7 @@ def joint_bootstrap(
   resample the dense runs (pass the frontier's, frontier_runs) and the MoE runs together (each
   with replacement; MoE runs within their `stratum(row)`, e.g. the budget group, so that every
   draw keeps the design), so that the frontier's uncertainty reaches every EL-derived number.
-  Returns the intervals, the draws each
-  rests on, and the fraction of draws that failed."""
+  Returns the intervals, the draws each rests on, and the fraction of draws that failed."""
   rng = np.random.default_rng(seed)
   strata = collections.defaultdict(list)
   for row in moe_rows:

@@ -34,8 +34,9 @@ def frontier(cost, loss, law, result, path, loss_key='loss', label='dense', off=
   """Runs, the fitted frontier and its bootstrap band; the fitted range shaded off outside.
   `off`: (cost, loss) of runs a budget trained beside its frontier point, drawn hollow."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  ax.scatter(cost, loss, label=f'{label} runs (frontier)' if off else f'{label} runs', zorder=3)
-  if off is not None and len(off[0]):
+  has_off = off is not None and len(off[0]) > 0
+  ax.scatter(cost, loss, label=f'{label} runs (frontier)' if has_off else f'{label} runs', zorder=3)
+  if has_off:
     ax.scatter(*off, facecolors='none', edgecolors='0.4', label='other size, same budget', zorder=3)
   grid = np.geomspace(min(cost) / 2, max(cost) * 4, 100)
   line = ax.plot(grid, law.predict(result.theta, dict(C=grid)), label=law.formula.split(';')[0])

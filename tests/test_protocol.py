@@ -413,3 +413,11 @@ def test_each_activation_ratio_group_has_a_dense_twin_of_its_a_equals_1_member()
     assert flops.paper_flops_per_token(twin_arch) == pytest.approx(
         flops.paper_flops_per_token(moe_arch), rel=0.02
     )
+
+
+def test_a_budget_too_small_for_any_dense_layers_stack_names_the_field():
+  from configs import dense_layers  # pylint: disable=import-outside-toplevel
+
+  tiny = common.Group(0, 1, 24, 1, 1, budget=1e9, learning_rate=1e-2, batch_size=3)
+  with pytest.raises(config_lib.ConfigError, match='model.n_layers: .*train.compute_budget=1e'):
+    dense_layers.local_layers(tiny)
