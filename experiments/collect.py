@@ -4,10 +4,15 @@
   python -m experiments.collect --workdir=/tmp/studies --study=hparams --out=/tmp/hparams/results
   python -m experiments.collect --workdir=/tmp/studies --study=dense_baseline,granularity \
       --out=/tmp/granularity/results    # an EL study with the dense runs its EL is read from
+  python -m experiments.collect --workdir=/tmp/studies --study=dense_baseline,granularity \
+      --base=results/local/dense_baseline/results.jsonl --out=/tmp/granularity/results
+      # the same, where the dense runs are a committed table rather than run directories
 
 Reads WORKDIR/<study>/<member>/{member.json, summary.json, failure.json, config.json}; members
-still running or interrupted are listed as such. Writes OUT.jsonl and OUT.csv (default
-WORKDIR/results.*), each whole or not at all.
+still running or interrupted are listed as such. With --base, the rows of earlier results tables
+(of the same studies) stand for members WORKDIR holds no run of: a study completed or rerun in
+part in another workdir, on another machine, or after its workdir was lost. Writes OUT.jsonl and
+OUT.csv (default WORKDIR/results.*), each whole or not at all.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The workdir the studies ran in.', required=True)
   flags.DEFINE_list('study', None, 'Only these studies (default: every study in WORKDIR).')
   flags.DEFINE_string('out', None, 'Output path without extension; default WORKDIR/results.')
+  flags.DEFINE_list(
+      'base',
+      [],
+      'Earlier results tables (.jsonl or .csv, as collect writes them) whose rows stand for '
+      'members that WORKDIR holds no run of; a run in WORKDIR replaces its row.',
+  )
 
 
 MODEL_FIELDS = results_lib.MODEL_FIELDS
@@ -75,6 +86,18 @@ def rows(workdir: str, studies: str | list[str] | None = None) -> list[dict]:
   return out
 
 
+def with_base(table: list[dict], base: list[dict], studies: list[str] | None = None) -> list[dict]:
+  """`table` and the rows of `base` (of `studies` only, when given) whose (study, member) it does
+  not hold: base rows first, in their order, then the new ones."""
+  have = {(r['study'], r['member']) for r in table}
+  kept = [
+      r
+      for r in base
+      if (r['study'], r['member']) not in have and (not studies or r['study'] in studies)
+  ]
+  return kept + table
+
+
 def write(table: list[dict], out: str) -> None:
   jsonl = ''.join(json.dumps(r) + '\n' for r in table)
   buffer = io.StringIO()
@@ -89,6 +112,12 @@ def write(table: list[dict], out: str) -> None:
 def main(argv):
   del argv
   table = rows(FLAGS.workdir, FLAGS.study)
+  for path in FLAGS.base:
+    try:
+      base = results_lib.load(path)
+    except results_lib.FitError as error:
+      sys.exit(f'--base: {error}')
+    table = with_base(table, base, FLAGS.study)
   if not table:
     where = f'{FLAGS.workdir}/{",".join(FLAGS.study or ["<study>"])}'
     sys.exit(f'No study members under {where} (expected {where}/<member>/member.json).')

@@ -211,6 +211,14 @@ def test_smoke_study_end_to_end(tmp_path):
     assert summary['architecture']['d_expert'] == row['d_expert'] == 2 * row['d_model'] / row['G']
   assert collect.rows(workdir, ['dense_baseline', 'granularity']) == table
   assert collect.rows(workdir, ['dense_baseline']) == []
+  # Rows of an earlier table stand for members the workdir holds no run of; a run replaces its
+  # row; rows of studies not asked for stay out.
+  stale = dict(finished[0], final_eval_loss=99.0)
+  dense = dict(finished[0], study='dense_baseline', member='dense_C1e+11')
+  other = dict(finished[0], study='shared_experts', member='g0_S0')
+  merged = collect.with_base(table, [stale, dense, other], ['dense_baseline', 'granularity'])
+  assert merged == [dense] + table
+  assert len(collect.with_base(table, [stale, dense, other])) == len(table) + 2
   assert all(r['elapsed_s'] > 0 for r in finished)  # the member's whole cost, for --list
   listed = sweep.table(base, members, workdir)
   assert listed.count('finished in ') == 3 and 'finished members: predicted' in listed
@@ -252,6 +260,29 @@ def test_cli_lists_members_and_runs_one_by_index(tmp_path):
       timeout=120,
   )
   assert gathered.returncode == 0 and (tmp_path / 'results.csv').exists()
+  # The table as a base of a second collect: the committed rows of a lost workdir come back.
+  (tmp_path / 'kept').mkdir()
+  (tmp_path / 'results.csv').rename(tmp_path / 'kept' / 'results.csv')
+  empty = tmp_path / 'elsewhere'
+  empty.mkdir()
+  again = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'experiments.collect',
+          f'--workdir={empty}',
+          f'--base={tmp_path / "kept" / "results.csv"}',
+          f'--out={tmp_path / "merged"}',
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert again.returncode == 0, again.stderr
+  with open(tmp_path / 'merged.csv') as f:
+    assert [r['member'] for r in csv.DictReader(f)] == ['g1_E8']
 
 
 def test_seed_members_repeat_one_design_per_arm_with_their_own_seeds():
