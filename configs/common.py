@@ -12,7 +12,6 @@ from fitting import hparams as hparams_lib
 from fitting import laws
 from fitting import model_design as design_lib
 from fitting import replication
-from fitting import results as results_lib
 from ling_jax import config as config_lib
 from ling_jax import flops
 
@@ -116,7 +115,7 @@ LOCAL_TRAIN_TOKENS = 25_255_230
 # 0.14% at 1.6, under the 0.2% the fits need.
 LOCAL_EVAL_SEQUENCES = 32_768
 LOCAL_EVAL_BATCH = 128
-# The ablations' budget groups, one backbone per budget from the dense frontier: the budgets the
+# The ablations' budget groups, one backbone per budget from the allocation law: the budgets the
 # hyperparameter law was measured at (configs/hparams.py), so that no ablation extrapolates it;
 # 1.5 decades; three groups, the fewest Eq. 12 (EL against C per architecture) can be fitted to,
 # keep each ablation within about 2 hours here (docs/replication.md).
@@ -313,7 +312,7 @@ class Group:
 
 def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
   """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
-  LOCAL_BUDGETS with the dense frontier's backbone there (see local_group)."""
+  LOCAL_BUDGETS with the backbone of the dense M_opt(C) (see local_group)."""
   if scale == 'paper':
     return [
         Group(i, L, d, h, kv, c, lr, b)
@@ -329,63 +328,23 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
 
 
 def local_group(index: int, budget: float) -> Group:
-  """The group of a local budget: the backbone of the measured dense frontier there
-  (local_frontier_m), and the local MoE laws' learning rate and batch (shrunk to keep
-  LOCAL_MIN_STEPS steps).
+  """The group of a local budget: the backbone on which a dense model (the A = 1 member without
+  its router) is compute-optimal by the local dense law, and the local MoE laws' learning rate
+  and batch (shrunk to keep LOCAL_MIN_STEPS steps).
 
-  The paper defines EL = 1 at A = 1 (arXiv 2507.17702 Sec. 3, Eq. 5): the A = 1 member, a
-  dense model with a router, must sit on the dense frontier, which only the frontier's own
-  backbone allows. The baseline MoE's optimum, the first local design, is 2.5x smaller at
-  3.2e12 FLOPs and put the A = 1 member at EL 0.35; the dense law's M_opt, the second, missed
-  the frontier by 0.053 in loss at 5.6e11 FLOPs (docs/replication.md, step 4). Sparser members
-  keep this backbone: their EL is read at a backbone above their own optimum, a lower bound on
-  what their own optimum reaches.
+  The paper defines EL = 1 at A = 1 (arXiv 2507.17702 Sec. 3, Eq. 5): the A = 1 member must sit
+  on the dense frontier, which only a dense-optimal backbone allows. The baseline MoE's optimum,
+  the first local design, is 2.5x smaller at 3.2e12 FLOPs and put the A = 1 member at EL 0.35
+  (docs/replication.md, step 4). Sparser members keep this backbone: their EL is read at a
+  backbone above their own optimum, a lower bound on what their own optimum reaches.
   """
   options = dict(local_design_options(), ladder=tuple(LOCAL_GROUP_LADDER))
-  m_target = local_frontier_m(budget)
-  d = design_lib.design(budget, design_lib.MoEShape(), m_target=m_target.value, **options)
+  d = design_lib.design(
+      budget, design_lib.MoEShape(), m_target=local_optimal_m(budget, 'dense').value, **options
+  )
   lr, batch = local_hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
-  return _design_group(index, d, lr.value, sequences, local_provisional(LOCAL_GROUP_NEEDS))
-
-
-# The committed fits a local ablation group is designed from: its learning rate and batch
-# (hparams), and its backbone (the dense frontier, whose sizes the allocation law chose).
-LOCAL_GROUP_NEEDS = ('hparams', 'allocation', 'dense_baseline')
-# How far (decades) the nearest dense_baseline budget may lie from a group's budget for its
-# frontier backbone to stand for the group's: half the spacing of the dense budgets.
-LOCAL_FRONTIER_REACH_DECADES = 0.2
-
-
-def local_frontier_m(budget: float) -> LocalLaw:
-  """M (FLOPs/token) of the dense frontier's backbone at `budget`: of the lower-loss run at the
-  dense_baseline:local budget nearest in log (each trains the sizes on both sides of the dense
-  law's M_opt, results/local/dense_baseline), within LOCAL_FRONTIER_REACH_DECADES; else, and
-  before that study is committed, the dense law's M_opt(C)."""
-  path = os.path.join(RESULTS_DIR, 'dense_baseline', 'results.csv')
-  if os.path.exists(path):
-    rows = [
-        r
-        for r in results_lib.load(path)
-        if r['status'] == 'finished' and r['study'] == 'dense_baseline'
-    ]
-    best = {}  # dense budget -> its lowest-loss run
-    for row in rows:
-      if (
-          row['budget'] not in best
-          or row['final_eval_loss'] < best[row['budget']]['final_eval_loss']
-      ):
-        best[row['budget']] = row
-    if best:
-      nearest = min(best, key=lambda c: abs(math.log10(c / budget)))
-      if abs(math.log10(nearest / budget)) <= LOCAL_FRONTIER_REACH_DECADES:
-        run = best[nearest]
-        return LocalLaw(
-            run['M'],
-            f'results/local/dense_baseline ({run["member"]}, the frontier at {nearest:.2g} FLOPs)',
-            False,
-        )
-  return local_optimal_m(budget, 'dense')
+  return _design_group(index, d, lr.value, sequences, local_provisional())
 
 
 def _design_group(

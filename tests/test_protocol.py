@@ -1,10 +1,8 @@
 """The local protocol (docs/replication.md): budgets, steps, one eval set, provisional designs."""
 
 import collections
-import csv
 import importlib
 import math
-import os
 
 import pytest
 
@@ -87,22 +85,21 @@ def local_rung_m(backbone, shape) -> float:
   )
 
 
-def test_groups_take_the_dense_frontiers_backbone_and_batches_keep_the_steps():
-  # Each ablation group's backbone is the one of the lowest held-out loss among the committed
-  # dense_baseline runs at the dense budget nearest in log to the group's (each budget trained
-  # the sizes on both sides of the dense law's M_opt): found here by a plain loop over the
-  # committed table. The A = 1 member has that backbone's M too.
-  with open(os.path.join(common.RESULTS_DIR, 'dense_baseline', 'results.csv'), newline='') as f:
-    frontier_runs = [r for r in csv.DictReader(f) if r['status'] == 'finished']
+def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
+  # Each ablation group is the backbone on which a dense model with the A = 1 member's FFN
+  # (d_ffn = 3 d_model) lies nearest in log to the local dense M_opt(C), among the fitted
+  # ladder's rungs with d_model a multiple of 24: found here by a plain loop with M counted by
+  # flops.paper_flops_per_token. The A = 1 member has that M too.
   groups = common.groups('local')
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
-    nearest = min(
-        {float(r['budget']) for r in frontier_runs}, key=lambda c: abs(math.log(c / budget))
-    )
-    assert abs(math.log10(nearest / budget)) < 0.2, budget  # a frontier point stands for it
-    runs = [r for r in frontier_runs if float(r['budget']) == nearest]
-    best = min(runs, key=lambda r: float(r['final_eval_loss']))
-    assert (group.n_layers, group.d_model) == (int(best['n_layers']), int(best['d_model'])), budget
+    target = common.local_optimal_m(budget, 'dense').value
+    distances = {}
+    for backbone in common.LOCAL_FITTED_LADDER:
+      if backbone[1] % 24:
+        continue
+      m = local_rung_m(backbone, design_lib.MoEShape(dense_ffn_ratio=3.0))
+      distances[backbone[:2]] = abs(math.log(m / target))
+    assert (group.n_layers, group.d_model) == min(distances, key=distances.get), budget
     a_equals_one = local_rung_m(
         (group.n_layers, group.d_model, group.n_heads, group.n_kv_heads),
         design_lib.MoEShape(2, 2, 1, d_expert=group.d_model),
@@ -202,10 +199,6 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
   assert common.local_provisional(('hparams',)) == ''
   assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
-  # The ablation groups also wait for the dense frontier, whose backbone they take; before it,
-  # the dense law's M_opt stands in.
-  assert 'dense_baseline' in common.local_provisional(common.LOCAL_GROUP_NEEDS)
-  assert common.local_frontier_m(1e12) == common.local_optimal_m(1e12, 'dense')
   # The demo keeps Eq. 3 at half its learning rate whatever is committed: its budgets lie below
   # the fitted law's range, and the README quotes its numbers.
   from fitting import laws  # pylint: disable=import-outside-toplevel
