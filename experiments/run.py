@@ -69,6 +69,8 @@ def main(argv):
   config = _CONFIG.value
   try:
     members = sweep.load_members(config)
+    if members is not None:
+      sweep.check_flag_overrides(members, config_flags.get_override_values(flags.FLAGS['config']))
     if members is None:
       config_lib.validate(config)
       if _LIST.value:

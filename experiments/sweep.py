@@ -61,6 +61,20 @@ def member_config(base, member: Member):
   return c
 
 
+def check_flag_overrides(members: list[Member], flagged) -> None:
+  """ConfigError if a command-line override (`--config.<section>.<field>`, in `flagged`) sets a
+  field that a member's design sets too: the member's value would win and the flag be lost."""
+  for key in sorted(flagged):
+    setting = [m.name for m in members if key in m.overrides]
+    if setting:
+      raise config_lib.ConfigError(
+          f'--config.{key}: {len(setting)} member(s) of this study set {key} in their design '
+          f"(e.g. {setting[0]}), which would override the flag. Change it in the study's "
+          'config file (as a new design, in a new workdir), or train one model with a '
+          'single-run config such as configs/moe.py.'
+      )
+
+
 def member_dir(workdir: str, base, member: Member) -> epath.Path:
   return epath.Path(workdir) / base.name / member.name
 

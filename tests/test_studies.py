@@ -241,6 +241,13 @@ def test_cli_lists_members_and_runs_one_by_index(tmp_path):
   )
   listed = run('--config=configs/activation_ratio.py:smoke', '--list')
   assert listed.returncode == 0 and 'g1_E8' in listed.stdout and '6 members' in listed.stdout
+  # A flag on a field the members' design sets would be lost under it: refused, named.
+  clash = run(
+      '--config=configs/activation_ratio.py:smoke', '--config.train.learning_rate=0.5', '--list'
+  )
+  assert clash.returncode != 0 and '--config.train.learning_rate: 6 member(s)' in clash.stderr
+  seeded = run('--config=configs/activation_ratio.py:smoke', '--config.train.seed=3', '--list')
+  assert seeded.returncode == 0  # a field no member sets is the flag's to set
   one = run(
       '--config=configs/activation_ratio.py:smoke', '--sweep_index=5', f'--workdir={tmp_path}'
   )
