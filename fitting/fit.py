@@ -681,18 +681,27 @@ def _run(results_path, study, out_dir, loss_key, n_bootstrap, activation) -> dic
       report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
     except core.FitError as error:
       report['el_laws'] = dict(error=str(error))
-    moe_rows = [r for s in ('activation_ratio', 'granularity') for r in by_study.get(s, [])]
+    moe_rows = [  # the activation-ratio groups' dense twins have no G
+        r
+        for s in ('activation_ratio', 'granularity')
+        for r in by_study.get(s, [])
+        if results_lib.is_moe(r)
+    ]
     try:
       report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
     except core.FitError as error:
       report['direct_loss'] = dict(error=str(error))
   unified = report.get('el_laws', {}).get('unified_el', {})
   if 'params' in unified:  # the heat map of the law fitted here, titled with its source
+    fitted = [(p['A'], p['C']) for p in el_all if p.get('A') and p.get('C')]
+    cost = [c for _, c in fitted]
     _plot(
         'el_heatmap',
         lambda A, G, C: laws.unified_el(A, G, C, unified['params']),
         os.path.join(out_dir, 'el_heatmap.png'),
         f'fitted Eq. 13 ({os.path.basename(str(results_path))}): EL(A, C) at G = 12',
+        (min(cost), max(cost)),
+        fitted,
     )
   with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
     json.dump(report, f, indent=1, default=float)

@@ -126,15 +126,19 @@ def el_vs_factor(points, path, covariate, law=None, fits=None):
   return _save(fig, path)
 
 
-def el_heatmap(el_fn, path, title):
-  """EL over (A, C) at G = 12 from `el_fn`; `title` says whose law it is."""
+def el_heatmap(el_fn, path, title, c_range=(1e18, 1e23), points=()):
+  """EL over (A, C) at G = 12 from `el_fn`, over `c_range` (FLOPs: the paper's by default, a
+  fit's own budgets for a fitted law, so that the map shows no extrapolation); `title` says whose
+  law it is; `points`, (A, C) pairs, the runs it was fitted to."""
   a = np.geomspace(0.005, 1, 60)
-  c = np.geomspace(1e18, 1e23, 60)
+  c = np.geomspace(*c_range, 60)
   A, Cm = np.meshgrid(a, c)
   el = el_fn(A.ravel(), np.full(A.size, 12.0), Cm.ravel()).reshape(A.shape)
   fig, ax = plt.subplots(figsize=(5, 4))
   mesh = ax.pcolormesh(a, c, el, shading='auto', cmap='viridis')
   fig.colorbar(mesh, ax=ax, label='EL')
+  if len(points):
+    ax.scatter(*np.array(points, float).T, s=8, c='white', edgecolors='black', linewidths=0.4)
   ax.set(xscale='log', yscale='log', xlabel='activation ratio A', ylabel='C (FLOPs)', title=title)
   return _save(fig, path)
 

@@ -289,10 +289,24 @@ def loss_versus_granularity(reports: dict) -> Row:
     bounds.append(b_bounds)
     star = result.get('G_star')
     where = 'no interior optimum'
-    if star is not None:
-      # G* = 2^(-c_G / 2) falls as c_G rises: the c_G interval maps to a G* interval.
-      where = f'G* = {star:.1f}' + (
-          f' [{2 ** (-c_bounds[1] / 2):.1f}, {2 ** (-c_bounds[0] / 2):.1f}]' if c_bounds else ''
+    if 'c_G' in result.get('at_bounds', ()):
+      where = 'no optimum inside the tested G (c_G at its bound)'
+    elif star is not None:
+      # G* = 2^(-c_G / 2) falls as c_G rises: the c_G interval maps to a G* interval, shown
+      # within the tested G (beyond them it is the fit's bounds speaking, not the runs).
+      def shown(g):
+        return (
+            f'<{tested[0]:g}'
+            if g < tested[0]
+            else f'>{tested[-1]:g}'
+            if g > tested[-1]
+            else f'{g:.1f}'
+        )
+
+      where = f'G* = {shown(star)}' + (
+          f' [{shown(2 ** (-c_bounds[1] / 2))}, {shown(2 ** (-c_bounds[0] / 2))}]'
+          if c_bounds
+          else ''
       )
     parts.append(
         f'{budgets[group]:.2g} FLOPs: '

@@ -175,3 +175,25 @@ def test_el_against_c_is_inconclusive_when_the_fixed_backbone_slope_turns_it_ove
   row = replication.el_versus_compute(reports)
   assert row.ours.endswith("over each group's dense twin (fixed backbone, no CI): E8 +0.25")
   assert row.verdict == replication.INCONCLUSIVE
+
+
+def test_the_granularity_row_shows_the_optimum_only_within_the_tested_g():
+  # G* = 2^(-c_G / 2): c_G = -6 puts it at 8; c_G = -10 at 32, past the largest G tested (16);
+  # a c_G on its bound is no optimum at all.
+  def fit(c_g, c_bounds, at_bounds=()):
+    return dict(
+        params=dict(b_G=-0.01, c_G=c_g),
+        joint_intervals=dict(b_G=[-0.1, -0.001], c_G=c_bounds),
+        G_star=2 ** (-c_g / 2),
+        at_bounds=list(at_bounds),
+    )
+
+  points = [dict(group=g, C=c, G=G) for g, c in (('g0', 1e11), ('g1', 1e12)) for G in (2, 16)]
+  entry = dict(
+      points=points, el_granularity=dict(g0=fit(-6.0, [-7.0, -4.0]), g1=fit(-10.0, [-20.0, -2.0]))
+  )
+  row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
+  assert 'G* = 8.0 [4.0, 11.3]' in row.ours and 'G* = >16 [2.0, >16]' in row.ours
+  entry['el_granularity']['g1'] = fit(20.0, [-3.0, 20.0], at_bounds=['c_G'])
+  row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
+  assert 'no optimum inside the tested G' in row.ours
