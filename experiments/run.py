@@ -69,8 +69,6 @@ def main(argv):
   config = _CONFIG.value
   try:
     members = sweep.load_members(config)
-    if members is not None:
-      sweep.check_flag_overrides(members, config_flags.get_override_values(flags.FLAGS['config']))
     if members is None:
       config_lib.validate(config)
       if _LIST.value:
@@ -80,6 +78,7 @@ def main(argv):
         sys.exit('--workdir is required.')
       _run_one(config, _WORKDIR.value)
       return
+    sweep.check_flag_overrides(members, config_flags.get_override_values(flags.FLAGS['config']))
     if _LIST.value:
       print(sweep.table(config, members, _WORKDIR.value))
       return

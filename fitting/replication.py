@@ -279,6 +279,16 @@ def a_equals_one(reports: dict) -> Row:
   return Row(finding, paper, '; '.join(parts), verdict)
 
 
+def _within(g: float, tested: list[float]) -> str:
+  """G for the findings table, within the tested G: beyond them it is the fit's bounds speaking,
+  not the runs."""
+  if g < tested[0]:
+    return f'<{tested[0]:g}'
+  if g > tested[-1]:
+    return f'>{tested[-1]:g}'
+  return f'{g:.1f}'
+
+
 def loss_versus_granularity(reports: dict) -> Row:
   finding = 'Loss is U-shaped in granularity G (Sec. 4.1.2, Eq. 11)'
   paper = 'b_G < 0 (an interior optimum), G* around 12 (8-12)'
@@ -297,19 +307,10 @@ def loss_versus_granularity(reports: dict) -> Row:
     if 'c_G' in result.get('at_bounds', ()):
       where = 'no optimum inside the tested G (c_G at its bound)'
     elif star is not None:
-      # G* = 2^(-c_G / 2) falls as c_G rises: the c_G interval maps to a G* interval, shown
-      # within the tested G (beyond them it is the fit's bounds speaking, not the runs).
-      def shown(g):
-        return (
-            f'<{tested[0]:g}'
-            if g < tested[0]
-            else f'>{tested[-1]:g}'
-            if g > tested[-1]
-            else f'{g:.1f}'
-        )
-
-      where = f'G* = {shown(star)}' + (
-          f' [{shown(2 ** (-c_bounds[1] / 2))}, {shown(2 ** (-c_bounds[0] / 2))}]'
+      # G* = 2^(-c_G / 2) falls as c_G rises: the c_G interval maps to a G* interval.
+      where = f'G* = {_within(star, tested)}' + (
+          f' [{_within(2 ** (-c_bounds[1] / 2), tested)}, '
+          f'{_within(2 ** (-c_bounds[0] / 2), tested)}]'
           if c_bounds
           else ''
       )
