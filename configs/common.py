@@ -550,3 +550,10 @@ def design_member(
       }
   )
   return Member(name, overrides, group, provisional)
+
+
+def seed_replicate(member: Member, seed: int) -> Member:
+  """`member` trained again with another initialisation and data order: `<name>_seed<seed>` in
+  the same group. Fits treat runs that differ only in seed as one design (fitting.el)."""
+  overrides = dict(member.overrides, **{'train.seed': seed, 'data.seed': seed})
+  return dataclasses.replace(member, name=f'{member.name}_seed{seed}', overrides=overrides)

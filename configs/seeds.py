@@ -12,8 +12,6 @@ and the baseline MoE (64 experts, 4 active, 1 shared, G = 2) at 5e11 FLOPs, 4 se
 member with --config.train.seed and --config.data.seed.
 """
 
-import dataclasses
-
 from configs import common
 from configs import hparams
 from fitting import model_design as design_lib
@@ -49,7 +47,5 @@ def get_sweep(arg=None):
         **common.fitted_design_options(scale),
     )
     one = common.design_member(kind, kind, d, scale, kind)
-    for seed in range(SEEDS[scale]):
-      overrides = dict(one.overrides, **{'train.seed': seed, 'data.seed': seed})
-      members.append(dataclasses.replace(one, name=f'{kind}_seed{seed}', overrides=overrides))
+    members += [common.seed_replicate(one, seed) for seed in range(SEEDS[scale])]
   return members

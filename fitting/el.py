@@ -13,6 +13,7 @@ left out of every law. Either activation ratio can enter the fits (`ACTIVATION_D
 from __future__ import annotations
 
 import collections
+import re
 
 import numpy as np
 
@@ -25,27 +26,52 @@ def budget_of(row: dict, cost_key: str = 'C') -> float:
   return row.get('budget') or float(f'{row[cost_key]:.3g}')
 
 
+# What makes two runs the same design: all but their seeds. Runs that differ only in seed
+# (configs/common.seed_replicate names them `<member>_seed<s>`) are one point of a frontier, at
+# their mean loss.
+DESIGN_FIELDS = (
+    'n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ffn', 'n_experts', 'top_k', 'n_shared',
+    'd_expert', 'num_dense_layers', 'learning_rate', 'batch_size', 'seq_len',
+)  # fmt: skip
+
+
+def design_key(row: dict, cost_key: str = 'C') -> tuple:
+  """The row's budget, member name and design, without its seed."""
+  member = re.sub(r'_seed\d+$', '', str(row.get('member', '')))
+  return (budget_of(row, cost_key), member) + tuple(row.get(k) for k in DESIGN_FIELDS)
+
+
+def frontier_designs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> list[list[dict]]:
+  """Per budget (budget_of), rising, the runs of the design with the lowest mean loss over its
+  seeds: an envelope where a budget trained several sizes. Taking each design's mean before the
+  lowest keeps a lucky seed of one size from setting the envelope."""
+  designs = collections.defaultdict(list)
+  for row in rows:
+    designs[design_key(row, cost_key)].append(row)
+  best = {}
+  for key, runs in designs.items():
+    mean = float(np.mean([r[loss_key] for r in runs]))
+    if key[0] not in best or mean < best[key[0]][0]:
+      best[key[0]] = (mean, runs)
+  return [best[b][1] for b in sorted(best)]
+
+
 def frontier_runs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> list[dict]:
-  """The runs that make the frontier (frontier_points), in their order in `rows`: what a
-  bootstrap of the frontier resamples. Resampling every run would bias it: a draw can drop a
-  budget's better size but never add a better one, so the envelope only rises."""
-  on = {id(r) for r in frontier_points(rows, loss_key, cost_key)[2]}
+  """The runs that make the frontier (every seed of each budget's best design), in their order in
+  `rows`: what a bootstrap of the frontier resamples. Resampling every run would bias it: a draw
+  can drop a budget's better size but never add a better one, so the envelope only rises."""
+  on = {id(r) for runs in frontier_designs(rows, loss_key, cost_key) for r in runs}
   return [r for r in rows if id(r) in on]
 
 
 def frontier_points(rows: list[dict], loss_key: str, cost_key: str = 'C'):
-  """The compute-optimal frontier: per budget (budget_of), the lowest loss: an envelope where a
-  budget trained several sizes."""
-  best = {}
-  for row in rows:
-    budget = budget_of(row, cost_key)
-    if budget not in best or row[loss_key] < best[budget][loss_key]:
-      best[budget] = row
-  budgets = sorted(best)
+  """The compute-optimal frontier: per budget, the best design's mean cost and mean loss over its
+  seeds (frontier_designs), and its first run."""
+  designs = frontier_designs(rows, loss_key, cost_key)
   return (
-      np.array([best[b][cost_key] for b in budgets]),
-      np.array([best[b][loss_key] for b in budgets]),
-      [best[b] for b in budgets],
+      np.array([np.mean([r[cost_key] for r in runs]) for runs in designs]),
+      np.array([np.mean([r[loss_key] for r in runs]) for runs in designs]),
+      [runs[0] for runs in designs],
   )
 
 

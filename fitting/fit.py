@@ -67,11 +67,12 @@ def _by_study(rows):
 
 def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
   cost, loss, best = el_lib.frontier_points(rows, loss_key)
-  on_frontier = {id(r) for r in best}
+  frontier_runs = el_lib.frontier_runs(rows, loss_key)
+  on_frontier = {id(r) for r in frontier_runs}
   off = [r for r in rows if id(r) not in on_frontier]
   report = {}
   if off:  # a budget that trained several sizes: the frontier is the lowest of them
-    frontier_loss = {el_lib.budget_of(r): r[loss_key] for r in best}
+    frontier_loss = {el_lib.budget_of(r): value for r, value in zip(best, loss)}
     report['off_frontier'] = [
         dict(
             member=r.get('member'),
@@ -81,6 +82,9 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
         )
         for r in off
     ]
+  replicated = seed_replicates(rows, loss_key)
+  if replicated:
+    report['seed_replicates'] = replicated
   for form in ('power', 'floor'):
     law, result = el_lib.fit_frontier(cost, loss, form, what=f'dense_baseline ({form})')
     core.bootstrap(law, dict(C=cost), loss, result, n=n_bootstrap)
@@ -107,8 +111,31 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
         loss_key,
         'dense',
         (np.array([r['C'] for r in off]), np.array([r[loss_key] for r in off])),
+        (np.array([r['C'] for r in frontier_runs]), np.array([r[loss_key] for r in frontier_runs])),
     )
   return report
+
+
+def seed_replicates(rows, loss_key) -> list[dict]:
+  """Each design trained with several seeds (fitting.el.design_key): its runs' losses, their
+  mean (what the frontier takes) and standard deviation."""
+  designs = collections.defaultdict(list)
+  for row in rows:
+    designs[el_lib.design_key(row)].append(row)
+  out = []
+  for runs in designs.values():
+    if len(runs) > 1:
+      loss = np.array([r[loss_key] for r in runs], float)
+      out.append(
+          dict(
+              members=[r.get('member') for r in runs],
+              C=float(np.mean([r['C'] for r in runs])),
+              loss=loss.tolist(),
+              mean=float(loss.mean()),
+              sd=float(loss.std(ddof=1)),
+          )
+      )
+  return sorted(out, key=lambda d: (d['C'], d['members'][0]))
 
 
 def fit_hparams(rows, loss_key, out_dir, n_bootstrap):

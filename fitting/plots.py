@@ -30,12 +30,19 @@ def _band(ax, law, result, covariate, grid, color):
   ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0, label='95% bootstrap band')
 
 
-def frontier(cost, loss, law, result, path, loss_key='loss', label='dense', off=None):
+def frontier(cost, loss, law, result, path, loss_key='loss', label='dense', off=None, seeds=None):
   """Runs, the fitted frontier and its bootstrap band; the fitted range shaded off outside.
-  `off`: (cost, loss) of runs a budget trained beside its frontier point, drawn hollow."""
+  `off`: (cost, loss) of runs a budget trained beside its frontier point, drawn hollow;
+  `seeds`: (cost, loss) of each seed of a frontier point that is a mean over seeds, drawn small."""
   fig, ax = plt.subplots(figsize=(5, 4))
   has_off = off is not None and len(off[0]) > 0
-  ax.scatter(cost, loss, label=f'{label} runs (frontier)' if has_off else f'{label} runs', zorder=3)
+  has_seeds = seeds is not None and len(seeds[0]) > len(cost)
+  notes = ['frontier'] * has_off + ['mean over seeds'] * has_seeds
+  ax.scatter(
+      cost, loss, label=f'{label} runs' + (f' ({", ".join(notes)})' if notes else ''), zorder=3
+  )
+  if has_seeds:
+    ax.scatter(*seeds, s=8, color='0.2', label='each seed', zorder=4)
   if has_off:
     ax.scatter(*off, facecolors='none', edgecolors='0.4', label='other size, same budget', zorder=3)
   grid = np.geomspace(min(cost) / 2, max(cost) * 4, 100)

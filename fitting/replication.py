@@ -7,7 +7,10 @@ every committed `results.csv` and checks that the table in the docs is what the 
 the report cannot drift from its data.
 
   python -m fitting.replication            # print the table
-  python -m fitting.replication --write    # replace the table in docs/replication.md
+  python -m fitting.replication --write    # replace the tables in docs/replication.md
+
+The per-study tables of the same doc ("Step N, as it ran") come from fitting.study_tables and are
+written and checked the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Callable
 
 from fitting import hparams
 from fitting import laws
+from fitting import study_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, 'results', 'local')
@@ -322,54 +326,91 @@ def loss_versus_granularity(reports: dict) -> Row:
   return Row(finding, paper, ours, _sign_verdict(bounds, -1))
 
 
-def _best_by_group(entry: dict, label: Callable[[dict], str]) -> list[str]:
-  out = []
-  for points in _groups(entry['points']).values():
-    best = max(points, key=lambda p: p['EL'])
-    out.append(
-        f'{points[0]["C"]:.2g} FLOPs: {label(best)} '
-        f'(EL {_fmt_bounds(best["EL"], best.get("EL_interval"))})'
-    )
-  return out
+def moe_seed_sd(reports: dict) -> float | None:
+  """The MoE seed-to-seed SD of the final loss (the seeds study), or None before it is run."""
+  entry = _study(reports, 'seeds')
+  return entry['moe']['sd'] if entry and 'moe' in entry else None
 
 
-def _overlaps(a, b) -> bool:
-  return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+def loss_gap(p: dict, q: dict, seed_sd: float | None) -> tuple[float, float]:
+  """p's loss minus q's, both runs of one budget group, and the SD of that difference between
+  two single runs: both eval errors and, when measured, a seed's spread for each. Within a group
+  the dense frontier is common to both, so the EL intervals (which carry it) would hide a real
+  difference; the loss difference does not."""
+  variance = p.get('loss_stderr', 0.0) ** 2 + q.get('loss_stderr', 0.0) ** 2
+  return p['loss'] - q['loss'], math.sqrt(variance + 2 * (seed_sd or 0.0) ** 2)
+
+
+def _noise_note(seed_sd: float | None) -> str:
+  spread = f'and the MoE seed SD {seed_sd:.4f}' if seed_sd else '(no seed spread measured yet)'
+  return f'loss differences +- 1 SD of two single runs: both eval errors {spread}'
+
+
+LOW_SHARED_RATIO = 0.25  # "low": at most 3 of 12 active experts shared
 
 
 def shared_expert_ratio(reports: dict) -> Row:
+  """Per budget group the best S by loss, against S = 0: reproduced where a low non-zero S
+  beats S = 0 by more than 2 SD of a difference of two runs (loss_gap); not at this scale where
+  S = 0 or a high S beats every low non-zero S by that much."""
   finding = 'A low non-zero shared-expert ratio is best (Sec. 4.1.3)'
   paper = 'S = 16.7% (2 of 12) at C <= 1e20'
   entry = _study(reports, 'shared_experts')
   if entry is None:
     return _pending(finding, paper, 'shared_experts')
-  verdicts = []
+  seed_sd = moe_seed_sd(reports)
+  verdicts, parts = [], []
   for points in _groups(entry['points']).values():
-    best = max(points, key=lambda p: p['EL'])
-    none = [p for p in points if not p['S']]
-    low = 0 < best['S'] <= 0.25
-    beats_none = bool(none) and not _overlaps(best.get('EL_interval'), none[0].get('EL_interval'))
-    verdicts.append(REPRODUCED if low and beats_none else DIFFERS if not low else INCONCLUSIVE)
-  ours = '; '.join(_best_by_group(entry, lambda p: f'best S = {p["S"]:.1%}'))
+    best = min(points, key=lambda p: p['loss'])
+    none = next((p for p in points if not p['S']), None)
+    low = [p for p in points if 0 < p['S'] <= LOW_SHARED_RATIO]
+    if none is None or not low:
+      verdicts.append(INCONCLUSIVE)
+      continue
+    best_low = min(low, key=lambda p: p['loss'])
+    gap, sd = loss_gap(best_low, none, seed_sd)
+    text = (
+        f'{points[0]["C"]:.2g} FLOPs: best S = {best["S"]:.1%}; best low S '
+        f'({best_low["S"]:.1%}) {gap:+.4f} +- {sd:.4f} against S = 0'
+    )
+    if best is not none and best is not best_low:
+      high_gap, high_sd = loss_gap(best, best_low, seed_sd)
+      text += f', S = {best["S"]:.1%} {high_gap:+.4f} +- {high_sd:.4f} against it'
+      verdicts.append(DIFFERS if high_gap < -2 * high_sd else INCONCLUSIVE)
+    elif gap < -2 * sd:
+      verdicts.append(REPRODUCED)
+    else:
+      verdicts.append(DIFFERS if gap > 2 * sd else INCONCLUSIVE)
+    parts.append(text)
+  ours = '; '.join(parts) + f' ({_noise_note(seed_sd)})'
   return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
 def first_dense_layers(reports: dict) -> Row:
+  """Every member with first dense layers against its group's 0-dense member, by loss
+  (loss_gap) and EL ratio: reproduced when every difference lies within 2 SD of a difference of
+  two runs, not at this scale when one lies beyond it."""
   finding = 'A few first dense layers are about neutral in loss (Sec. 4.1.4)'
   paper = 'EL about 1 for 0-3 dense layers'
   entry = _study(reports, 'dense_layers')
   if entry is None:
     return _pending(finding, paper, 'dense_layers')
-  overlapping, total = 0, 0
+  seed_sd = moe_seed_sd(reports)
+  parts, beyond, total = [], 0, 0
   for points in _groups(entry['points']).values():
-    none = [p for p in points if p['family'] == 'dense0']
-    for p in points:
-      if none and p is not none[0]:
+    none = next((p for p in points if p['family'] == 'dense0'), None)
+    if none is None:
+      continue
+    gaps = []
+    for p in sorted(points, key=lambda p: p['family']):
+      if p is not none:
+        gap, sd = loss_gap(p, none, seed_sd)
         total += 1
-        overlapping += _overlaps(p.get('EL_interval'), none[0].get('EL_interval'))
-  ours = '; '.join(_best_by_group(entry, lambda p: f'best {p["family"]}'))
-  ours += f'; {overlapping} of {total} members with dense layers overlap the 0-dense member in EL'
-  verdict = REPRODUCED if total and overlapping == total else INCONCLUSIVE
+        beyond += abs(gap) > 2 * sd
+        gaps.append(f'{p["family"]} {gap:+.4f} +- {sd:.4f} (EL x{p["EL"] / none["EL"]:.2f})')
+    parts.append(f'{points[0]["C"]:.2g} FLOPs: ' + ', '.join(gaps))
+  ours = '; '.join(parts) + f' against dense0 ({_noise_note(seed_sd)})'
+  verdict = INCONCLUSIVE if not total else DIFFERS if beyond else REPRODUCED
   return Row(finding, paper, ours, verdict)
 
 
@@ -477,10 +518,26 @@ def documented_table(doc: str = DOC) -> str:
   return text[text.index(BEGIN) : text.index(END) + len(END)]
 
 
-def write(doc: str = DOC, reports: dict | None = None) -> None:
+def documented_blocks(doc: str = DOC) -> dict[str, str]:
+  """The per-study table blocks (fitting.study_tables) as they stand in the docs."""
   with open(doc) as f:
     text = f.read()
-  new = text.replace(documented_table(doc), table(reports or committed_reports()))
+  out = {}
+  for name in (*study_tables.EL_STUDIES, 'dense_baseline'):
+    begin, end = study_tables.markers(name)
+    if begin in text:
+      out[name] = text[text.index(begin) : text.index(end) + len(end)]
+  return out
+
+
+def write(doc: str = DOC, reports: dict | None = None, results_dir: str = RESULTS_DIR) -> None:
+  """Replaces the findings table and every per-study table whose markers the doc holds."""
+  reports = reports or committed_reports(results_dir)
+  with open(doc) as f:
+    new = f.read().replace(documented_table(doc), table(reports))
+  generated = study_tables.blocks(reports, results_dir)
+  for name, old in documented_blocks(doc).items():
+    new = new.replace(old, generated.get(name, old))
   with open(doc + '.tmp', 'w') as f:
     f.write(new)
   os.replace(doc + '.tmp', doc)
@@ -488,11 +545,11 @@ def write(doc: str = DOC, reports: dict | None = None) -> None:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--write', action='store_true', help=f'replace the table in {DOC}')
+  parser.add_argument('--write', action='store_true', help=f'replace the tables in {DOC}')
   args = parser.parse_args(argv)
   if args.write:
     write()
-    print(f'wrote the findings table of {DOC}')
+    print(f'wrote the findings table and the per-study tables of {DOC}')
   else:
     print(table(committed_reports()))
 

@@ -3,6 +3,7 @@
 import collections
 import importlib
 import math
+import re
 
 import pytest
 
@@ -128,7 +129,8 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
   for member, c, arch in validated:
     target = common.local_optimal_m(c.train.compute_budget, 'dense').value
     m_chosen = flops.paper_flops_per_token(arch)
-    side = member.name.rpartition('_')[2] if member.name.endswith(('_above', '_below')) else ''
+    name = re.sub(r'_seed\d+$', '', member.name)
+    side = name.rpartition('_')[2] if name.endswith(('_above', '_below')) else ''
     sides[member.group].add(side or ('below' if m_chosen <= target else 'above'))
     for backbone in common.LOCAL_FITTED_LADDER:
       m = local_rung_m(backbone, design_lib.MoEShape())
@@ -142,6 +144,34 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
       assert (m_chosen <= target) == (side == 'below'), member.name
   assert all(s == {'below', 'above'} for s in sides.values()), sides
   assert min(c.model.n_layers for _, c, _ in validated) == 1
+
+
+def test_the_dense_frontier_budgets_bracketing_the_ablations_train_three_seeds():
+  # Every member up to 4e12 FLOPs comes back as <member>_seed1 and _seed2, differing only in
+  # its seeds, and the fits take the three as one design; the seed-0 members keep their sweep
+  # indices (0-15), so that a workdir of the earlier sweep stays valid.
+  from configs import dense_baseline
+  from fitting import el as el_lib
+
+  members = dense_baseline.get_sweep('local')
+  first = [m for m in members if '_seed' not in m.name]
+  assert members[: len(first)] == first and len(first) == 16
+  seeded = [m for m in first if m.overrides['train.compute_budget'] <= 4e12]
+  assert len(seeded) == 12
+  by_name = {m.name: m for m in members}
+  assert len(members) == 16 + 2 * 12
+  row = lambda m: dict(
+      {k.rpartition('.')[2]: v for k, v in m.overrides.items()},
+      member=m.name,
+      budget=m.overrides['train.compute_budget'],
+  )
+  for m in seeded:
+    for seed in (1, 2):
+      replicate = by_name[f'{m.name}_seed{seed}']
+      assert replicate.group == m.group
+      assert replicate.overrides == dict(m.overrides, **{'train.seed': seed, 'data.seed': seed})
+      assert el_lib.design_key(row(replicate)) == el_lib.design_key(row(m))
+  assert el_lib.design_key(row(first[0])) != el_lib.design_key(row(first[1]))
 
 
 def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ No JAX: this refits the committed results tables with the committed fits' settin
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from fitting import fit as fit_cli
 from fitting import laws
 from fitting import replication
+from fitting import study_tables
 
 STUDIES = sorted(replication.committed_reports())
 
@@ -194,3 +196,127 @@ def test_the_granularity_row_shows_the_optimum_only_within_the_tested_g():
   entry['el_granularity']['g1'] = fit(20.0, [-3.0, 20.0], at_bounds=['c_G'])
   row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
   assert 'no optimum inside the tested G' in row.ours
+
+
+def _point(group, C, loss, stderr=0.003, **fields):
+  return dict(group=group, C=C, loss=loss, loss_stderr=stderr, extrapolated=False, **fields)
+
+
+def test_the_shared_expert_row_judges_loss_gaps_against_two_runs_noise():
+  # Within a group every member reads EL off one frontier, so the row compares losses: the SD
+  # of a difference of two runs is sqrt(0.003^2 + 0.003^2 + 2 * 0.005^2) = 0.00787 here.
+  seeds = dict(seeds=dict(studies=dict(seeds=dict(moe=dict(sd=0.005)))))
+  sd = (2 * 0.003**2 + 2 * 0.005**2) ** 0.5
+
+  def row(losses):  # S -> loss, one group at 1e11
+    points = [_point('g0', 1e11, loss, S=s, EL=1 / loss) for s, loss in losses.items()]
+    entry = dict(points=points)
+    return replication.shared_expert_ratio(
+        dict(shared_experts=dict(studies=dict(shared_experts=entry)), **seeds)
+    )
+
+  clear = row({0.0: 1.70, 1 / 6: 1.70 - 2.1 * sd, 0.5: 1.71})
+  assert clear.verdict == replication.REPRODUCED, clear.ours
+  assert f'best low S (16.7%) {-2.1 * sd:+.4f} +- {sd:.4f} against S = 0' in clear.ours
+  assert row({0.0: 1.70, 1 / 6: 1.70 - 1.9 * sd}).verdict == replication.INCONCLUSIVE
+  assert row({0.0: 1.70, 1 / 12: 1.70 + 2.1 * sd}).verdict == replication.DIFFERS
+  high = row({0.0: 1.70, 1 / 6: 1.69, 5 / 6: 1.69 - 2.1 * sd})
+  assert high.verdict == replication.DIFFERS and 'S = 83.3%' in high.ours
+  no_seeds = replication.shared_expert_ratio(
+      dict(
+          shared_experts=dict(
+              studies=dict(
+                  shared_experts=dict(
+                      points=[
+                          _point('g0', 1e11, 1.7, S=0.0, EL=1.0),
+                          _point('g0', 1e11, 1.69, S=0.1, EL=1.1),
+                      ]
+                  )
+              )
+          )
+      )
+  )
+  assert 'no seed spread measured yet' in no_seeds.ours
+  assert no_seeds.verdict == replication.REPRODUCED  # 0.01 > 2 * sqrt(2) * 0.003
+
+
+def test_the_dense_layers_row_fails_when_one_member_moves_beyond_two_runs_noise():
+  seeds = dict(seeds=dict(studies=dict(seeds=dict(moe=dict(sd=0.005)))))
+  sd = (2 * 0.003**2 + 2 * 0.005**2) ** 0.5
+
+  def row(gaps):
+    points = [_point('g0', 1e11, 1.70, family='dense0', EL=2.0)] + [
+        _point('g0', 1e11, 1.70 + gap, family=f'dense{k}', EL=2.2) for k, gap in gaps.items()
+    ]
+    entry = dict(points=points)
+    return replication.first_dense_layers(
+        dict(dense_layers=dict(studies=dict(dense_layers=entry)), **seeds)
+    )
+
+  neutral = row({1: 1.9 * sd, 2: -1.9 * sd})
+  assert neutral.verdict == replication.REPRODUCED
+  assert f'dense1 {1.9 * sd:+.4f} +- {sd:.4f} (EL x1.10)' in neutral.ours
+  assert row({1: 1.9 * sd, 2: -2.1 * sd}).verdict == replication.DIFFERS
+
+
+def test_the_documented_study_tables_are_the_committed_results():
+  generated = study_tables.blocks(replication.committed_reports(), replication.RESULTS_DIR)
+  documented = replication.documented_blocks()
+  assert documented.keys() == generated.keys(), 'a committed study has no table markers'
+  for name in generated:
+    assert (
+        documented[name] == generated[name]
+    ), f'the {name} table of docs/replication.md is stale: python -m fitting.replication --write'
+
+
+def test_the_dense_table_averages_a_size_over_its_seeds_and_marks_the_frontier():
+  # Law L = e^1 C^-0.05. At 1e11 FLOPs the (2, 48) size has the lowest single run (1.68), but
+  # its two seeds average 1.70, above the (1, 24) run's 1.69: the frontier point is (1, 24).
+  run = lambda member, L, d, loss: dict(
+      member=member, C=1e11, budget=1e11, n_layers=L, d_model=d, M=1e5 * d, final_eval_loss=loss
+  )
+  rows = [
+      run('big', 2, 48, 1.68),
+      run('big_seed1', 2, 48, 1.72),
+      run('small', 1, 24, 1.69),
+  ]
+  report = dict(
+      studies=dict(
+          dense_baseline=dict(power=dict(params=dict(log_coefficient=1.0, exponent_C=-0.05)))
+      )
+  )
+  lines = study_tables.dense_frontier(report, rows)
+  law = math.exp(1.0) * 1e11**-0.05
+  assert (
+      lines[2]
+      == f'| 1e+11 | (1, 24) | 2.4e+06 | 1.6900 | 1.6900 | yes | {law:.4f} | {1.69 - law:+.4f} |'
+  )
+  assert (
+      lines[3] == f'| 1e+11 | (2, 48) | 4.8e+06 | 1.6800, 1.7200 | 1.7000 |  | {law:.4f} '
+      f'| {1.7 - law:+.4f} |'
+  )
+
+
+def test_an_el_table_puts_each_architecture_in_its_budget_column():
+  row = lambda member, group, E: dict(
+      study='activation_ratio', member=member, group=group, n_experts=E, A=2 / E, A_routed=1 / E,
+      n_layers=1, d_model=24,
+  )  # fmt: skip
+  point = lambda member, group, C, loss, EL, extrapolated=False: dict(
+      member=member, group=group, C=C, budget=C, loss=loss, EL=EL, EL_interval=[EL - 0.1, EL + 0.2],
+      extrapolated=extrapolated,
+  )  # fmt: skip
+  rows = [row('g1_E8', 'g1', 8), row('g0_E8', 'g0', 8), row('g0_E2', 'g0', 2)]
+  points = [
+      point('g1_E8', 'g1', 1e12, 1.5, 2.0, extrapolated=True),
+      point('g0_E8', 'g0', 1e11, 1.8, 1.5),
+      point('g0_E2', 'g0', 1e11, 1.9, 1.0),
+  ]
+  report = dict(studies=dict(activation_ratio=dict(points=points)))
+  assert study_tables.el_study('activation_ratio', report, rows) == [
+      '| E (A, A routed) | 1e+11 FLOPs, (1, 24) | 1e+12 FLOPs, (1, 24) |',
+      '| --- | --- | --- |',
+      '| 2 (100.0%, 50.0%) | 1.9000: EL 1.00 [0.90, 1.20] |  |',
+      '| 8 (25.0%, 12.5%) | 1.8000: EL 1.50 [1.40, 1.70] '
+      '| 1.5000: EL 2.00 [1.90, 2.20] (extrapolated, not fitted) |',
+  ]

@@ -1,0 +1,162 @@
+"""The per-study tables of docs/replication.md ("Step N, as it ran"), from the committed results.
+
+Each table is a block between `<!-- <name>:begin -->` and `<!-- <name>:end -->` markers, written by
+`python -m fitting.replication --write` and checked by `tests/test_replication.py`, like the
+findings table: the numbers in the prose around them are the writer's, the tables are the data's.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+from typing import Callable
+
+from fitting import el as el_lib
+
+
+def markers(name: str) -> tuple[str, str]:
+  return f'<!-- {name}:begin -->', f'<!-- {name}:end -->'
+
+
+def block(name: str, lines: list[str]) -> str:
+  begin, end = markers(name)
+  return '\n'.join([begin, *lines, end])
+
+
+def results_rows(study: str, results_dir: str) -> list[dict]:
+  """The committed results table of a study (results.jsonl), or [] before it is committed."""
+  path = os.path.join(results_dir, study, 'results.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _backbone(row: dict) -> str:
+  return f'({row["n_layers"]}, {row["d_model"]})'
+
+
+def _interval(value: float, bounds) -> str:
+  return f'{value:.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]' if bounds else f'{value:.2f}'
+
+
+# --- The dense frontier ------------------------------------------------------------------------
+
+
+def dense_frontier(report: dict, rows: list[dict]) -> list[str] | None:
+  """One line per design (budget and size): its seeds' held-out losses, their mean, whether it
+  is the budget's frontier point, the fitted power law there and the mean's residual."""
+  entry = report.get('studies', {}).get('dense_baseline')
+  if not entry or 'power' not in entry or not rows:
+    return None
+  params = entry['power']['params']
+  law = lambda c: math.exp(params['log_coefficient']) * c ** params['exponent_C']
+  on = {id(r) for r in el_lib.frontier_runs(rows, 'final_eval_loss')}
+  designs = collections.defaultdict(list)
+  for row in rows:
+    designs[el_lib.design_key(row)].append(row)
+  lines = [
+      '| C (FLOPs) | backbone (layers, d_model) | M (FLOPs/token) | held-out loss, by seed | mean '
+      '| on the frontier | fitted law | residual |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ]
+  ordered = sorted(designs.values(), key=lambda runs: (el_lib.budget_of(runs[0]), runs[0]['M']))
+  for runs in ordered:
+    c = sum(r['C'] for r in runs) / len(runs)
+    mean = sum(r['final_eval_loss'] for r in runs) / len(runs)
+    losses = ', '.join(f'{r["final_eval_loss"]:.4f}' for r in runs)
+    lines.append(
+        f'| {el_lib.budget_of(runs[0]):.2g} | {_backbone(runs[0])} | {runs[0]["M"]:.3g} | {losses} '
+        f'| {mean:.4f} | {"yes" if id(runs[0]) in on else ""} | {law(c):.4f} '
+        f'| {mean - law(c):+.4f} |'
+    )
+  return lines
+
+
+# --- EL studies: a row per architecture, a column per budget group ------------------------------
+
+
+def _activation_label(row: dict) -> str:
+  return f'{row["n_experts"]} ({row["A"]:.1%}, {row["A_routed"]:.1%})'
+
+
+def _granularity_label(row: dict) -> str:
+  return f'{row["G"]:g} (2 d_model / {row["G"]:g})'
+
+
+def _shared_label(row: dict) -> str:
+  return f'{row["top_k"]}, {row["n_shared"]} ({row["S"]:.1%})'
+
+
+def _dense_layers_label(row: dict) -> str:
+  return f'{row["num_dense_layers"]} of {row["n_layers"]}'
+
+
+# study: (first column's header, the row's label, the order of the rows)
+EL_STUDIES: dict[str, tuple[str, Callable, Callable]] = {
+    'activation_ratio': ('E (A, A routed)', _activation_label, lambda r: r['n_experts']),
+    'granularity': ('G (expert width)', _granularity_label, lambda r: r['G']),
+    'shared_experts': ('E_a, E_s (S)', _shared_label, lambda r: r['S']),
+    'dense_layers': ('first dense layers', _dense_layers_label, lambda r: r['num_dense_layers']),
+}
+
+
+def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
+  """Per budget group (budget, backbone) each member's held-out loss and its EL against the dense
+  frontier with its 95% interval; beside it, where the group has a dense twin, the EL divided by
+  the twin's (the leverage at a fixed backbone)."""
+  entry = report.get('studies', {}).get(study)
+  if not entry or 'points' not in entry or not rows:
+    return None
+  header, label, order = EL_STUDIES[study]
+  by_member = {r['member']: r for r in rows if r.get('study') == study}
+  points = [p for p in entry['points'] if p['member'] in by_member]
+  groups = sorted(
+      {p['group'] for p in points}, key=lambda g: min(p['C'] for p in points if p['group'] == g)
+  )
+  backbone = {p['group']: _backbone(by_member[p['member']]) for p in points}
+  budget = {p['group']: p['budget'] or p['C'] for p in points}
+  cells = collections.defaultdict(dict)
+  keys = {}
+  for p in points:
+    row = by_member[p['member']]
+    text = f'{p["loss"]:.4f}: EL {_interval(p["EL"], p.get("EL_interval"))}'
+    if 'EL_over_dense_twin' in p:
+      text += f', {p["EL_over_dense_twin"]:.2f}'
+    if p['extrapolated']:
+      text += ' (extrapolated, not fitted)'
+    cells[label(row)][p['group']] = text
+    keys[label(row)] = order(row)
+  lines = [
+      f'| {header} | ' + ' | '.join(f'{budget[g]:.2g} FLOPs, {backbone[g]}' for g in groups) + ' |',
+      '| --- |' + ' --- |' * len(groups),
+  ]
+  for name in sorted(cells, key=lambda n: keys[n]):
+    lines.append(f'| {name} | ' + ' | '.join(cells[name].get(g, '') for g in groups) + ' |')
+  twins = {t['group']: t for t in entry.get('dense_twins', [])}
+  if twins:
+    lines.append(
+        '| dense twin | '
+        + ' | '.join(
+            f'{twins[g]["loss"]:.4f}: EL {twins[g]["EL"]:.2f}' if g in twins else '' for g in groups
+        )
+        + ' |'
+    )
+  return lines
+
+
+def blocks(reports: dict, results_dir: str) -> dict[str, str]:
+  """{block name: its markdown, markers included} for every committed study with a table."""
+  out = {}
+  dense = dense_frontier(
+      reports.get('dense_baseline', {}), results_rows('dense_baseline', results_dir)
+  )
+  if dense:
+    out['dense_baseline'] = block('dense_baseline', dense)
+  for study in EL_STUDIES:
+    lines = el_study(study, reports.get(study, {}), results_rows(study, results_dir))
+    if lines:
+      out[study] = block(study, lines)
+  return out
