@@ -8,8 +8,8 @@ One compute-optimal dense model per budget (fitting.model_design at the dense M_
 L_dense(C) can be fitted and inverted at each MoE run's loss. At `local`, where neighbouring
 backbones differ by 2-3x in M, each budget also trains the nearest backbone on the other side of
 M_opt (`dense_C<budget>_above` or `_below`), and the frontier takes the lower loss of the two:
-an envelope of the sizes tried, as the paper's frontier is of the optimal allocation; members at
-the budgets up to 4e12 train with three seeds, and the envelope takes each size's mean. The
+an envelope of the sizes tried, as the paper's frontier is of the optimal allocation. Members at
+the budgets up to 4e12 train with three seeds, and the envelope compares each size's mean. The
 budgets bracket the MoE budgets: half the smallest below, and 6 (local) to 8 (paper) times the
 largest above, so that an MoE run with an EL up to 6-8 reads its dense compute off fitted
 points, not an extrapolation.
@@ -38,7 +38,7 @@ def get_config(arg=None):
 
 
 # Scales that also train, at each budget, the nearest model on the other side of M_opt: the
-# frontier is the lower of the two (fitting.el.frontier_points).
+# frontier is the lower of the two (fitting.el.frontier_designs).
 BRACKETED = ('local',)
 
 # Seeds per member at the budgets up to SEEDED_UP_TO (FLOPs), appended after the seed-0 members

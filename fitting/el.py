@@ -56,6 +56,36 @@ def frontier_designs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> li
   return [best[b][1] for b in sorted(best)]
 
 
+def seed_means(rows: list[dict], loss_key: str, stderr_key: str = 'eval_loss_stderr') -> list[dict]:
+  """One row per design (design_key), in the order of their first runs: a design trained with
+  several seeds becomes its first run's row at the mean loss, named without the seed, with
+  `n_seeds`, `seed_losses` and, as its standard error, the seeds' SD over sqrt(n) (which holds
+  the eval error as well as the seed's spread). A design of one run is its row, unchanged."""
+  designs = collections.defaultdict(list)
+  for row in rows:
+    designs[design_key(row)].append(row)
+  out = []
+  for runs in designs.values():
+    if len(runs) == 1:
+      out.append(runs[0])
+      continue
+    loss = np.array([r[loss_key] for r in runs], float)
+    out.append(
+        dict(
+            runs[0],
+            member=re.sub(r'_seed\d+$', '', str(runs[0].get('member', ''))),
+            C=float(np.mean([r['C'] for r in runs])),
+            n_seeds=len(runs),
+            seed_losses=loss.tolist(),
+            **{
+                loss_key: float(loss.mean()),
+                stderr_key: float(loss.std(ddof=1) / np.sqrt(len(runs))),
+            },
+        )
+    )
+  return out
+
+
 def frontier_runs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> list[dict]:
   """The runs that make the frontier (every seed of each budget's best design), in their order in
   `rows`: what a bootstrap of the frontier resamples. Resampling every run would bias it: a draw
@@ -156,6 +186,7 @@ def el_per_run(
             C_dense=c_dense,
             EL=c_dense / row[cost_key],
             definition='per_run',
+            n_seeds=row.get('n_seeds', 1),
             extrapolated=not lo <= row[loss_key] <= hi,
         )
     )

@@ -71,7 +71,7 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
   on_frontier = {id(r) for r in frontier_runs}
   off = [r for r in rows if id(r) not in on_frontier]
   report = {}
-  if off:  # a budget that trained several sizes: the frontier is the lowest of them
+  if off:  # a budget that trained several sizes: the frontier is the lowest mean of them
     frontier_loss = {el_lib.budget_of(r): value for r, value in zip(best, loss)}
     report['off_frontier'] = [
         dict(
@@ -582,7 +582,8 @@ def _fit_allocation(name, c: Context) -> dict:
 
 def _fit_el(name, c: Context) -> dict:
   dense = c.by_study.get('dense_baseline')
-  rows = [r for r in c.by_study[name] if results_lib.is_moe(r)]
+  # Seeds of one design are one point, at their mean (the dense frontier's points are too).
+  rows = el_lib.seed_means([r for r in c.by_study[name] if results_lib.is_moe(r)], c.loss_key)
   twins = [r for r in c.by_study[name] if not results_lib.is_moe(r)]  # the A = 1 check's
   if not dense:
     raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
@@ -611,9 +612,23 @@ def _granularity_figures(rows, entry, c: Context) -> None:
 
 
 # The figure of an EL study beyond the shared ones: a new one is an entry here.
+def _loss_by_group(name: str, x: Callable, xlabel: str) -> Callable:
+  def figure(rows, entry, c: Context) -> None:
+    del rows
+    _plot('loss_by_group', entry['points'], os.path.join(c.out_dir, name), x, xlabel, c.loss_key)
+
+  return figure
+
+
 EL_FIGURES = {
     'granularity': _granularity_figures,
     'activation_ratio': _el_vs_factor('A', laws.EL_ACTIVATION),
+    'shared_experts': _loss_by_group('loss_vs_S.png', lambda p: p['S'], 'shared ratio S'),
+    'dense_layers': _loss_by_group(
+        'loss_vs_dense_layers.png',
+        lambda p: int(p['family'].removeprefix('dense')),
+        'first dense layers',
+    ),
 }
 
 

@@ -133,6 +133,31 @@ def el_vs_factor(points, path, covariate, law=None, fits=None):
   return _save(fig, path)
 
 
+def loss_by_group(points, path, x, xlabel, loss_key='loss'):
+  """Each budget group's loss against a design factor on a linear axis (`x(point)`: the shared
+  ratio S, the count of first dense layers), with each point's standard error (paper Fig. 7 and
+  13): the factors that take the value 0, which a log axis cannot show."""
+  fig, ax = plt.subplots(figsize=(5, 4))
+  groups = collections.defaultdict(list)
+  for p in points:
+    groups[p.get('group') or f"{p['C']:.2g}"].append(p)
+  for name, members in sorted(groups.items(), key=lambda kv: kv[1][0]['C']):
+    members = sorted(members, key=x)
+    ax.errorbar(
+        [x(m) for m in members],
+        [m['loss'] for m in members],
+        yerr=[m.get('loss_stderr') or 0.0 for m in members],
+        marker='o',
+        ms=4,
+        capsize=2,
+        lw=1,
+        label=f"{name}: C={members[0]['C']:.2g}",
+    )
+  ax.set(xlabel=xlabel, ylabel=loss_key, title=f'{loss_key} vs {xlabel} per budget group')
+  ax.legend(fontsize=6)
+  return _save(fig, path)
+
+
 def el_heatmap(el_fn, path, title, c_range=(1e18, 1e23), points=()):
   """EL over (A, C) at G = 12 from `el_fn`, over `c_range` (FLOPs: the paper's by default, a
   fit's own budgets for a fitted law, so that the map shows no extrapolation); `title` says whose

@@ -35,7 +35,7 @@ def results_rows(study: str, results_dir: str) -> list[dict]:
 
 
 def _backbone(row: dict) -> str:
-  return f'({row["n_layers"]}, {row["d_model"]})'
+  return f'({int(row["n_layers"])}, {int(row["d_model"])})'
 
 
 def _interval(value: float, bounds) -> str:
@@ -104,9 +104,9 @@ EL_STUDIES: dict[str, tuple[str, Callable, Callable]] = {
 
 
 def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
-  """Per budget group (budget, backbone) each member's held-out loss and its EL against the dense
-  frontier with its 95% interval; beside it, where the group has a dense twin, the EL divided by
-  the twin's (the leverage at a fixed backbone)."""
+  """Per budget group (budget, backbone) each member's held-out loss (its mean over seeds where it
+  has several) and its EL against the dense frontier with its 95% interval; beside it, where the
+  group has a dense twin, the EL divided by the twin's (the leverage at a fixed backbone)."""
   entry = report.get('studies', {}).get(study)
   if not entry or 'points' not in entry or not rows:
     return None
@@ -125,6 +125,8 @@ def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
     text = f'{p["loss"]:.4f}: EL {_interval(p["EL"], p.get("EL_interval"))}'
     if 'EL_over_dense_twin' in p:
       text += f', {p["EL_over_dense_twin"]:.2f}'
+    if p.get('n_seeds', 1) > 1:
+      text += f' (mean of {p["n_seeds"]} seeds)'
     if p['extrapolated']:
       text += ' (extrapolated, not fitted)'
     cells[label(row)][p['group']] = text

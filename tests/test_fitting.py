@@ -293,6 +293,25 @@ def test_the_frontier_takes_each_size_at_its_mean_over_seeds():
   assert el_lib.frontier_points(rows[:1] + rows[3:4], 'loss')[2][0]['member'] == 'small'
 
 
+def test_seeds_of_one_design_become_one_row_at_their_mean():
+  import statistics
+
+  run = lambda member, loss, d_model=24: dict(
+      member=member, group='g1', budget=5.6e11, C=5.6e11, d_model=d_model, n_experts=2,
+      loss=loss, eval_loss_stderr=0.003,
+  )  # fmt: skip
+  rows = [run('g1_E2', 1.656), run('g1_E8', 1.575, 48), run('g1_E2_seed1', 1.649)]
+  rows.append(run('g1_E2_seed2', 1.614))
+  out = el_lib.seed_means(rows, 'loss')
+  assert [r['member'] for r in out] == ['g1_E2', 'g1_E8']
+  assert out[1] is rows[1]  # one run: unchanged
+  losses = [1.656, 1.649, 1.614]
+  assert out[0]['loss'] == pytest.approx(statistics.mean(losses))
+  assert out[0]['eval_loss_stderr'] == pytest.approx(statistics.stdev(losses) / 3**0.5)
+  assert out[0]['n_seeds'] == 3 and out[0]['seed_losses'] == losses
+  assert rows[0]['loss'] == 1.656  # the runs themselves are left as they were
+
+
 def test_per_run_el_intervals_carry_the_run_own_eval_error():
   """On an exact dense frontier L = 20 C^-0.05 only the MoE run's standard error s widens the
   interval: ln EL = -ln(L / 20) / 0.05 - ln C moves by s / (0.05 L) per unit of loss noise."""
@@ -545,6 +564,19 @@ def test_fit_cli_on_a_simulated_table_writes_report_and_figures(simulated_fit):
   figures = ('dense_frontier_power.png', 'loss_vs_G.png', 'el_vs_A.png', 'el_vs_G.png')
   for png in figures + ('el_heatmap.png',):
     assert (tmp_path / 'fits' / png).stat().st_size > 1000
+
+
+def test_loss_by_group_draws_a_factor_that_takes_zero(tmp_path):
+  from fitting import plots
+
+  points = [
+      dict(group=g, C=c, S=s, loss=1.7 - 0.01 * s, loss_stderr=0.003)
+      for g, c in (('g0', 1e11), ('g1', 5.6e11))
+      for s in (0.0, 1 / 12, 1 / 6, 0.5)
+  ]
+  path = str(tmp_path / 'loss_vs_S.png')
+  plots.loss_by_group(points, path, lambda p: p['S'], 'shared ratio S', 'final_eval_loss')
+  assert os.path.getsize(path) > 1000
 
 
 def test_predict_and_design_tools():

@@ -174,6 +174,21 @@ def test_the_dense_frontier_budgets_bracketing_the_ablations_train_three_seeds()
   assert el_lib.design_key(row(first[0])) != el_lib.design_key(row(first[1]))
 
 
+def test_the_a_equals_1_members_train_three_seeds_after_the_rest_of_the_sweep():
+  from configs import activation_ratio
+
+  members = activation_ratio.get_sweep('local')
+  assert [m.name for m in members[27:]] == [
+      f'g{g}_E2_seed{s}' for s in (1, 2) for g in range(3)
+  ] and len(members) == 33
+  by_name = {m.name: m for m in members}
+  for m in members[27:]:
+    first = by_name[m.name.rpartition('_seed')[0]]
+    seed = int(m.name.rpartition('_seed')[2])
+    assert first.overrides['model.n_experts'] == first.overrides['model.top_k'] == 2  # A = 1
+    assert m.overrides == dict(first.overrides, **{'train.seed': seed, 'data.seed': seed})
+
+
 def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):
   monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path / 'none'))
   base, members = members_of('dense_baseline')[0], sweep.load_members(
