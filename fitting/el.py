@@ -255,17 +255,22 @@ def el_bootstrap(
   its points (frontier_runs) and moves each MoE run's loss by a normal draw of its own standard
   error (`stderr_key`, the eval set's sampling error; 0 where a row has none), so an interval
   holds the frontier's uncertainty and the run's measurement noise. Seed-to-seed training
-  variation is in neither unless the runs repeat seeds."""
+  variation is in neither unless the runs repeat seeds.
+
+  Beside the law's EL, every point gets `EL_envelope`: C_dense read off the frontier's points
+  themselves (interpolated_dense_cost), no law, with its interval from the same draws: the EL of
+  a frontier that is the envelope of the runs wherever the law misses them."""
   cost, loss, _ = frontier_points(dense_rows, loss_key, cost_key)
   law, result = fit_frontier(cost, loss, form, what='dense frontier')
   points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key, activation_definition)
   stderr = np.array([float(row.get(stderr_key) or 0.0) for row in moe_rows])
   for p, s in zip(points, stderr):
     p['loss_stderr'] = float(s)
+    p['EL_envelope'] = float(interpolated_dense_cost(cost, loss, p['loss']) / p['C'])
   run_loss = np.array([p['loss'] for p in points], float)
   run_cost = np.array([p['C'] for p in points], float)
   rng = np.random.default_rng(seed)
-  draws = []
+  draws, envelope_draws = [], []
   dense_rows = frontier_runs(dense_rows, loss_key, cost_key)
   for _ in range(n):
     dense_sample = [dense_rows[i] for i in rng.integers(0, len(dense_rows), len(dense_rows))]
@@ -278,10 +283,13 @@ def el_bootstrap(
     except core.FitError:
       continue
     draws.append(invert_frontier(law, refit.theta, noisy_loss) / run_cost)
-  draws = np.array(draws)
-  for i, p in enumerate(points):
-    if len(draws):
-      p['EL_interval'] = core.interval(draws[:, i][np.isfinite(draws[:, i])])
+    envelope_draws.append(interpolated_dense_cost(c, l, noisy_loss) / run_cost)
+  for key, values in (('EL_interval', draws), ('EL_envelope_interval', envelope_draws)):
+    values = np.array(values)
+    for i, p in enumerate(points):
+      finite = values[:, i][np.isfinite(values[:, i])] if len(values) else []
+      if len(finite) >= max(2, len(values) // 2):
+        p[key] = core.interval(finite)
   return law, result, points
 
 

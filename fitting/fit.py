@@ -454,21 +454,28 @@ def dense_twin_leverage(points, twins, law, theta, loss_key) -> list[dict]:
   return out
 
 
+def _holds(interval) -> bool:
+  return bool(interval and interval[0] <= 1 <= interval[1])
+
+
 def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> dict:
   """The fairness check of the protocol, for an A = 1 member (E = E_a): its EL interval must hold
-  1 (`holds`). Beside it, what explains a failure: the EL read off the dense runs without the
-  fitted frontier, and the loss against a dense run of the same budget (the study's dense twin
-  in the member's group if it has one, else a dense_baseline run), with that run's EL."""
+  1. `holds`: read off the dense frontier's runs (their envelope, EL_envelope), where the arms
+  meet without a law between them; `holds_on_power_law`: read off the fitted power law, whose
+  misses at a budget move it. Beside them, the loss against a dense run of the same budget (the
+  study's dense twin in the member's group if it has one, else a dense_baseline run), with that
+  run's EL."""
   dense_cost, dense_loss, law, theta = frontier
-  interval = point.get('EL_interval')
+  del dense_cost, dense_loss
   out = dict(
       member=point['member'],
+      n_seeds=point.get('n_seeds', 1),
       EL=point['EL'],
-      EL_interval=interval,
-      holds=bool(interval and interval[0] <= 1 <= interval[1]),
-      EL_read_off_dense_runs=float(
-          el_lib.interpolated_dense_cost(dense_cost, dense_loss, point['loss']) / point['C']
-      ),
+      EL_interval=point.get('EL_interval'),
+      holds_on_power_law=_holds(point.get('EL_interval')),
+      EL_read_off_dense_runs=point['EL_envelope'],
+      EL_read_off_dense_runs_interval=point.get('EL_envelope_interval'),
+      holds=_holds(point.get('EL_envelope_interval')),
   )
   row = next(r for r in study_rows if r.get('member') == point['member'])
   same_group = [r for r in twins if r.get('group') == row.get('group')]

@@ -753,6 +753,19 @@ def test_a_dense_twin_divides_its_groups_el_and_stays_out_of_the_laws():
     )
 
 
+def test_el_read_off_the_envelope_is_the_interpolated_dense_cost_over_c():
+  dense = [
+      dict(member=f'd{i}', C=c, budget=c, loss=l)
+      for i, (c, l) in enumerate(((1e11, 3.0), (1e12, 2.0), (1e13, 1.5)))
+  ]
+  moe = [dict(member='m', C=2e11, loss=2.5, eval_loss_stderr=0.0)]
+  _, _, (point,) = el_lib.el_bootstrap(dense, moe, 'loss', n=20)
+  # Halfway in loss between 1e11 and 1e12 is 10^11.5 FLOPs, over the run's 2e11.
+  assert point['EL_envelope'] == pytest.approx(10**11.5 / 2e11)
+  lo, hi = point['EL_envelope_interval']
+  assert lo <= point['EL_envelope'] <= hi
+
+
 def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
   cost = np.array([1e13, 1e11, 1e12])
   loss = np.array([2.5, 3.0, 2.0])  # the largest budget is worse: the envelope keeps 2.0
@@ -764,7 +777,15 @@ def test_dense_cost_read_off_the_runs_interpolates_ln_c_in_loss():
 
 
 def test_the_a_equals_1_check_compares_with_the_dense_twin_else_the_dense_run_of_its_budget():
-  point = dict(member='g0_E2', C=1e11, loss=1.85, EL=1.6, EL_interval=[1.05, 1.8])
+  point = dict(
+      member='g0_E2',
+      C=1e11,
+      loss=1.85,
+      EL=1.6,
+      EL_interval=[1.05, 1.8],
+      EL_envelope=1.23,
+      EL_envelope_interval=[1.1, 1.4],
+  )
   moe = [
       dict(member='g0_E2', group='g0', budget=1e11, final_eval_loss=1.85, eval_loss_stderr=0.003)
   ]
@@ -776,8 +797,11 @@ def test_the_a_equals_1_check_compares_with_the_dense_twin_else_the_dense_run_of
   law = laws.FRONTIER  # L = e^3 C^-0.1
   frontier = (cost, loss, law, np.array([3.0, -0.1]))
   check = fit_cli.a_equals_one(point, moe, dense, [], frontier, 'final_eval_loss')
-  assert not check['holds']
-  assert check['EL_read_off_dense_runs'] == pytest.approx(10 ** (0.02 / 0.22))
+  assert not check['holds'] and not check['holds_on_power_law']
+  assert check['EL_read_off_dense_runs'] == 1.23
+  point['EL_envelope_interval'] = [0.95, 1.4]  # the envelope's interval holds 1, the law's not
+  check = fit_cli.a_equals_one(point, moe, dense, [], frontier, 'final_eval_loss')
+  assert check['holds'] and not check['holds_on_power_law']
   twin = check['same_budget_dense']
   assert twin['member'] == 'd1' and twin['source'] == 'dense_baseline'
   assert twin['loss_difference'] == pytest.approx(-0.02)

@@ -128,12 +128,15 @@ def test_the_module_runs_without_jax():
 
 def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
   point = lambda member, C: dict(member=member, C=C)
-  check = lambda member, EL, bounds, holds: dict(
+  check = lambda member, EL, bounds, holds, seeds: dict(
       member=member,
+      n_seeds=seeds,
       EL=EL,
       EL_interval=bounds,
-      holds=holds,
+      holds_on_power_law=False,
       EL_read_off_dense_runs=1.12,
+      EL_read_off_dense_runs_interval=[1.05, 1.3] if not holds else [0.9, 1.3],
+      holds=holds,
       same_budget_dense=dict(
           source='dense_twin' if holds else 'dense_baseline',
           EL=0.97,
@@ -144,21 +147,50 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
   entry = dict(
       points=[point('g1_E2', 5.6e11), point('g0_E2', 1e11)],
       check_A_equals_1=[
-          check('g1_E2', 1.02, [0.9, 1.2], True),
-          check('g0_E2', 1.59, [1.05, 1.8], False),
+          check('g1_E2', 1.02, [0.9, 1.2], True, 3),
+          check('g0_E2', 1.59, [1.05, 1.8], False, 1),
       ],
   )
   reports = dict(activation_ratio=dict(studies=dict(activation_ratio=entry)))
   row = replication.a_equals_one(reports)
   assert row.ours == (
-      '1e+11 FLOPs: EL 1.59 [1.05, 1.80], 1.12 read off the dense runs, loss -0.0114 +- 0.0033 '
-      'against the dense_baseline run of that budget (EL 0.97); 5.6e+11 FLOPs: EL 1.02 [0.90, '
-      '1.20], 1.12 read off the dense runs, loss -0.0114 +- 0.0033 against its dense twin (same '
-      'backbone, EL 0.97)'
+      '1e+11 FLOPs: EL 1.12 [1.05, 1.30] read off the dense runs, 1.59 [1.05, 1.80] off the power '
+      'law, loss -0.0114 +- 0.0033 against the dense_baseline run of that budget (EL 0.97); '
+      '5.6e+11 FLOPs (mean of 3 seeds): EL 1.12 [0.90, 1.30] read off the dense runs, 1.02 [0.90, '
+      '1.20] off the power law, loss -0.0114 +- 0.0033 against its dense twin (same backbone, EL '
+      '0.97)'
   )
   assert row.verdict == replication.DIFFERS
-  entry['check_A_equals_1'][1]['holds'] = True
+  entry['check_A_equals_1'][1]['holds'] = True  # decided on the dense runs, not the law
   assert replication.a_equals_one(reports).verdict == replication.REPRODUCED
+
+
+def test_the_power_law_row_measures_each_seeded_point_miss_in_its_standard_errors():
+  # L = e^1 C^-0.05; a point 1.9 SE above it (SD 0.0173 over 3 seeds: SE 0.01) is within the
+  # rule's 2, 3.5 SE is beyond 3. An off-frontier size's seeds do not count.
+  law = lambda c: math.exp(1.0) * c**-0.05
+  sd = 0.01 * math.sqrt(3)
+
+  def report(miss):
+    replicate = lambda members, c, m: dict(
+        members=members, C=c, loss=[0, 0, 0], mean=law(c) + m, sd=sd
+    )
+    entry = dict(
+        power=dict(params=dict(log_coefficient=1.0, exponent_C=-0.05)),
+        seed_replicates=[
+            replicate(['a'], 1e11, 0.019),
+            replicate(['b'], 1e12, miss),
+            replicate(['x'], 1e12, 0.5),
+        ],
+        off_frontier=[dict(member='x')],
+    )
+    return dict(dense_baseline=dict(studies=dict(dense_baseline=entry)))
+
+  row = replication.frontier_is_a_power_law(report(-0.015))
+  assert row.verdict == replication.REPRODUCED
+  assert '1e+11: +0.019 (+1.9 SE), 1e+12: -0.015 (-1.5 SE)' in row.ours
+  assert replication.frontier_is_a_power_law(report(0.025)).verdict == replication.INCONCLUSIVE
+  assert replication.frontier_is_a_power_law(report(-0.035)).verdict == replication.DIFFERS
 
 
 def test_el_against_c_is_inconclusive_when_the_fixed_backbone_slope_turns_it_over():
