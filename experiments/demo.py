@@ -62,9 +62,12 @@ def el_table(report: dict) -> str:
         f"{p['EL']:6.2f}  [{lo:.2f}, {hi:.2f}]{note}"
     )
   for check in entry.get('check_A_equals_1', []):
+    lo, hi = check.get('EL_read_off_dense_runs_interval') or (float('nan'), float('nan'))
+    verdict = 'yes' if check['holds'] else 'NO: find out why before trusting these EL'
     lines.append(
-        f"A = 1 check ({check['member']}): EL {check['EL']:.2f}, interval contains 1: "
-        f"{'yes' if check['holds'] else 'NO: find out why before trusting these EL'}"
+        f"A = 1 check ({check['member']}): EL {check['EL_read_off_dense_runs']:.2f} "
+        f"[{lo:.2f}, {hi:.2f}] read off the dense runs ({check['EL']:.2f} off the power law), "
+        f'interval contains 1: {verdict}'
     )
   return '\n'.join(lines)
 

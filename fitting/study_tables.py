@@ -79,7 +79,7 @@ def dense_frontier(report: dict, rows: list[dict]) -> list[str] | None:
 
 
 def _activation_label(row: dict) -> str:
-  return f'{row["n_experts"]} ({row["A"]:.1%}, {row["A_routed"]:.1%})'
+  return f'{int(row["n_experts"])} ({row["A"]:.1%}, {row["A_routed"]:.1%})'
 
 
 def _granularity_label(row: dict) -> str:
@@ -87,11 +87,11 @@ def _granularity_label(row: dict) -> str:
 
 
 def _shared_label(row: dict) -> str:
-  return f'{row["top_k"]}, {row["n_shared"]} ({row["S"]:.1%})'
+  return f'{int(row["top_k"])}, {int(row["n_shared"])} ({row["S"]:.1%})'
 
 
 def _dense_layers_label(row: dict) -> str:
-  return f'{row["num_dense_layers"]} of {row["n_layers"]}'
+  return f'{int(row["num_dense_layers"])} of {int(row["n_layers"])}'
 
 
 # study: (first column's header, the row's label, the order of the rows)

@@ -411,14 +411,25 @@ def test_demo_el_table_lists_every_run_and_the_a_equals_1_check():
                   point('g0_E2', 1.0, 0.98, 0.9, 1.1),
                   point('g0_E32', 0.091, 1.7, 1.5, 1.9, True),
               ],
-              check_A_equals_1=[dict(member='g0_E2', EL=0.98, holds=True)],
+              check_A_equals_1=[
+                  dict(
+                      member='g0_E2',
+                      EL=0.98,
+                      EL_read_off_dense_runs=1.02,
+                      EL_read_off_dense_runs_interval=[0.93, 1.2],
+                      holds=True,
+                  )
+              ],
           )
       )
   )
   lines = demo.el_table(report).splitlines()
   assert lines[1].startswith('g0_E2') and '0.98  [0.90, 1.10]' in lines[1]
   assert lines[2].startswith('g0_E32') and 'not fitted' in lines[2]
-  assert lines[3].endswith('interval contains 1: yes')
+  assert lines[3] == (
+      'A = 1 check (g0_E2): EL 1.02 [0.93, 1.20] read off the dense runs (0.98 off the power '
+      'law), interval contains 1: yes'
+  )
 
 
 @pytest.mark.parametrize('name', STUDIES)
