@@ -91,7 +91,7 @@ def _shared_label(row: dict) -> str:
 
 
 def _dense_layers_label(row: dict) -> str:
-  return f'{int(row["num_dense_layers"])} of {int(row["n_layers"])}'
+  return f'{int(row["num_dense_layers"])}'
 
 
 # study: (first column's header, the row's label, the order of the rows)
@@ -99,7 +99,11 @@ EL_STUDIES: dict[str, tuple[str, Callable, Callable]] = {
     'activation_ratio': ('E (A, A routed)', _activation_label, lambda r: r['n_experts']),
     'granularity': ('G (expert width)', _granularity_label, lambda r: r['G']),
     'shared_experts': ('E_a, E_s (S)', _shared_label, lambda r: r['S']),
-    'dense_layers': ('first dense layers', _dense_layers_label, lambda r: r['num_dense_layers']),
+    'dense_layers': (
+        'first dense layers (of the layers in the column)',
+        _dense_layers_label,
+        lambda r: r['num_dense_layers'],
+    ),
 }
 
 

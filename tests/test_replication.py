@@ -60,7 +60,7 @@ def _mismatches(refit, committed, path: str = '') -> list[tuple]:
     ]
   numbers = (int, float)
   if isinstance(refit, numbers) and isinstance(committed, numbers) and not isinstance(refit, bool):
-    if refit == pytest.approx(committed, rel=replication.REFIT_RTOL, abs=REFIT_ATOL):
+    if refit == pytest.approx(committed, rel=replication.REFIT_RTOL, abs=REFIT_ATOL, nan_ok=True):
       return []
   elif refit == committed:
     return []
