@@ -35,24 +35,35 @@ DESIGN_FIELDS = (
 )  # fmt: skip
 
 
+def without_seed(member) -> str:
+  """A member's name without its `_seed<s>` suffix."""
+  return re.sub(r'_seed\d+$', '', str(member or ''))
+
+
 def design_key(row: dict, cost_key: str = 'C') -> tuple:
   """The row's budget, member name and design, without its seed."""
-  member = re.sub(r'_seed\d+$', '', str(row.get('member', '')))
-  return (budget_of(row, cost_key), member) + tuple(row.get(k) for k in DESIGN_FIELDS)
+  return (budget_of(row, cost_key), without_seed(row.get('member'))) + tuple(
+      row.get(k) for k in DESIGN_FIELDS
+  )
+
+
+def designs(rows: list[dict], cost_key: str = 'C') -> list[list[dict]]:
+  """The runs of each design (design_key), in the order of their first runs."""
+  out = collections.defaultdict(list)
+  for row in rows:
+    out[design_key(row, cost_key)].append(row)
+  return list(out.values())
 
 
 def frontier_designs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> list[list[dict]]:
   """Per budget (budget_of), rising, the runs of the design with the lowest mean loss over its
   seeds: an envelope where a budget trained several sizes. Taking each design's mean before the
   lowest keeps a lucky seed of one size from setting the envelope."""
-  designs = collections.defaultdict(list)
-  for row in rows:
-    designs[design_key(row, cost_key)].append(row)
   best = {}
-  for key, runs in designs.items():
-    mean = float(np.mean([r[loss_key] for r in runs]))
-    if key[0] not in best or mean < best[key[0]][0]:
-      best[key[0]] = (mean, runs)
+  for runs in designs(rows, cost_key):
+    budget, mean = budget_of(runs[0], cost_key), float(np.mean([r[loss_key] for r in runs]))
+    if budget not in best or mean < best[budget][0]:
+      best[budget] = (mean, runs)
   return [best[b][1] for b in sorted(best)]
 
 
@@ -61,11 +72,8 @@ def seed_means(rows: list[dict], loss_key: str, stderr_key: str = 'eval_loss_std
   several seeds becomes its first run's row at the mean loss, named without the seed, with
   `n_seeds`, `seed_losses` and, as its standard error, the seeds' SD over sqrt(n) (which holds
   the eval error as well as the seed's spread). A design of one run is its row, unchanged."""
-  designs = collections.defaultdict(list)
-  for row in rows:
-    designs[design_key(row)].append(row)
   out = []
-  for runs in designs.values():
+  for runs in designs(rows):
     if len(runs) == 1:
       out.append(runs[0])
       continue
@@ -73,7 +81,7 @@ def seed_means(rows: list[dict], loss_key: str, stderr_key: str = 'eval_loss_std
     out.append(
         dict(
             runs[0],
-            member=re.sub(r'_seed\d+$', '', str(runs[0].get('member', ''))),
+            member=without_seed(runs[0].get('member')),
             C=float(np.mean([r['C'] for r in runs])),
             n_seeds=len(runs),
             seed_losses=loss.tolist(),

@@ -119,11 +119,8 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
 def seed_replicates(rows, loss_key) -> list[dict]:
   """Each design trained with several seeds (fitting.el.design_key): its runs' losses, their
   mean (what the frontier takes) and standard deviation."""
-  designs = collections.defaultdict(list)
-  for row in rows:
-    designs[el_lib.design_key(row)].append(row)
   out = []
-  for runs in designs.values():
+  for runs in el_lib.designs(rows):
     if len(runs) > 1:
       loss = np.array([r[loss_key] for r in runs], float)
       out.append(
@@ -428,7 +425,7 @@ def fit_el_study(
           study_rows,
           dense_rows,
           twins,
-          (dense_cost, dense_loss, frontier_law, frontier_theta),
+          (frontier_law, frontier_theta),
           loss_key,
       )
       for p in points
@@ -465,8 +462,7 @@ def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> di
   misses at a budget move it. Beside them, the loss against a dense run of the same budget (the
   study's dense twin in the member's group if it has one, else a dense_baseline run), with that
   run's EL."""
-  dense_cost, dense_loss, law, theta = frontier
-  del dense_cost, dense_loss
+  law, theta = frontier
   out = dict(
       member=point['member'],
       n_seeds=point.get('n_seeds', 1),

@@ -298,8 +298,7 @@ def frontier_is_a_power_law(reports: dict) -> Row:
   entry = _study(reports, 'dense_baseline')
   if entry is None or 'power' not in entry or not entry.get('seed_replicates'):
     return _pending(finding, paper, 'dense_baseline (with seeds)')
-  params = entry['power']['params']
-  law = lambda c: math.exp(params['log_coefficient']) * c ** params['exponent_C']
+  law = study_tables.power_frontier(entry)
   on = {p['member'] for p in entry.get('off_frontier', [])}
   points = [d for d in entry['seed_replicates'] if not set(d['members']) & on]
   misses = [(d['C'], d['mean'] - law(d['C']), d['sd'] / math.sqrt(len(d['loss']))) for d in points]
@@ -554,7 +553,7 @@ def documented_blocks(doc: str = DOC) -> dict[str, str]:
   with open(doc) as f:
     text = f.read()
   out = {}
-  for name in (*study_tables.EL_STUDIES, 'dense_baseline'):
+  for name in study_tables.BLOCK_NAMES:
     begin, end = study_tables.markers(name)
     if begin in text:
       out[name] = text[text.index(begin) : text.index(end) + len(end)]

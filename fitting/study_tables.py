@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 from typing import Callable
 
+import numpy as np
+
 from fitting import el as el_lib
+from fitting import laws
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -45,24 +47,26 @@ def _interval(value: float, bounds) -> str:
 # --- The dense frontier ------------------------------------------------------------------------
 
 
+def power_frontier(entry: dict) -> Callable[[float], float]:
+  """The dense_baseline report's fitted power law (laws.FRONTIER), as loss at C FLOPs."""
+  theta = laws.FRONTIER.vector(entry['power']['params'])
+  return lambda c: float(laws.FRONTIER.predict(theta, dict(C=np.array([c], float)))[0])
+
+
 def dense_frontier(report: dict, rows: list[dict]) -> list[str] | None:
   """One line per design (budget and size): its seeds' held-out losses, their mean, whether it
   is the budget's frontier point, the fitted power law there and the mean's residual."""
   entry = report.get('studies', {}).get('dense_baseline')
   if not entry or 'power' not in entry or not rows:
     return None
-  params = entry['power']['params']
-  law = lambda c: math.exp(params['log_coefficient']) * c ** params['exponent_C']
+  law = power_frontier(entry)
   on = {id(r) for r in el_lib.frontier_runs(rows, 'final_eval_loss')}
-  designs = collections.defaultdict(list)
-  for row in rows:
-    designs[el_lib.design_key(row)].append(row)
   lines = [
       '| C (FLOPs) | backbone (layers, d_model) | M (FLOPs/token) | held-out loss, by seed | mean '
       '| on the frontier | fitted law | residual |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
-  ordered = sorted(designs.values(), key=lambda runs: (el_lib.budget_of(runs[0]), runs[0]['M']))
+  ordered = sorted(el_lib.designs(rows), key=lambda runs: (el_lib.budget_of(runs[0]), runs[0]['M']))
   for runs in ordered:
     c = sum(r['C'] for r in runs) / len(runs)
     mean = sum(r['final_eval_loss'] for r in runs) / len(runs)
@@ -151,6 +155,10 @@ def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
         + ' |'
     )
   return lines
+
+
+# Every block this module writes, by name (its markers' name in the doc).
+BLOCK_NAMES = ('dense_baseline', *EL_STUDIES)
 
 
 def blocks(reports: dict, results_dir: str) -> dict[str, str]:

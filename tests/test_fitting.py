@@ -793,9 +793,8 @@ def test_the_a_equals_1_check_compares_with_the_dense_twin_else_the_dense_run_of
       dict(member='d1', C=1e11, budget=1e11, final_eval_loss=1.87, eval_loss_stderr=0.004),
       dict(member='d2', C=1e12, budget=1e12, final_eval_loss=1.65, eval_loss_stderr=0.004),
   ]
-  cost, loss = np.array([1e11, 1e12]), np.array([1.87, 1.65])
   law = laws.FRONTIER  # L = e^3 C^-0.1
-  frontier = (cost, loss, law, np.array([3.0, -0.1]))
+  frontier = (law, np.array([3.0, -0.1]))
   check = fit_cli.a_equals_one(point, moe, dense, [], frontier, 'final_eval_loss')
   assert not check['holds'] and not check['holds_on_power_law']
   assert check['EL_read_off_dense_runs'] == 1.23
