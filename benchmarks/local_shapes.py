@@ -13,8 +13,8 @@ shapes (G = 2, 8 and 16: 64, 256 and 512 experts, the dense twin at equal active
   * the whole training loop (`ling_jax.train.train`, as `experiments.run` runs it: data pipeline,
     host transfers, per-step metrics, evals, checkpoints) in tokens/s over the bare step's.
 Aims (docs/performance.md): loop >= 0.9 of the bare step; dense step at the middle backbone
->= 0.5 of matmul; MoE / dense <= 1.15. The step times also feed the cost model of `--list`
-(experiments/cost.py; `--fit_cost_model` rewrites its coefficients).
+>= 0.5 of matmul; MoE / dense <= 1.15. The cost model of `--list` is fitted to the studies' own
+shapes instead (benchmarks/study_shapes.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import common
-from experiments import cost
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import train as train_lib
@@ -153,11 +152,6 @@ def main(argv=None):
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--json', default='')
-  parser.add_argument(
-      '--fit_cost_model',
-      action='store_true',
-      help='refit experiments/cost_model.json from these step times',
-  )
   args = parser.parse_args(argv)
   # The local ladder, smallest to largest (the designs from the fitted laws add two one-layer
   # rungs below it, common.LOCAL_ONE_LAYER_RUNGS, not timed here)
@@ -200,7 +194,6 @@ def main(argv=None):
           loop_over_bare=loop / bare_tokens_per_s,
           eval_and_checkpoint_s=periodic,
           loop_over_bare_at_cadence=at_cadence,
-          features=cost.features(timer.arch, t.batch_size, t.seq_len),
       )
       figures['shapes'].append(row)
       print(
@@ -213,39 +206,9 @@ def main(argv=None):
       assert flops.paper_flops_per_token(timer.arch) == flops.paper_flops_per_token(
           timers['dense'].arch
       ), 'the dense twin must match the MoE active FLOPs'
-  # Small batches, for the cost model's per-step terms (the small budgets train 4-8 sequences).
-  for backbone in picks[:2]:
-    for shape in ('dense', 'G2', 'G8'):
-      timer = BareStep(shape_config(backbone, shape, batch_size=4))
-      seconds = statistics.median([timer.time() for _ in range(args.rounds)])
-      t = timer.config.train
-      figures['shapes'].append(
-          dict(
-              backbone=backbone,
-              shape=shape,
-              seconds_per_step=seconds,
-              tokens_per_step=t.batch_size * t.seq_len,
-              features=cost.features(timer.arch, t.batch_size, t.seq_len),
-          )
-      )
-      print(
-          f'{str(backbone):<18} {shape:<5} {seconds * 1e3:8.1f} ms/step at 4 sequences', flush=True
-      )
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(figures, f, indent=1)
-  if args.fit_cost_model:
-    model = cost.fit(
-        [r['features'] for r in figures['shapes']],
-        [r['seconds_per_step'] for r in figures['shapes']],
-    )
-    cost.save(model)
-    for r in figures['shapes']:
-      predicted = cost.predict_seconds_per_step(model, r['features'])
-      print(
-          f'cost model: {str(r["backbone"]):<18} {r["shape"]:<5} measured '
-          f'{r["seconds_per_step"] * 1e3:7.1f} ms, model {predicted * 1e3:7.1f} ms'
-      )
 
 
 if __name__ == '__main__':

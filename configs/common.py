@@ -104,6 +104,17 @@ def smoke_training(c):
 #    sequences, the same for every member.
 
 LOCAL_MIN_STEPS = 1000
+# The studies with a `local` scale, in the paper's order (docs/replication.md); attention_ratio
+# has none.
+LOCAL_STUDIES = (
+    'hparams',
+    'allocation',
+    'dense_baseline',
+    'activation_ratio',
+    'granularity',
+    'shared_experts',
+    'dense_layers',
+)
 # Bytes (tokens) in the train split of the stdlib corpus at eval_fraction 0.15 under Python 3.11
 # (tests/test_protocol.py reads the corpus and checks it). Local members train on one epoch
 # of it at most, except the allocation study's (configs/allocation.LOCAL_MAX_EPOCHS): past one

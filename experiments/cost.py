@@ -1,34 +1,44 @@
 """What a run costs on the CPU the `local` studies run on: a cost model fitted to measurements.
 
-Pure Python (no JAX), for `--list`. One optimizer step of a shape takes
+Pure Python (no JAX), for `--list`. A run takes
 
-  t = c_step + c_layer * L + (dense matmul FLOPs) / r_dense + (attention-score FLOPs) / r_scores
-      + (routed-expert FLOPs) / r_experts + c_row * (dispatched rows) + c_expert * (E * L_moe)
-      + c_param * (parameters)
+  t = start-up + steps x (train step) + eval batches x (eval forward)
 
-seconds, with every FLOP count per step in the hardware convention (ling_jax.flops), and the
-optimizer's per-parameter work, which for an MoE grows with all its experts, not the active ones.
-A run takes a start-up (data, model, compilation) plus its steps and its evaluations (a forward
-pass is a third of a step).
+seconds: start-up is data, model and compilation; the eval batches are the periodic evaluations'
+and the final one's over the fixed held-out set, at `train.eval_batch_size` sequences each. At
+the local scale the final eval (32,768 sequences) is most of a small member's cost, so it is
+priced at its own batch, not as a fraction of a training step. A training step and an eval
+forward each cost a non-negative combination of
 
-The coefficients live in cost_model.json beside this file, with the date, the machine and what
-they were fitted to. Two sources can write them, both by non-negative least squares on relative
-error:
-  python -m experiments.cost --workdir=W --write   # whole runs: finished study members' elapsed_s
-  python -m benchmarks.local_shapes --fit_cost_model   # bare step times of the local shapes
-The first is what --list should use: it prices what a member really costs (start-up, evals,
-checkpoints and the loop included). It fits the start-up and one factor on the benchmarked step
-times (or, with --all_coefficients, every coefficient, which needs runs of many shapes). Without
---write it compares the current model's prediction with every finished member's measured time.
+  a constant, per-layer work, dense matmul FLOPs, attention-score FLOPs, routed-expert FLOPs on
+  the rows the dispatch computes, values moved into and out of the expert buffer, expert weights
+  gathered per block, and parameters
+
+with every FLOP count in the hardware convention (ling_jax.flops). The 'blocks' dispatch of the
+local studies pads each expert's rows to whole blocks (flops.block_buffer_rows), which at 1-4
+sequences a step is most of the rows; the optimizer's per-parameter work grows with all the
+experts, not the active ones.
+
+The model lives in cost_model.json beside this file, with the date, the machine and what it was
+fitted to, written in two steps:
+  python -m benchmarks.study_shapes --write     # the step and eval coefficients: the local
+                                                # studies' own shapes, timed bare
+  python -m experiments.cost --workdir=W --write   # start-up and one factor each on the step
+                                                   # and the eval times: whole runs' elapsed_s
+Without --write, `experiments.cost` compares the model with every finished member of a workdir,
+or (--results) with the members of committed results tables, member by member and per study.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import fnmatch
 import glob
+import importlib
 import json
 import os
+import sys
 import types
 
 import numpy as np
@@ -42,29 +52,49 @@ FEATURES = (
     'dense_flops',
     'score_flops',
     'expert_flops',
-    'dispatched_rows',
-    'expert_layers',
+    'buffer_values',
+    'block_weights',
     'parameters',
 )
 
 
-def features(arch: flops.Architecture, batch_size: int, seq_len: int) -> dict[str, float]:
-  """The model's covariates of one optimizer step of `batch_size` x `seq_len` tokens."""
+def features(
+    arch: flops.Architecture, batch_size: int, seq_len: int, block_rows: int = 0
+) -> dict[str, float]:
+  """The covariates of one training step (or one eval forward) of `batch_size` x `seq_len`
+  tokens; `block_rows` > 0 for the 'blocks' dispatch, whose rows are padded per expert."""
   tokens = batch_size * seq_len
+  assignments = tokens * arch.top_k
+  rows = (
+      flops.block_buffer_rows(assignments, arch.n_experts, block_rows)
+      if block_rows and arch.is_moe
+      else assignments
+  )
   hardware = flops.hardware_flops_per_token(arch)
   scores = 3 * arch.n_layers * 4 * seq_len * arch.n_heads * arch.hd / 2
-  experts = 3 * arch.num_moe_layers * 6 * arch.d_model * arch.top_k * arch.d_expert
+  active_experts = 3 * arch.num_moe_layers * 6 * arch.d_model * arch.top_k * arch.d_expert
+  per_row = 3 * arch.num_moe_layers * 6 * arch.d_model * arch.d_expert
   return dict(
       step=1.0,
       layers=float(arch.n_layers),
-      dense_flops=tokens * (hardware - scores - experts),
+      dense_flops=tokens * (hardware - scores - active_experts),
       score_flops=tokens * scores,
-      expert_flops=tokens * experts,
-      dispatched_rows=float(tokens * arch.top_k * arch.num_moe_layers),
-      expert_layers=float(arch.n_experts * arch.num_moe_layers),
+      expert_flops=float(rows * per_row),
+      buffer_values=float(rows * arch.d_model * arch.num_moe_layers),
+      block_weights=(
+          float(rows // block_rows * 3 * arch.d_model * arch.d_expert * arch.num_moe_layers)
+          if block_rows
+          else 0.0
+      ),
       # AdamW reads and writes every parameter each step, routed experts included.
       parameters=float(flops.total_params(arch)),
   )
+
+
+def block_rows(config) -> int:
+  """The dispatch's rows per expert block, 0 when it does not pad to blocks."""
+  moe = config.moe
+  return moe.block_rows if getattr(moe, 'dispatch', '') == 'blocks' else 0
 
 
 def _relative_nnls(X: np.ndarray, seconds) -> np.ndarray:
@@ -79,27 +109,32 @@ def _relative_nnls(X: np.ndarray, seconds) -> np.ndarray:
   return coef / scale
 
 
-def fit(rows: list[dict], seconds: list[float]) -> dict:
-  """Non-negative coefficients minimising the relative error of the predicted step times."""
+def _coefficients(rows: list[dict], seconds: list[float]) -> dict[str, float]:
   X = np.array([[r[k] for k in FEATURES] for r in rows], float)
-  coef = _relative_nnls(X, seconds)
+  return dict(zip(FEATURES, _relative_nnls(X, seconds).tolist()))
+
+
+def fit(steps: list[dict], step_seconds: list[float], evals: list[dict], eval_seconds) -> dict:
+  """A model from bare timings: coefficients of the training step's features (`steps`, each
+  timed `step_seconds`) and of the eval forward's (`evals`, `eval_seconds`); the start-up is
+  assumed until whole runs calibrate it."""
   return dict(
-      coefficients=dict(zip(FEATURES, coef.tolist())),
+      coefficients=_coefficients(steps, step_seconds),
+      eval_coefficients=_coefficients(evals, eval_seconds),
       startup_s=STARTUP_S,
-      eval_forward_fraction=EVAL_FORWARD_FRACTION,
-      fitted_to=f'step times of {len(rows)} benchmarked shapes, start-up assumed',
+      fitted_to=f'bare step and eval times of {len(steps)} benchmarked shapes, start-up assumed',
   )
 
 
 STARTUP_S = 15.0  # data, model init, compilation of the train and eval steps
 
 
-def load(path: str = MODEL_FILE) -> dict:
-  with open(path) as f:
+def load(path: str | None = None) -> dict:
+  with open(path or MODEL_FILE) as f:
     return json.load(f)
 
 
-def save(model: dict, path: str = MODEL_FILE) -> None:
+def save(model: dict, path: str | None = None) -> None:
   import datetime  # pylint: disable=import-outside-toplevel
   import platform  # pylint: disable=import-outside-toplevel
 
@@ -108,55 +143,69 @@ def save(model: dict, path: str = MODEL_FILE) -> None:
       measured=datetime.date.today().isoformat(),
       machine=f'{platform.machine()}, {os.cpu_count()} cores',
   )
+  path = path or MODEL_FILE
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(model, f, indent=1)
   os.replace(tmp, path)
 
 
-def predict_seconds_per_step(model: dict, row: dict) -> float:
-  return float(sum(model['coefficients'][k] * row[k] for k in FEATURES))
+def predict_seconds(coefficients: dict, row: dict) -> float:
+  """Seconds of one step (or one eval forward) with these features."""
+  return float(sum(coefficients[k] * row[k] for k in FEATURES))
 
 
-def run_features(arch: flops.Architecture, train_cfg, steps: int) -> dict[str, float]:
-  """The covariates of a whole run: every step feature times the run's step-equivalents (its
-  steps, plus a forward pass over each periodic eval's sequences and over the whole fixed set at
-  the end), and 1 for its start-up."""
+def eval_batches(train_cfg, steps: int) -> int:
+  """Eval forwards of a run of `steps` steps: `eval_batches` every `eval_every` steps before the
+  end, then the whole fixed set (`eval_sequences` in batches of the eval batch) at the end."""
   t = train_cfg
-  per_step = features(arch, t.batch_size, t.seq_len)
+  periodic = (steps - 1) // t.eval_every * t.eval_batches
+  final = (
+      t.eval_sequences // (t.eval_batch_size or t.batch_size)
+      if getattr(t, 'eval_sequences', 0)
+      else t.eval_batches
+  )
+  return periodic + final
+
+
+def run_parts(model: dict, arch: flops.Architecture, config, steps: int) -> tuple[float, float]:
+  """Predicted seconds of a run's training steps and of its eval forwards, start-up excluded."""
+  t, block = config.train, block_rows(config)
+  step = predict_seconds(model['coefficients'], features(arch, t.batch_size, t.seq_len, block))
   eval_batch = getattr(t, 'eval_batch_size', 0) or t.batch_size
-  periodic = (steps - 1) // t.eval_every * t.eval_batches * eval_batch
-  final = getattr(t, 'eval_sequences', 0) or t.eval_batches * t.batch_size
-  equivalents = steps + (periodic + final) / t.batch_size * EVAL_FORWARD_FRACTION
-  return dict({k: v * equivalents for k, v in per_step.items()}, startup=1.0)
+  forward = predict_seconds(
+      model['eval_coefficients'], features(arch, eval_batch, t.seq_len, block)
+  )
+  return steps * step, eval_batches(t, steps) * forward
 
 
-EVAL_FORWARD_FRACTION = 1 / 3  # a forward pass's share of a training step's work
+def run_seconds(model: dict, arch: flops.Architecture, config, steps: int) -> float:
+  """Predicted wall seconds of a whole run here (config: its `train` and `moe` sections)."""
+  return model['startup_s'] + sum(run_parts(model, arch, config, steps))
 
 
-def run_seconds(model: dict, arch: flops.Architecture, train_cfg, steps: int) -> float:
-  """Predicted wall seconds of a whole run here: start-up, steps and evaluations."""
-  f = run_features(arch, train_cfg, steps)
-  return model['startup_s'] + sum(model['coefficients'][k] * f[k] for k in FEATURES)
+def _namespace(sections: dict) -> types.SimpleNamespace:
+  return types.SimpleNamespace(
+      **{k: types.SimpleNamespace(**v) for k, v in sections.items() if isinstance(v, dict)}
+  )
 
 
 def finished_runs(workdir: str) -> list[dict]:
   """Every finished member under workdir/<study>/<member>/ whose summary measured its elapsed
-  seconds: {member, arch, train (the config's train section), steps, elapsed_s}."""
+  seconds: {member, arch, config (its train and moe sections), steps, elapsed_s}."""
   out = []
   for path in sorted(glob.glob(os.path.join(workdir, '*', '*', 'summary.json'))):
     with open(path) as f:
       summary = json.load(f)
-    config_path = os.path.join(os.path.dirname(path), 'config.json')
     if not summary.get('elapsed_s') or 'architecture' not in summary:
       continue
-    with open(config_path) as f:
-      train_cfg = types.SimpleNamespace(**json.load(f)['train'])
+    with open(os.path.join(os.path.dirname(path), 'config.json')) as f:
+      config = _namespace(json.load(f))
     out.append(
         dict(
             member=os.path.relpath(os.path.dirname(path), workdir),
             arch=flops.Architecture(**summary['architecture']),
-            train=train_cfg,
+            config=config,
             steps=int(summary['steps']),
             elapsed_s=float(summary['elapsed_s']),
         )
@@ -164,42 +213,67 @@ def finished_runs(workdir: str) -> list[dict]:
   return out
 
 
-def calibrate(runs: list[dict], steps_from: dict | None = None) -> dict:
-  """Start-up and step coefficients fitted to whole runs' measured elapsed seconds.
+def committed_runs(tables: list[str], scale: str) -> list[dict]:
+  """The finished members of results tables (as experiments.collect writes them) that measured
+  `elapsed_s`, each with its config rebuilt from its study's config file at `scale`
+  (configs/<study>.py), once per member however many tables list it. A row whose model no
+  longer matches its study's design is left out and named on stderr."""
+  from experiments import sweep  # pylint: disable=import-outside-toplevel
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
 
-  With `steps_from` (a model whose step coefficients came from benchmarked shapes), only the
-  start-up and one factor on its step times are fitted: what a few runs of similar shapes can
-  determine. Without it, every coefficient is refitted: runs of many shapes are needed.
-  """
-  if steps_from is None:
-    keys = ('startup', *FEATURES)
-    X = np.array([[run_features(r['arch'], r['train'], r['steps'])[k] for k in keys] for r in runs])
-  else:
-    keys = ('startup', 'factor')
-    X = np.array(
-        [
-            [1.0, run_seconds(dict(steps_from, startup_s=0.0), r['arch'], r['train'], r['steps'])]
-            for r in runs
-        ]
-    )
-  coef = dict(zip(keys, _relative_nnls(X, [r['elapsed_s'] for r in runs]).tolist()))
-  startup = coef.pop('startup')
-  if steps_from is not None:
-    factor = coef.pop('factor')
-    coef = {k: v * factor for k, v in steps_from['coefficients'].items()}
-  how = (
-      'every coefficient'
-      if steps_from is None
-      else (
-          f'start-up and a factor {factor:.3f} on the step times of '
-          + steps_from.get('fitted_to', f'the model measured {steps_from.get("measured")}')
+  rows = {}
+  for path in tables:
+    with open(path) as f:
+      for line in f:
+        r = json.loads(line)
+        if r.get('status') == 'finished' and r.get('elapsed_s'):
+          rows[(r['study'], r['member'])] = r
+  studies = {}
+  out = []
+  for (study, name), r in sorted(rows.items()):
+    if study not in studies:
+      module = importlib.import_module(f'configs.{study}')
+      members = {m.name: m for m in module.get_sweep(scale)}
+      studies[study] = (module.get_config(scale), members)
+    base, members = studies[study]
+    if name not in members:
+      print(
+          f'{study}/{name}: not a member of configs/{study}.py:{scale}, left out', file=sys.stderr
       )
-  )
+      continue
+    config = sweep.member_config(base, members[name])
+    arch = config_lib.validate(config)
+    if any(getattr(arch, k) != r[k] for k in ('n_layers', 'd_model', 'n_experts', 'd_expert')):
+      print(f'{study}/{name}: its design changed since it ran, left out', file=sys.stderr)
+      continue
+    out.append(
+        dict(
+            member=f'{study}/{name}',
+            arch=arch,
+            config=config,
+            steps=int(r['steps']),
+            elapsed_s=float(r['elapsed_s']),
+        )
+    )
+  return out
+
+
+def calibrate(runs: list[dict], steps_from: dict) -> dict:
+  """Start-up and a factor each on the step and the eval coefficients of `steps_from` (fitted
+  to bare timings), fitted to whole runs' measured elapsed seconds: what the loop, the data
+  pipeline, checkpoints and compilation add to the bare timings."""
+  parts = [run_parts(steps_from, r['arch'], r['config'], r['steps']) for r in runs]
+  X = np.array([[1.0, train, evaluation] for train, evaluation in parts])
+  startup, step_factor, eval_factor = _relative_nnls(X, [r['elapsed_s'] for r in runs]).tolist()
   return dict(
-      coefficients=coef,
+      coefficients={k: v * step_factor for k, v in steps_from['coefficients'].items()},
+      eval_coefficients={k: v * eval_factor for k, v in steps_from['eval_coefficients'].items()},
       startup_s=startup,
-      eval_forward_fraction=EVAL_FORWARD_FRACTION,
-      fitted_to=f'{how}, to the elapsed_s of {len(runs)} finished study members',
+      fitted_to=(
+          f'start-up {startup:.1f} s and factors {step_factor:.3f} (steps) and {eval_factor:.3f} '
+          f'(evals) fitted to the elapsed_s of {len(runs)} finished study members, on '
+          + steps_from.get('fitted_to', f'the model measured {steps_from.get("measured")}')
+      ),
   )
 
 
@@ -208,47 +282,56 @@ def held_out(runs: list[dict], patterns: list[str]) -> list[bool]:
   return [any(fnmatch.fnmatch(r['member'], p) for p in patterns) for r in runs]
 
 
+def _summary_line(label: str, predicted: np.ndarray, measured: np.ndarray) -> str:
+  ratios = predicted / measured
+  return (
+      f'{label}{len(predicted)} members: predicted {predicted.sum() / 3600:.3g} h, measured '
+      f'{measured.sum() / 3600:.3g} h (ratio {predicted.sum() / measured.sum():.3f}); per member '
+      f'the ratio lies in [{ratios.min():.2f}, {ratios.max():.2f}], within 25% for '
+      f'{np.mean(np.abs(ratios - 1) <= 0.25):.0%}'
+  )
+
+
 def comparison(model: dict, runs: list[dict], out_of_sample: list[bool] | None = None) -> str:
-  """Predicted against measured seconds, per member and in total; members marked out of sample
-  (left out of the fit) are flagged with * and summarised on their own line."""
+  """Predicted against measured seconds, per member, per study and in total; members marked
+  out of sample (left out of the fit) are flagged with * and summarised on their own line."""
   out_of_sample = out_of_sample or [False] * len(runs)
   lines = [f'{"member":<44} {"predicted":>10} {"measured":>10} {"ratio":>6}']
-  predicted = [run_seconds(model, r['arch'], r['train'], r['steps']) for r in runs]
+  predicted = np.array([run_seconds(model, r['arch'], r['config'], r['steps']) for r in runs])
+  measured = np.array([r['elapsed_s'] for r in runs])
   for r, p, held in zip(runs, predicted, out_of_sample):
     lines.append(
         f'{r["member"]:<44} {p:>9.0f}s {r["elapsed_s"]:>9.0f}s {p / r["elapsed_s"]:>6.2f}'
         + (' *' if held else '')
     )
-  groups = [('', [True] * len(runs))]
+  by_study = collections.defaultdict(list)
+  for i, r in enumerate(runs):
+    by_study[r['member'].split('/')[0]].append(i)
+  if len(by_study) > 1:
+    for study, index in by_study.items():
+      lines.append(_summary_line(f'{study}: ', predicted[index], measured[index]))
+  groups = [('', np.ones(len(runs), bool))]
   if any(out_of_sample):
-    groups += [
-        ('in the fit: ', [not h for h in out_of_sample]),
-        ('out of sample (*): ', out_of_sample),
-    ]
+    held = np.array(out_of_sample)
+    groups += [('in the fit: ', ~held), ('out of sample (*): ', held)]
   for label, keep in groups:
-    if not any(keep):
-      continue
-    p = np.array([x for x, k in zip(predicted, keep) if k])
-    m = np.array([r['elapsed_s'] for r, k in zip(runs, keep) if k])
-    ratios = p / m
-    lines.append(
-        f'{label}{len(p)} members: predicted {p.sum() / 3600:.3g} h, measured '
-        f'{m.sum() / 3600:.3g} h (ratio {p.sum() / m.sum():.3f}); per member the ratio '
-        f'lies in [{ratios.min():.2f}, {ratios.max():.2f}], within 25% for '
-        f'{np.mean(np.abs(ratios - 1) <= 0.25):.0%}'
-    )
+    if keep.any():
+      lines.append(_summary_line(label, predicted[keep], measured[keep]))
   return '\n'.join(lines)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', required=True, help='where the studies ran')
-  parser.add_argument('--write', action='store_true', help=f'refit {MODEL_FILE} from its runs')
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--workdir', help='where the studies ran')
+  source.add_argument(
+      '--results',
+      help='comma-separated results tables (.jsonl, globs allowed) of finished studies, e.g. '
+      '"results/local/*/results.jsonl"; their configs are rebuilt from configs/ at --scale',
+  )
+  parser.add_argument('--scale', default='local', help='the scale the --results studies ran at')
   parser.add_argument(
-      '--all_coefficients',
-      action='store_true',
-      help='refit every step coefficient (runs of many shapes); default: start-up and one factor '
-      'on the current step times',
+      '--write', action='store_true', help=f'recalibrate {MODEL_FILE} to these runs'
   )
   parser.add_argument(
       '--held_out',
@@ -258,16 +341,20 @@ def main(argv=None):
       'other work on the machine), e.g. --held_out="allocation/*"',
   )
   args = parser.parse_args(argv)
-  runs = finished_runs(args.workdir)
+  if args.workdir:
+    runs = finished_runs(args.workdir)
+  else:
+    tables = sorted({p for pattern in args.results.split(',') for p in glob.glob(pattern)})
+    runs = committed_runs(tables, args.scale)
   if not runs:
-    raise SystemExit(f'--workdir={args.workdir}: no finished member with elapsed_s in its summary.')
+    where = f'--workdir={args.workdir}' if args.workdir else f'--results={args.results}'
+    raise SystemExit(f'{where}: no finished member with elapsed_s.')
   out_of_sample = held_out(runs, [p for p in args.held_out.split(',') if p])
   if args.write and all(out_of_sample):
     raise SystemExit(f'--held_out={args.held_out} leaves no member to fit; narrow the patterns.')
   model = load()
   if args.write:
-    fitted = [r for r, held in zip(runs, out_of_sample) if not held]
-    model = calibrate(fitted, None if args.all_coefficients else model)
+    model = calibrate([r for r, held in zip(runs, out_of_sample) if not held], model)
     save(model)
     print(f'wrote {MODEL_FILE}')
   print(comparison(model, runs, out_of_sample))

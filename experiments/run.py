@@ -60,6 +60,7 @@ def main(argv):
   del argv
   console.show_progress()
   # Imported after flag parsing: JAX reads its environment when first imported.
+  from experiments import listing  # pylint: disable=import-outside-toplevel
   from experiments import sweep  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import distributed  # pylint: disable=import-outside-toplevel
@@ -80,7 +81,7 @@ def main(argv):
       return
     sweep.check_flag_overrides(members, config_flags.get_override_values(flags.FLAGS['config']))
     if _LIST.value:
-      print(sweep.table(config, members, _WORKDIR.value))
+      print(listing.table(config, members, _WORKDIR.value))
       return
     if _WORKDIR.value is None:
       sys.exit('--workdir is required.')

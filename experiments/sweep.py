@@ -17,7 +17,6 @@ from typing import Any
 
 from etils import epath
 
-from experiments import cost
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
@@ -113,60 +112,6 @@ def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.A
     except config_lib.ConfigError as error:
       raise config_lib.ConfigError(f'sweep member {member.name}: {error}') from None
   return out
-
-
-def table(base, members: list[Member], workdir: str | None = None) -> str:
-  """One line per member: N, N_a, M, D, C, A, G, S, learning rate, batch, cost here, status."""
-  header = (
-      f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '
-      f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status'
-  )
-  lines = [header]
-  total_hours = 0.0
-  finished_hours = [0.0, 0.0]  # predicted, measured: of the finished members that measured it
-  model = cost.load()
-  for i, (member, c, arch) in enumerate(validate_all(base, members)):
-    s = flops.summary(arch)
-    steps = config_lib.num_steps(c, arch)
-    tokens = steps * c.train.batch_size * c.train.seq_len
-    compute = s['M'] * tokens
-    hours = cost.run_seconds(model, arch, c.train, steps) / 3600
-    total_hours += hours
-    state = status(member_dir(workdir, base, member)) if workdir else '-'
-    if workdir and design_change(member_dir(workdir, base, member), member):
-      state += ' (an earlier design: move it away to train this one)'
-    measured = _elapsed_hours(member_dir(workdir, base, member)) if state == 'finished' else None
-    if measured:
-      state += f' in {measured:.3g}h'
-      finished_hours[0] += hours
-      finished_hours[1] += measured
-    state += ' (provisional)' if member.provisional else ''
-    lines.append(
-        f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
-        f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
-        f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
-        f'{c.train.batch_size:>5} {hours:>9.3g}h {state}'
-    )
-  notes = sorted({m.provisional for m in members if m.provisional})
-  lines += [f'provisional: {note}' for note in notes]
-  lines.append(
-      f'{len(members)} members, C in FLOPs (paper convention), D in tokens; cost_here '
-      f'is the step-time model of experiments/cost.py (measured {model["measured"]} on '
-      f'{model["machine"]}): {total_hours:.3g} h in all'
-  )
-  if finished_hours[1]:
-    lines.append(
-        f'finished members: predicted {finished_hours[0]:.3g} h, '
-        f'measured {finished_hours[1]:.3g} h '
-        f'(python -m experiments.cost --workdir=WORKDIR compares member by member)'
-    )
-  return '\n'.join(lines)
-
-
-def _elapsed_hours(directory: epath.Path) -> float | None:
-  """The measured hours of a finished member (summary's elapsed_s), if it recorded them."""
-  summary = json.loads((directory / metrics_lib.SUMMARY_FILE).read_text())
-  return summary['elapsed_s'] / 3600 if summary.get('elapsed_s') else None
 
 
 def run(

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ling_jax import flops
 from ling_jax import grouped_matmul
 
 # --- Row permutation with a gather-only backward pass ---------------------------------------------
@@ -98,7 +99,7 @@ def block_plan(experts_TxK, n_experts: int, block: int) -> tuple[DispatchPlan, j
   padded_E = (counts_E + block - 1) // block * block
   ends_E = jnp.cumsum(padded_E)
   padded_starts_E = ends_E - padded_E
-  n_rows = -(-(A + n_experts * (block - 1)) // block) * block
+  n_rows = flops.block_buffer_rows(A, n_experts, block)
   row_of_assignment = padded_starts_E[flat_A] + rank_A - starts_E[flat_A]
   row_R = jnp.arange(n_rows)
   expert_R = jnp.minimum(jnp.searchsorted(ends_E, row_R, side='right'), n_experts - 1)

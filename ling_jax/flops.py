@@ -181,6 +181,13 @@ def hardware_flops_per_token(arch: Architecture) -> float:
   return 3 * forward
 
 
+def block_buffer_rows(n_assignments: int, n_experts: int, block_rows: int) -> int:
+  """Rows the dropless 'blocks' dispatch computes for one MoE layer: each expert's assignments
+  padded to whole blocks of `block_rows`, ceil((A + E (block - 1)) / block) blocks in all. The
+  padding is real work on the hardware, which `hardware_flops_per_token` leaves out."""
+  return -(-(n_assignments + n_experts * (block_rows - 1)) // block_rows) * block_rows
+
+
 # --- Budgets -------------------------------------------------------------------------------------
 
 

@@ -94,7 +94,14 @@ def test_packages_import_in_one_direction():
 
 @pytest.mark.parametrize(
     'package',
-    ['configs', 'fitting', 'experiments.sweep', 'experiments.collect', 'experiments.cost'],
+    [
+        'configs',
+        'fitting',
+        'experiments.sweep',
+        'experiments.listing',
+        'experiments.collect',
+        'experiments.cost',
+    ],
 )
 def test_no_jax_on_import(package):
   """Loading a study config or fitting a law never starts JAX (Colab fits, --list)."""

@@ -1,6 +1,7 @@
 """The local protocol (docs/replication.md): budgets, steps, one eval set, provisional designs."""
 
 import collections
+import dataclasses
 import importlib
 import math
 import re
@@ -16,15 +17,7 @@ from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 from ling_jax import flops
 
-STUDIES = [
-    'hparams',
-    'allocation',
-    'dense_baseline',
-    'activation_ratio',
-    'granularity',
-    'shared_experts',
-    'dense_layers',
-]
+STUDIES = list(common.LOCAL_STUDIES)
 
 
 def members_of(name, scale='local'):
@@ -253,112 +246,161 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   assert sequences == round(laws.MOE_BATCH_TOKENS(5e10) / common.LOCAL_SEQ_LEN)
 
 
-def test_cost_model_recovers_planted_step_times_and_adds_up_a_run():
-  from experiments import cost
+def _cost_shapes(deep: bool = False):
   from ling_jax import flops
 
-  shapes = [
-      flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d)
-      for L, d in ((2, 24), (4, 144), (7, 336))
-  ]
+  dense = [(2, 24), (4, 144), (7, 336)] if not deep else [(2, 48), (9, 24)]
+  moe = [(2, 48), (4, 144), (7, 336)] if not deep else [(2, 24), (4, 144), (12, 48)]
+  shapes = [flops.Architecture(L, d, max(d // 24, 1), 1, 128, 256, d_ffn=3 * d) for L, d in dense]
   shapes += [
       flops.Architecture(
-          L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1, d_expert=2 * d // g
+          L, d, max(d // 24, 1), 1, 128, 256, n_experts=e, top_k=k, n_shared=1, d_expert=2 * d // g
       )
-      for L, d in ((2, 48), (4, 144), (7, 336))
+      for L, d in moe
       for e, k, g in ((64, 2, 2), (256, 8, 8))
   ]
-  rows = [cost.features(a, b, 128) for a in shapes for b in (4, 16)]
-  planted = dict(
-      step=0.002,
-      layers=0.0005,
-      dense_flops=2e-11,
-      score_flops=4e-11,
-      expert_flops=5e-11,
-      dispatched_rows=1e-7,
-      expert_layers=2e-6,
-      parameters=3e-9,
+  return shapes
+
+
+def _cost_config(block_rows=16, **train):
+  import types
+
+  return types.SimpleNamespace(
+      train=types.SimpleNamespace(**train),
+      moe=types.SimpleNamespace(
+          dispatch='blocks' if block_rows else 'einsum', block_rows=block_rows
+      ),
   )
-  seconds = [sum(planted[k] * r[k] for k in cost.FEATURES) for r in rows]
-  model = cost.fit(rows, seconds)
-  for r, s in zip(rows, seconds):
-    assert cost.predict_seconds_per_step(model, r) == pytest.approx(s, rel=1e-6)
 
-  class Train:
-    batch_size, seq_len, eval_every, eval_batches = 4, 128, 1000, 4
-    eval_sequences, eval_batch_size = 4096, 64
 
-  step = cost.predict_seconds_per_step(model, cost.features(shapes[0], 4, 128))
-  # 2,500 steps: evals at 1,000 and 2,000 of 4 x 64 sequences, 4,096 at the end; a forward
-  # pass per sequence costs a third of a training step's per-sequence time.
-  per_sequence = step / 4
-  expected = model['startup_s'] + 2500 * step + (2 * 256 + 4096) * per_sequence / 3
-  assert cost.run_seconds(model, shapes[0], Train, 2500) == pytest.approx(expected)
+PLANTED_STEP = dict(
+    step=0.002,
+    layers=0.0005,
+    dense_flops=2e-11,
+    score_flops=4e-11,
+    expert_flops=5e-11,
+    buffer_values=1e-8,
+    block_weights=2e-9,
+    parameters=3e-9,
+)
+PLANTED_EVAL = dict(
+    step=0.001,
+    layers=0.0003,
+    dense_flops=7e-12,
+    score_flops=1e-11,
+    expert_flops=2e-11,
+    buffer_values=4e-9,
+    block_weights=1e-9,
+    parameters=0.0,
+)
+
+
+def test_blocks_dispatch_rows_are_each_experts_assignments_padded_to_whole_blocks():
+  import jax.numpy as jnp
+  import numpy as np
+
+  from experiments import cost
+  from ling_jax import dispatch
+  from ling_jax import flops
+
+  # The buffer the dispatch allocates, against each expert's rows padded to whole blocks by hand:
+  # it holds them for any routing (each expert wastes at most 15 rows), here a skewed one.
+  experts_TxK = jnp.asarray(np.random.default_rng(0).zipf(1.5, (37, 2)) % 4, jnp.int32)
+  plan, _ = dispatch.block_plan(experts_TxK, 4, 16)
+  counts = np.bincount(np.asarray(experts_TxK).ravel(), minlength=4)
+  assert plan.token_of_row.shape[0] == flops.block_buffer_rows(74, 4, 16)
+  assert sum(-(-c // 16) * 16 for c in counts) <= flops.block_buffer_rows(74, 4, 16)
+  assert flops.block_buffer_rows(74, 4, 16) < 74 + 4 * 15 + 16
+  arch = flops.Architecture(3, 48, 2, 1, 128, 256, n_experts=64, top_k=2, n_shared=1, d_expert=24)
+  arch = dataclasses.replace(arch, num_dense_layers=1, d_ffn=144)
+  padded = cost.features(arch, 1, 128, block_rows=16)
+  bare = cost.features(arch, 1, 128)
+  rows = flops.block_buffer_rows(256, 64, 16)  # one sequence of 128 tokens, top-2
+  assert padded['buffer_values'] == rows * 48 * 2 and bare['buffer_values'] == 256 * 48 * 2
+  # forward and backward (3) of three matmuls (3) of 2 d_model d_expert FLOPs a row, per MoE layer
+  assert padded['expert_flops'] == rows * 3 * 3 * 2 * 48 * 24 * 2
+  assert padded['block_weights'] == rows // 16 * 3 * 48 * 24 * 2 and bare['block_weights'] == 0
+  assert padded['dense_flops'] == bare['dense_flops']
+
+
+def test_cost_model_recovers_planted_step_and_eval_times_and_adds_up_a_run():
+  from experiments import cost
+
+  shapes = _cost_shapes()
+  steps = [cost.features(a, b, 128, 16) for a in shapes for b in (1, 4, 16)]
+  evals = [cost.features(a, 64, 128, 16) for a in shapes] + [
+      cost.features(a, 128, 128, 16) for a in shapes
+  ]
+  step_s = [cost.predict_seconds(PLANTED_STEP, r) for r in steps]
+  eval_s = [cost.predict_seconds(PLANTED_EVAL, r) for r in evals]
+  model = cost.fit(steps, step_s, evals, eval_s)
+  for r, s in zip(steps, step_s):
+    assert cost.predict_seconds(model['coefficients'], r) == pytest.approx(s, rel=1e-6)
+  for r, s in zip(evals, eval_s):
+    assert cost.predict_seconds(model['eval_coefficients'], r) == pytest.approx(s, rel=1e-6)
+
+  config = _cost_config(
+      batch_size=4,
+      seq_len=128,
+      eval_every=1000,
+      eval_batches=4,
+      eval_sequences=4096,
+      eval_batch_size=64,
+  )
+  arch = shapes[4]
+  step = cost.predict_seconds(PLANTED_STEP, cost.features(arch, 4, 128, 16))
+  forward = cost.predict_seconds(PLANTED_EVAL, cost.features(arch, 64, 128, 16))
+  # 2,500 steps: evals of 4 batches at steps 1,000 and 2,000, then 4,096 / 64 = 64 batches at
+  # the end, each batch a forward of 64 sequences.
+  expected = model['startup_s'] + 2500 * step + (2 * 4 + 64) * forward
+  assert cost.run_seconds(model, arch, config, 2500) == pytest.approx(expected, rel=1e-6)
 
 
 def test_cost_model_calibrates_to_whole_runs_read_from_a_workdir(tmp_path):
-  import dataclasses
   import json
 
   from experiments import cost
-  from ling_jax import flops
 
-  planted = dict(
-      startup_s=25.0,
-      coefficients=dict(
-          step=0.001,
-          layers=0.0002,
-          dense_flops=1e-11,
-          score_flops=3e-11,
-          expert_flops=4e-11,
-          dispatched_rows=2e-7,
-          expert_layers=0.0,
-          parameters=5e-9,
-      ),
+  planted = dict(startup_s=25.0, coefficients=PLANTED_STEP, eval_coefficients=PLANTED_EVAL)
+  train = dict(
+      seq_len=128, eval_every=500, eval_batches=2, eval_sequences=1024, eval_batch_size=128
   )
-  train = dict(batch_size=8, seq_len=128, eval_every=500, eval_batches=2, eval_sequences=512)
-  shapes = [
-      flops.Architecture(L, d, d // 24, 1, 128, 256, d_ffn=3 * d) for L, d in ((2, 48), (5, 192))
-  ]
-  shapes += [
-      flops.Architecture(
-          L, d, d // 24, 1, 128, 256, n_experts=e, top_k=k, n_shared=1, d_expert=2 * d // g
-      )
-      for L, d in ((2, 48), (4, 144), (6, 240))
-      for e, k, g in ((16, 2, 2), (128, 8, 8))
-  ]
+  moe = dict(dispatch='blocks', block_rows=16)
+  shapes = _cost_shapes(deep=True)
   for i, arch in enumerate(shapes):
     for steps in (1000, 3000):
       folder = tmp_path / 'study' / f'm{i}_{steps}'
       folder.mkdir(parents=True)
-      t = dict(train, batch_size=4 if i % 2 else 8)
-      # The hand count: start-up + (steps + forward passes over 2 periodic evals of 2 x batch
-      # sequences each 500 steps, and the 512 final sequences, at a third of a step per batch).
-      evals = (steps - 1) // 500 * 2 * t['batch_size'] + 512
-      per_step = cost.predict_seconds_per_step(planted, cost.features(arch, t['batch_size'], 128))
-      elapsed = 25.0 + (steps + evals / t['batch_size'] / 3) * per_step
+      t = dict(train, batch_size=1 if i % 2 else 8)
+      # The hand count: start-up, the steps, and forwards of 128 sequences: 2 batches at each
+      # of the (steps - 1) // 500 periodic evals and 1024 / 128 = 8 at the end.
+      evals = (steps - 1) // 500 * 2 + 8
+      step = cost.predict_seconds(PLANTED_STEP, cost.features(arch, t['batch_size'], 128, 16))
+      forward = cost.predict_seconds(PLANTED_EVAL, cost.features(arch, 128, 128, 16))
+      elapsed = 25.0 + steps * step + evals * forward
       summary = dict(architecture=dataclasses.asdict(arch), steps=steps, elapsed_s=elapsed)
       (folder / 'summary.json').write_text(json.dumps(summary))
-      (folder / 'config.json').write_text(json.dumps(dict(train=t)))
+      (folder / 'config.json').write_text(json.dumps(dict(train=t, moe=moe, name='x')))
   (tmp_path / 'study' / 'unfinished').mkdir()
   runs = cost.finished_runs(str(tmp_path))
   assert len(runs) == 2 * len(shapes)
   for run in runs:
-    assert cost.run_seconds(planted, run['arch'], run['train'], run['steps']) == pytest.approx(
+    assert cost.run_seconds(planted, run['arch'], run['config'], run['steps']) == pytest.approx(
         run['elapsed_s'], rel=1e-9
     )
-  model = cost.calibrate(runs)
-  assert model['startup_s'] == pytest.approx(25.0, rel=1e-3)
-  for run in runs:
-    assert cost.run_seconds(model, run['arch'], run['train'], run['steps']) == pytest.approx(
-        run['elapsed_s'], rel=1e-4
-    )
-  assert '(ratio 1.000)' in cost.comparison(model, runs)
-  # From a model whose step times are 30% low, the start-up and the factor are recovered.
-  low = dict(planted, coefficients={k: 0.7 * v for k, v in planted['coefficients'].items()})
-  model = cost.calibrate(runs, steps_from=low)
+  assert '(ratio 1.000)' in cost.comparison(planted, runs)
+  # From bare timings whose steps read 30% low and whole evals 20% high, the start-up and the
+  # two factors are recovered.
+  bare = dict(
+      planted,
+      startup_s=15.0,
+      coefficients={k: 0.7 * v for k, v in PLANTED_STEP.items()},
+      eval_coefficients={k: 1.2 * v for k, v in PLANTED_EVAL.items()},
+  )
+  model = cost.calibrate(runs, bare)
   assert model['startup_s'] == pytest.approx(25.0, rel=1e-6)
-  assert model['coefficients']['dense_flops'] == pytest.approx(1e-11, rel=1e-6)
+  assert model['coefficients']['dense_flops'] == pytest.approx(2e-11, rel=1e-6)
+  assert model['eval_coefficients']['dense_flops'] == pytest.approx(7e-12, rel=1e-6)
   # Members that trained beside other work (here: twice as slow) are held out of the refit by
   # pattern, and the comparison reports them apart, flagged.
   for run in runs:
@@ -366,12 +408,86 @@ def test_cost_model_calibrates_to_whole_runs_read_from_a_workdir(tmp_path):
       run['elapsed_s'] *= 2.0
   out = cost.held_out(runs, ['study/*_3000'])
   assert sum(out) == len(shapes)
-  model = cost.calibrate([r for r, held in zip(runs, out) if not held], steps_from=low)
+  model = cost.calibrate([r for r, held in zip(runs, out) if not held], bare)
   assert model['startup_s'] == pytest.approx(25.0, rel=1e-6)
   report = cost.comparison(model, runs, out)
   assert f'in the fit: {len(shapes)} members' in report and '(ratio 1.000)' in report
   assert f'out of sample (*): {len(shapes)} members' in report
   assert sum(line.endswith(' *') for line in report.splitlines()) == len(shapes)
+
+
+def test_study_shapes_times_each_distinct_shape_once_and_refits_the_model(tmp_path, monkeypatch):
+  import json
+  import shutil
+
+  from benchmarks import study_shapes
+  from experiments import cost
+
+  # dense_layers: 3 groups x 0-3 first dense layers, every member its own shape; the dense
+  # baseline's seed replicates repeat their member's shape and are timed once.
+  assert len(study_shapes.distinct_shapes(['dense_layers'])) == 12
+  dense = study_shapes.distinct_shapes(['dense_baseline'])
+  _, validated = members_of('dense_baseline')
+  assert len(dense) == len({(arch, c.train.batch_size) for _, c, arch in validated}) < 40
+  assert not any('_seed' in name for name, _ in dense)
+
+  startup = cost.load()['startup_s']
+  model_file = tmp_path / 'cost_model.json'
+  shutil.copy(cost.MODEL_FILE, model_file)
+  monkeypatch.setattr(cost, 'MODEL_FILE', str(model_file))
+  timings = tmp_path / 'shapes.json'
+  study_shapes.main(
+      [
+          '--studies=dense_baseline',
+          '--every=100',
+          '--rounds=1',
+          '--num_devices=1',
+          f'--json={timings}',
+          '--write',
+      ]
+  )
+  (row,) = json.loads(timings.read_text())['shapes']
+  assert row['member'] == dense[0][0] and row['step_s'] > 0 and row['eval_s'] > 0
+  model = cost.load()
+  assert model['startup_s'] == startup  # whole runs calibrate it, not bare timings
+  # One shape: the non-negative fit reproduces its two timings.
+  assert cost.predict_seconds(model['coefficients'], row['step_features']) == pytest.approx(
+      row['step_s'], rel=1e-6
+  )
+  assert cost.predict_seconds(model['eval_coefficients'], row['eval_features']) == pytest.approx(
+      row['eval_s'], rel=1e-6
+  )
+
+
+def test_cost_comparison_reads_committed_results_with_their_study_configs(tmp_path):
+  """A results table's rows come back with the config their study gives them today, and a row
+  whose design has changed since is left out rather than priced as another model."""
+  import json
+
+  from experiments import cost
+
+  _, validated = members_of('dense_layers')
+  member, config, arch = validated[5]
+  row = dict(
+      study='dense_layers',
+      member=member.name,
+      status='finished',
+      n_layers=arch.n_layers,
+      d_model=arch.d_model,
+      n_experts=arch.n_experts,
+      d_expert=arch.d_expert,
+      steps=1100,
+      elapsed_s=200.0,
+  )
+  stale = dict(row, member=validated[6][0].name, d_model=arch.d_model + 8)
+  table = tmp_path / 'results.jsonl'
+  table.write_text('\n'.join(json.dumps(r) for r in (row, stale, dict(row, elapsed_s=None))))
+  runs = cost.committed_runs([str(table)], 'local')
+  assert [r['member'] for r in runs] == [f'dense_layers/{member.name}']
+  assert runs[0]['arch'] == arch and runs[0]['steps'] == 1100
+  assert cost.block_rows(runs[0]['config']) == config.moe.block_rows == 16
+  expected = cost.run_seconds(cost.load(), arch, config, 1100)
+  assert cost.run_seconds(cost.load(), runs[0]['arch'], runs[0]['config'], 1100) == expected
 
 
 def test_demo_scale_is_the_dense_baseline_and_activation_ratio_only():

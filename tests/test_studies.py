@@ -16,6 +16,7 @@ import pytest
 from configs import common
 from configs import paper_tables as tables
 from experiments import collect
+from experiments import listing
 from experiments import sweep
 from fitting import laws
 from fitting import model_design as design_lib
@@ -23,16 +24,7 @@ from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
 
-STUDIES = [
-    'hparams',
-    'allocation',
-    'dense_baseline',
-    'activation_ratio',
-    'granularity',
-    'shared_experts',
-    'dense_layers',
-    'attention_ratio',
-]
+STUDIES = [*common.LOCAL_STUDIES, 'attention_ratio']
 SINGLE_RUNS = ['ling_mini_beta', 'dense_6p1b', 'moe', 'dense']
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,7 +184,7 @@ def test_smoke_study_end_to_end(tmp_path):
     sweep.run(base, redesigned, workdir, train_fn=lambda c, d: calls.append(d))
   assert calls == []
   assert sweep.status(sweep.member_dir(workdir, base, members[1])) == 'finished'
-  assert sweep.table(base, redesigned, workdir).count('an earlier design') == 1
+  assert listing.table(base, redesigned, workdir).count('an earlier design') == 1
 
   table = collect.rows(workdir)
   assert len(table) == 4
@@ -220,7 +212,7 @@ def test_smoke_study_end_to_end(tmp_path):
   assert merged == [dense] + table
   assert len(collect.with_base(table, [stale, dense, other])) == len(table) + 2
   assert all(r['elapsed_s'] > 0 for r in finished)  # the member's whole cost, for --list
-  listed = sweep.table(base, members, workdir)
+  listed = listing.table(base, members, workdir)
   assert listed.count('finished in ') == 3 and 'finished members: predicted' in listed
   out = tmp_path / 'results' / 'granularity'  # a folder that does not exist yet
   collect.write(table, str(out / 'results'))
