@@ -43,6 +43,7 @@ import types
 
 import numpy as np
 
+from ling_jax import config as config_lib
 from ling_jax import flops
 
 MODEL_FILE = os.path.join(os.path.dirname(__file__), 'cost_model.json')
@@ -155,16 +156,12 @@ def predict_seconds(coefficients: dict, row: dict) -> float:
   return float(sum(coefficients[k] * row[k] for k in FEATURES))
 
 
-def eval_batches(train_cfg, steps: int) -> int:
+def eval_forwards(train_cfg, steps: int) -> int:
   """Eval forwards of a run of `steps` steps: `eval_batches` every `eval_every` steps before the
   end, then the whole fixed set (`eval_sequences` in batches of the eval batch) at the end."""
   t = train_cfg
   periodic = (steps - 1) // t.eval_every * t.eval_batches
-  final = (
-      t.eval_sequences // (t.eval_batch_size or t.batch_size)
-      if getattr(t, 'eval_sequences', 0)
-      else t.eval_batches
-  )
+  final = t.eval_sequences // config_lib.eval_batch_size(t) if t.eval_sequences else t.eval_batches
   return periodic + final
 
 
@@ -172,11 +169,10 @@ def run_parts(model: dict, arch: flops.Architecture, config, steps: int) -> tupl
   """Predicted seconds of a run's training steps and of its eval forwards, start-up excluded."""
   t, block = config.train, block_rows(config)
   step = predict_seconds(model['coefficients'], features(arch, t.batch_size, t.seq_len, block))
-  eval_batch = getattr(t, 'eval_batch_size', 0) or t.batch_size
   forward = predict_seconds(
-      model['eval_coefficients'], features(arch, eval_batch, t.seq_len, block)
+      model['eval_coefficients'], features(arch, config_lib.eval_batch_size(t), t.seq_len, block)
   )
-  return steps * step, eval_batches(t, steps) * forward
+  return steps * step, eval_forwards(t, steps) * forward
 
 
 def run_seconds(model: dict, arch: flops.Architecture, config, steps: int) -> float:
@@ -219,7 +215,6 @@ def committed_runs(tables: list[str], scale: str) -> list[dict]:
   (configs/<study>.py), once per member however many tables list it. A row whose model no
   longer matches its study's design is left out and named on stderr."""
   from experiments import sweep  # pylint: disable=import-outside-toplevel
-  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
 
   rows = {}
   for path in tables:
