@@ -17,7 +17,6 @@ Run it on a quiet machine: every other process's work lands in the coefficients.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import time
@@ -33,19 +32,22 @@ from ling_jax import config as config_lib
 from ling_jax import flops
 
 
-def distinct_shapes(studies, scale: str = 'local') -> list[tuple[str, object]]:
-  """(first member's name, its config) for each distinct (architecture, batch, dispatch) of the
-  studies' members, in order of hardware FLOPs per step."""
+def distinct_shapes(studies, scale: str = 'local') -> list[tuple[str, object, flops.Architecture]]:
+  """(first member's name, its config, its architecture) for each distinct (architecture, batch,
+  dispatch) of the studies' members, in order of hardware FLOPs per step."""
   seen = {}
   for study in studies:
-    module = importlib.import_module(f'configs.{study}')
-    base = module.get_config(scale)
-    for member, c, arch in sweep.validate_all(base, module.get_sweep(scale)):
+    for member, c, arch in sweep.study_members(study, scale):
       key = (arch, c.train.batch_size, c.train.eval_batch_size, c.moe.dispatch, c.moe.block_rows)
       if key not in seen:
         tokens = c.train.batch_size * c.train.seq_len
-        seen[key] = (flops.hardware_flops_per_token(arch) * tokens, f'{study}/{member.name}', c)
-  return [(name, c) for _, name, c in sorted(seen.values(), key=lambda x: x[0])]
+        seen[key] = (
+            flops.hardware_flops_per_token(arch) * tokens,
+            f'{study}/{member.name}',
+            c,
+            arch,
+        )
+  return [shape[1:] for shape in sorted(seen.values(), key=lambda x: x[0])]
 
 
 def time_shape(config, rounds: int) -> tuple[float, float]:
@@ -91,12 +93,12 @@ def main(argv=None):
     shapes = distinct_shapes(args.studies.split(','), args.scale)[:: args.every]
     print(f'JAX {jax.__version__} on {jax.devices()[0].device_kind}: {len(shapes)} shapes')
     timings = []
-    for i, (name, c) in enumerate(shapes):
+    for i, (name, c, arch) in enumerate(shapes):
       if args.num_devices:
         c = c.copy_and_resolve_references()
         c.unlock()
         c.mesh.num_devices = args.num_devices
-      arch, t, block = config_lib.validate(c), c.train, cost.block_rows(c)
+      t, block = c.train, cost.block_rows(c)
       step_s, eval_s = time_shape(c, args.rounds)
       timings.append(
           dict(

@@ -35,16 +35,19 @@ import argparse
 import collections
 import fnmatch
 import glob
-import importlib
 import json
 import os
 import sys
-import types
 
+import ml_collections
 import numpy as np
 
+from experiments import sweep
+from fitting import results as results_lib
+from fitting.core import FitError
 from ling_jax import config as config_lib
 from ling_jax import flops
+from ling_jax import metrics as metrics_lib
 
 MODEL_FILE = os.path.join(os.path.dirname(__file__), 'cost_model.json')
 FEATURES = (
@@ -94,8 +97,7 @@ def features(
 
 def block_rows(config) -> int:
   """The dispatch's rows per expert block, 0 when it does not pad to blocks."""
-  moe = config.moe
-  return moe.block_rows if getattr(moe, 'dispatch', '') == 'blocks' else 0
+  return config.moe.block_rows if config.moe.dispatch == 'blocks' else 0
 
 
 def _relative_nnls(X: np.ndarray, seconds) -> np.ndarray:
@@ -180,23 +182,17 @@ def run_seconds(model: dict, arch: flops.Architecture, config, steps: int) -> fl
   return model['startup_s'] + sum(run_parts(model, arch, config, steps))
 
 
-def _namespace(sections: dict) -> types.SimpleNamespace:
-  return types.SimpleNamespace(
-      **{k: types.SimpleNamespace(**v) for k, v in sections.items() if isinstance(v, dict)}
-  )
-
-
 def finished_runs(workdir: str) -> list[dict]:
   """Every finished member under workdir/<study>/<member>/ whose summary measured its elapsed
   seconds: {member, arch, config (its train and moe sections), steps, elapsed_s}."""
   out = []
-  for path in sorted(glob.glob(os.path.join(workdir, '*', '*', 'summary.json'))):
+  for path in sorted(glob.glob(os.path.join(workdir, '*', '*', metrics_lib.SUMMARY_FILE))):
     with open(path) as f:
       summary = json.load(f)
     if not summary.get('elapsed_s') or 'architecture' not in summary:
       continue
-    with open(os.path.join(os.path.dirname(path), 'config.json')) as f:
-      config = _namespace(json.load(f))
+    with open(os.path.join(os.path.dirname(path), metrics_lib.CONFIG_FILE)) as f:
+      config = ml_collections.ConfigDict(json.load(f))
     out.append(
         dict(
             member=os.path.relpath(os.path.dirname(path), workdir),
@@ -214,31 +210,23 @@ def committed_runs(tables: list[str], scale: str) -> list[dict]:
   `elapsed_s`, each with its config rebuilt from its study's config file at `scale`
   (configs/<study>.py), once per member however many tables list it. A row whose model no
   longer matches its study's design is left out and named on stderr."""
-  from experiments import sweep  # pylint: disable=import-outside-toplevel
-
   rows = {}
   for path in tables:
-    with open(path) as f:
-      for line in f:
-        r = json.loads(line)
-        if r.get('status') == 'finished' and r.get('elapsed_s'):
-          rows[(r['study'], r['member'])] = r
+    for r in results_lib.load(path):
+      if r.get('status') == 'finished' and r.get('elapsed_s'):
+        rows[(r['study'], r['member'])] = r
   studies = {}
   out = []
   for (study, name), r in sorted(rows.items()):
     if study not in studies:
-      module = importlib.import_module(f'configs.{study}')
-      members = {m.name: m for m in module.get_sweep(scale)}
-      studies[study] = (module.get_config(scale), members)
-    base, members = studies[study]
-    if name not in members:
+      studies[study] = {m.name: (c, arch) for m, c, arch in sweep.study_members(study, scale)}
+    if name not in studies[study]:
       print(
           f'{study}/{name}: not a member of configs/{study}.py:{scale}, left out', file=sys.stderr
       )
       continue
-    config = sweep.member_config(base, members[name])
-    arch = config_lib.validate(config)
-    if any(getattr(arch, k) != r[k] for k in ('n_layers', 'd_model', 'n_experts', 'd_expert')):
+    config, arch = studies[study][name]
+    if any(getattr(arch, k) != r.get(k) for k in results_lib.MODEL_FIELDS):
       print(f'{study}/{name}: its design changed since it ran, left out', file=sys.stderr)
       continue
     out.append(
@@ -340,7 +328,10 @@ def main(argv=None):
     runs = finished_runs(args.workdir)
   else:
     tables = sorted({p for pattern in args.results.split(',') for p in glob.glob(pattern)})
-    runs = committed_runs(tables, args.scale)
+    try:
+      runs = committed_runs(tables, args.scale)
+    except FitError as error:
+      raise SystemExit(str(error)) from None
   if not runs:
     where = f'--workdir={args.workdir}' if args.workdir else f'--results={args.results}'
     raise SystemExit(f'{where}: no finished member with elapsed_s.')

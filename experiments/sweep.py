@@ -9,6 +9,7 @@ that fails is recorded in failure.json with its reason while the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import json
 import logging
@@ -112,6 +113,12 @@ def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.A
     except config_lib.ConfigError as error:
       raise config_lib.ConfigError(f'sweep member {member.name}: {error}') from None
   return out
+
+
+def study_members(study: str, scale: str) -> list[tuple[Member, Any, flops.Architecture]]:
+  """Every member of configs/<study>.py at `scale`, with its config and architecture, validated."""
+  base = importlib.import_module(f'configs.{study}').get_config(scale)
+  return validate_all(base, load_members(base))
 
 
 def run(

@@ -13,6 +13,7 @@ from configs import common
 from configs import shared_experts
 from experiments import sweep
 from fitting import model_design as design_lib
+from fitting import results as results_lib
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 from ling_jax import flops
@@ -429,7 +430,7 @@ def test_study_shapes_times_each_distinct_shape_once_and_refits_the_model(tmp_pa
   dense = study_shapes.distinct_shapes(['dense_baseline'])
   _, validated = members_of('dense_baseline')
   assert len(dense) == len({(arch, c.train.batch_size) for _, c, arch in validated}) < 40
-  assert not any('_seed' in name for name, _ in dense)
+  assert not any('_seed' in name for name, *_ in dense)
 
   startup = cost.load()['startup_s']
   model_file = tmp_path / 'cost_model.json'
@@ -472,12 +473,9 @@ def test_cost_comparison_reads_committed_results_with_their_study_configs(tmp_pa
       study='dense_layers',
       member=member.name,
       status='finished',
-      n_layers=arch.n_layers,
-      d_model=arch.d_model,
-      n_experts=arch.n_experts,
-      d_expert=arch.d_expert,
       steps=1100,
       elapsed_s=200.0,
+      **{k: getattr(arch, k) for k in results_lib.MODEL_FIELDS},
   )
   stale = dict(row, member=validated[6][0].name, d_model=arch.d_model + 8)
   table = tmp_path / 'results.jsonl'
