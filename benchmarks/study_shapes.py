@@ -23,6 +23,7 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from benchmarks import local_shapes
 from configs import common
@@ -30,6 +31,7 @@ from experiments import cost
 from experiments import sweep
 from ling_jax import config as config_lib
 from ling_jax import flops
+from ling_jax import metrics as metrics_lib
 
 
 def distinct_shapes(studies, scale: str = 'local') -> list[tuple[str, object, flops.Architecture]]:
@@ -114,9 +116,9 @@ def main(argv=None):
           f'{eval_s * 1e3:8.2f} ms/eval batch',
           flush=True,
       )
-      if args.json:  # rewritten after every shape: an interrupted run keeps what it timed
-        with open(args.json, 'w') as f:
-          json.dump(dict(jax=jax.__version__, shapes=timings), f, indent=1)
+      if args.json:  # rewritten whole after every shape: an interrupted run keeps what it timed
+        text = json.dumps(dict(jax=jax.__version__, shapes=timings), indent=1)
+        metrics_lib.write_whole(epath.Path(args.json), text)
   if args.write:
     model = cost.fit(
         [r['step_features'] for r in timings],

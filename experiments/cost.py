@@ -41,6 +41,7 @@ import sys
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from experiments import sweep
 from fitting import results as results_lib
@@ -146,11 +147,7 @@ def save(model: dict, path: str | None = None) -> None:
       measured=datetime.date.today().isoformat(),
       machine=f'{platform.machine()}, {os.cpu_count()} cores',
   )
-  path = path or MODEL_FILE
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(model, f, indent=1)
-  os.replace(tmp, path)
+  metrics_lib.write_whole(epath.Path(path or MODEL_FILE), json.dumps(model, indent=1))
 
 
 def predict_seconds(coefficients: dict, row: dict) -> float:
