@@ -34,7 +34,10 @@ setuptools.setup(
             'pytest-xdist>=3.6',  # pyproject.toml runs the suite on every core
             'tensorboardX>=2.6',
             'ipython',
-            'tokamax>=0.0.12',
+            'tokamax>=0.0.12,<0.1',
+            # Compiling for TPU slices and GPU nodes without them (tests/test_compile.py):
+            # libtpu and the CUDA plugin of this JAX, without the CUDA libraries.
+            'jax[tpu,cuda12-local]>=0.10.2',
             'gcsfs>=2025.1',  # tests/test_gcs.py: runs and fits on a local GCS emulator
             'gcp-storage-emulator>=2024.8',
         ],
@@ -44,7 +47,10 @@ setuptools.setup(
         'notebook': ['jupyter', 'nbconvert', 'ipykernel'],
         # The dropless grouped matmul of MaxText (config.moe.dispatch='tokamax'): Pallas kernels
         # for TPU (Mosaic) and GPU (Mosaic GPU, Triton), with an XLA fallback everywhere.
-        'tpu': ['tokamax>=0.0.12'],
-        'gpu': ['tokamax>=0.0.12'],
+        # What a pod or a GPU node needs beside the base install: JAX's plugin for the chip (on a
+        # CPU-only machine, what `python -m experiments.compile` needs to compile for it).
+        # tokamax is bounded below 0.1: its TPU kernel's tiles are set through a private module.
+        'tpu': ['jax[tpu]>=0.10.2', 'tokamax>=0.0.12,<0.1'],
+        'gpu': ['jax[cuda12]>=0.10.2', 'tokamax>=0.0.12,<0.1'],
     },
 )

@@ -8,7 +8,7 @@ The stack is Ling-mini-beta's (arXiv 2507.17702 Table 3; configs/ling_mini_beta.
 2048, 16/4 heads, 384 experts of width 384, top-12 + 1 shared, the first layer dense, in bf16 on
 f32 parameters, 4096-token sequences. Each train step is timed after compilation; MFU is the
 hardware FLOPs of ling_jax.flops (causal attention, router and logits counted, remat not) over
-the devices' bf16 peak (ling_jax.metrics.PEAK_FLOPS_BY_DEVICE_KIND, or --peak_flops). Dispatches:
+the devices' bf16 peak (ling_jax.hardware.CHIPS, or --peak_flops). Dispatches:
 `einsum` (capacity 1.25), `ragged_dot` and `tokamax` (dropless); with more than one device, the
 expert-parallel transports a2a, ring and ragged_a2a over an expert axis of every device.
 On a CPU it runs a tiny stack and prints FLOP/s only (no peak): a check that the script works.

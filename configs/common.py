@@ -16,6 +16,9 @@ from ling_jax import config as config_lib
 from ling_jax import flops
 
 SCALES = ('paper', 'local', 'smoke')
+# The slice every paper-scale config is laid out for unless it names another (a v5p cube: 64
+# chips of 95 GiB); `--config.mesh.slice=...` or `experiments.compile --slice=...` change it.
+PAPER_SLICE = 'v5p-128'
 # The method in miniature (`python -m experiments.demo`): a scale of the dense baseline and the
 # activation-ratio study only.
 DEMO = 'demo'
@@ -49,6 +52,11 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
       eval_batches=16,
   )
   c.data.source = scale.data_source
+  # A TPU pod: the layout is planned for the slice (ling_jax.layout) and Eq. 3's batch runs at
+  # the nearest multiple of the batch shards x microbatches; `python -m experiments.compile`
+  # checks that every member fits before the slice is booked.
+  c.mesh.update(slice=PAPER_SLICE, plan='auto')
+  c.train.batch_rule = 'round'
   return c
 
 

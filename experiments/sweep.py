@@ -20,6 +20,7 @@ from etils import epath
 
 from ling_jax import config as config_lib
 from ling_jax import flops
+from ling_jax import layout
 from ling_jax import metrics as metrics_lib
 
 log = logging.getLogger('ling_jax')
@@ -109,7 +110,10 @@ def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.A
   for member in members:
     c = member_config(base, member)
     try:
-      out.append((member, c, config_lib.validate(c)))
+      arch = config_lib.validate(c)
+      if c.mesh.slice:  # laid out for a named slice: the batch as run
+        c = layout.resolve(c)
+      out.append((member, c, arch))
     except config_lib.ConfigError as error:
       raise config_lib.ConfigError(f'sweep member {member.name}: {error}') from None
   return out

@@ -14,6 +14,7 @@ import ml_collections
 
 from ling_jax import flops
 from ling_jax import grouped_matmul
+from ling_jax import hardware
 from ling_jax import metrics as metrics_lib
 
 # The device mesh's axes, in the order jax.make_mesh gets them (ling_jax.sharding).
@@ -102,7 +103,11 @@ def base_config() -> ml_collections.ConfigDict:
       dict(
           seq_len=128,
           batch_size=16,  # global batch in sequences per optimizer step
-          grad_accum_steps=1,
+          grad_accum_steps=1,  # microbatches per optimizer step (mesh.plan=auto chooses it)
+          # 'exact': a batch that does not split over the batch shards x microbatches is an
+          # error; 'round': it runs at the nearest multiple of them (ling_jax.layout).
+          batch_rule='exact',
+          requested_batch_size=0,  # set by ling_jax.layout: the batch asked for, if rounded
           # Optimizer steps per jitted call (a scan over that many batches); the same steps, losses
           # and checkpoints for any value, fewer host round trips for larger ones.
           steps_per_call=1,
@@ -142,6 +147,12 @@ def base_config() -> ml_collections.ConfigDict:
           expert=1,
           tensor=1,
           num_devices=0,  # 0: every device of every process; n: the first n
+          # The slice the run is laid out for, by product name ('v5p-128', 'v5e-256', 'h100x8',
+          # '2xv5p-128'; ling_jax.hardware); '' for the devices there are.
+          slice='',
+          # 'manual': the sizes above; 'auto': ling_jax.layout plans data/fsdp/expert sizes and
+          # microbatches for mesh.slice from a memory model (experiments.compile checks it).
+          plan='manual',
       )
   )
   # Logical axis -> mesh axes: the one table that decides every parameter's and the batch's
@@ -194,6 +205,8 @@ CHOICES = {
     'moe.transport': ('a2a', 'ring', 'ragged_a2a'),  # expert_parallel.TRANSPORTS less 'local'
     'train.decay_shape': ('exponential', 'linear', 'cosine'),
     'data.source': ('stdlib', 'synthetic', 'tokens', 'array_record'),
+    'mesh.plan': ('manual', 'auto'),
+    'train.batch_rule': ('exact', 'round'),
 }
 
 
@@ -454,7 +467,12 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'batch ({size} sequences, train.eval_batch_size or batch_size).',
     )
   _require(
-      t.batch_size % t.grad_accum_steps == 0,
+      isinstance(t.requested_batch_size, int) and t.requested_batch_size >= 0,
+      f'config.train.requested_batch_size={t.requested_batch_size!r}: a whole number >= 0, set '
+      'by ling_jax.layout; leave it 0.',
+  )
+  _require(
+      t.batch_rule == 'round' or t.batch_size % t.grad_accum_steps == 0,
       f'config.train.grad_accum_steps={t.grad_accum_steps}: must divide batch_size='
       f'{t.batch_size}.',
   )
@@ -538,6 +556,11 @@ def _validate_mesh(config) -> None:
       f'config.mesh.{free[-1] if free else ""}=-1: only one axis may take the devices left '
       f'(-1 on {", ".join(free)}); give the others a size.',
   )
+  if m.slice:
+    try:
+      hardware.parse(m.slice)
+    except hardware.UnknownSlice as error:
+      raise ConfigError(f'config.mesh.slice: {error}') from error
   _require(
       isinstance(m.num_devices, int) and m.num_devices >= 0,
       f'config.mesh.num_devices={m.num_devices!r}: must be a whole number >= 0 (0: every '

@@ -4,7 +4,8 @@ Sources (config.data.source):
   * 'stdlib'       -- the built-in offline corpus: this Python's standard-library sources as
                       bytes (vocab 256), files split train/eval by a hash of their path;
   * 'synthetic'    -- a fixed random Markov chain (loss floor ln 2), for tests;
-  * 'tokens'       -- pre-tokenized .npy or raw .bin files (memory-mapped);
+  * 'tokens'       -- pre-tokenized .npy or raw .bin files: memory-mapped when local, read by
+                      byte ranges where they lie on gs:// (each process only its windows);
   * 'array_record' -- one document of tokens per record, packed into windows.
 Each window is one example; a batch is `batch_size / process_count` windows of this process's
 shard. The iterator state (a position in a deterministic order) is checkpointed with the model.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import os
 import sysconfig
@@ -102,6 +104,64 @@ def stdlib_corpus(eval_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
   return train, held, fingerprint
 
 
+class RangedTokenFile:
+  """A file of token ids where a pod keeps its corpus (`gs://...`, any fsspec filesystem), read
+  where it lies: indexing reads just the requested ids with one ranged read, so a process reads
+  only the windows it trains on and no host downloads the file. Raw .bin files hold ids of
+  `dtype`; a .npy file's header gives its dtype and where the ids start."""
+
+  def __init__(self, path: str, dtype: str):
+    import fsspec  # pylint: disable=import-outside-toplevel  # installed with gcsfs ('.[gcs]')
+
+    self.path = path
+    self._fs, self._key = fsspec.core.url_to_fs(path)
+    size = self._fs.size(self._key)
+    self._offset, self.dtype = 0, np.dtype(dtype)
+    if path.endswith('.npy'):
+      header = io.BytesIO(self._fs.cat_file(self._key, 0, min(size, 65_536)))
+      version = np.lib.format.read_magic(header)
+      reader = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+          version, np.lib.format.read_array_header_2_0
+      )
+      shape, fortran, self.dtype = reader(header)
+      if fortran and len(shape) > 1:
+        raise ValueError(f'{path}: a Fortran-ordered array; save it C-ordered (np.save default)')
+      self._offset = header.tell()
+    self.nbytes = size - self._offset
+    if self.nbytes % self.dtype.itemsize:
+      raise ValueError(
+          f'{path} has {self.nbytes} bytes of ids, not a whole number of {self.dtype.itemsize}-'
+          'byte ids; set config.data.token_dtype to the dtype the file was written with'
+      )
+    self.size = self.nbytes // self.dtype.itemsize
+
+  def __len__(self) -> int:
+    return self.size
+
+  def __getitem__(self, key):
+    if isinstance(key, (int, np.integer)):
+      return self[int(key) : int(key) + 1][0]
+    start, stop, step = key.indices(self.size)
+    if step != 1 or stop <= start:
+      return np.zeros(0, self.dtype) if stop <= start else self[start:stop][::step]
+    item = self.dtype.itemsize
+    data = self._fs.cat_file(self._key, self._offset + start * item, self._offset + stop * item)
+    return np.frombuffer(data, self.dtype)
+
+
+def _is_remote(path: str) -> bool:
+  return '://' in path
+
+
+def _file_size(path: str) -> int:
+  if _is_remote(path):
+    import fsspec  # pylint: disable=import-outside-toplevel
+
+    fs, key = fsspec.core.url_to_fs(path)
+    return fs.size(key)
+  return os.path.getsize(path)
+
+
 RANGE_CHECK_CHUNKS = 64  # evenly spaced chunks of a token file whose ids are checked at open
 RANGE_CHECK_CHUNK = 16_384  # ids per chunk: files up to 1M ids are checked whole
 
@@ -113,7 +173,14 @@ def _load_token_file(path: str, dtype: str, vocab_size: int, min_ids: int, field
   from ling_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
 
   try:
-    if path.endswith('.npy'):
+    if _is_remote(path):
+      array = RangedTokenFile(path, dtype)
+      if not np.issubdtype(array.dtype, np.integer):
+        raise ConfigError(
+            f'config.{field}: {path} holds {array.dtype} values, not integer token ids; '
+            "save the tokenizer's ids (e.g. np.uint16 or np.int32)."
+        )
+    elif path.endswith('.npy'):
       array = np.load(path, mmap_mode='r')  # no pickles: object arrays are refused here
       if not np.issubdtype(array.dtype, np.integer):
         raise ConfigError(
@@ -132,7 +199,8 @@ def _load_token_file(path: str, dtype: str, vocab_size: int, min_ids: int, field
       array = np.memmap(path, dtype=np.dtype(dtype), mode='r') if size else np.zeros(0, dtype)
   except ConfigError:
     raise
-  except (OSError, ValueError, EOFError) as error:  # missing, a folder, a broken .npy header
+  except (OSError, ValueError, EOFError, ImportError) as error:  # missing, a folder, a broken
+    # .npy header, or no filesystem for the path's scheme (gs:// needs gcsfs: '.[gcs]')
     raise ConfigError(
         f'config.{field}: {path} cannot be read as token ids ({type(error).__name__}: {error}).'
     ) from error
@@ -164,7 +232,7 @@ def _load_token_file(path: str, dtype: str, vocab_size: int, min_ids: int, field
 def _file_fingerprint(paths) -> str:
   digest = hashlib.sha256()
   for path in paths:
-    digest.update(f'{path}:{os.path.getsize(path)}'.encode())
+    digest.update(f'{path}:{_file_size(path)}'.encode())
   return digest.hexdigest()[:16]
 
 

@@ -33,16 +33,21 @@ def _tokamax_implementation(implementation: str, tiles: tuple):
   """The `implementation` argument of tokamax.ragged_dot for these settings."""
   if not tiles:
     return implementation or None
-  # Tiles are a setting of the TPU Mosaic kernel; elsewhere it raises NotImplementedError and
-  # tokamax moves on to the next implementation of the sequence.
+  # Tiles are a setting of the TPU Mosaic kernel, which tokamax's public API does not expose:
+  # this is the one use of its private modules (setup.py bounds the version). Elsewhere the
+  # kernel raises NotImplementedError and tokamax moves on to the next of the sequence: 'xla',
+  # the one implementation every tokamax release registers on every platform (which others
+  # exist depends on the release and on what is installed: 'triton' needs triton).
   from tokamax._src.ops.ragged_dot import pallas_mosaic_tpu  # pylint: disable=import-outside-toplevel
 
   tile_m, tile_k, tile_n = tiles
   tpu = pallas_mosaic_tpu.PallasMosaicTpuRaggedDot(
       config=pallas_mosaic_tpu.Config(tile_m=tile_m, tile_k=tile_k, tile_n=tile_n)
   )
-  if implementation in ('', 'mosaic'):
-    return (tpu,) + (('mosaic', 'triton', 'xla') if not implementation else ('mosaic',))
+  if implementation == '':
+    return (tpu, 'xla')
+  if implementation == 'mosaic':
+    return (tpu,)
   return (implementation,)
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from ling_jax import hardware
+
 METRICS_FILE = 'metrics.jsonl'
 CHUNK_DIR = 'metrics'
 SUMMARY_FILE = 'summary.json'
@@ -29,30 +31,15 @@ CONFIG_FILE = 'config.json'
 
 log = logging.getLogger('ling_jax')
 
-# bf16 dense peak FLOP/s per chip, for MFU when config.metrics.peak_flops_per_device is 0.
-PEAK_FLOPS_BY_DEVICE_KIND = {
-    'TPU v4': 275e12,
-    'TPU v5 lite': 197e12,
-    'TPU v5e': 197e12,
-    'TPU v5': 459e12,
-    'TPU v5p': 459e12,
-    'TPU v6 lite': 918e12,
-    'TPU v6e': 918e12,
-    'NVIDIA H100': 989e12,
-    'NVIDIA H200': 989e12,
-    'NVIDIA A100': 312e12,
-}
-
 
 def peak_flops_per_device(configured: float, device_kind: str) -> float | None:
-  """FLOP/s per chip: `configured` when non-zero, else the table's entry for `device_kind`."""
+  """bf16 dense peak FLOP/s of one device, for MFU: `configured` (config.metrics
+  .peak_flops_per_device) when set, else the chip table's (ling_jax.hardware.CHIPS); None for a
+  device it does not hold (the CPU)."""
   if configured:
     return configured
-  kind = device_kind
-  for prefix in sorted(PEAK_FLOPS_BY_DEVICE_KIND, key=len, reverse=True):
-    if kind.startswith(prefix):
-      return PEAK_FLOPS_BY_DEVICE_KIND[prefix]
-  return None
+  chip = hardware.chip_of_device_kind(device_kind)
+  return chip.peak_bf16_flops_per_s if chip else None
 
 
 def is_remote(path: str) -> bool:

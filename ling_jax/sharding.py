@@ -13,39 +13,34 @@ import math
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ling_jax import layout as layout_lib
 from ling_jax.config import MESH_AXES
 from ling_jax.config import ConfigError
 
 
-def make_mesh(config) -> jax.sharding.Mesh:
-  """The mesh of a validated config (config.validate checks its shape) on the devices there are."""
+def make_mesh(config, devices=None) -> jax.sharding.Mesh:
+  """The mesh of a config whose layout is resolved (ling_jax.layout.resolve: concrete sizes) on
+  `devices`: by default the devices there are; for ahead-of-time compilation a slice's
+  (ling_jax.hardware.slice_devices). Devices of several slices put the data axis across them."""
   m = config.mesh
-  devices = jax.devices()
+  devices = list(jax.devices() if devices is None else devices)
   if m.num_devices:
     if m.num_devices > len(devices):
       raise ConfigError(f'config.mesh.num_devices={m.num_devices}: only {len(devices)} devices.')
     devices = devices[: m.num_devices]
-  sizes = [m[a] for a in MESH_AXES]
-  fixed = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if len(devices) % fixed:
-      raise ConfigError(
-          f'config.mesh: {len(devices)} devices are not a multiple of the fixed axes '
-          f'({fixed}); change the mesh sizes.'
-      )
-    sizes[sizes.index(-1)] = len(devices) // fixed
-  if math.prod(sizes) != len(devices):
-    raise ConfigError(
-        f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices '
-        f'of {len(devices)}; set one axis to -1 or config.mesh.num_devices.'
-    )
-  return jax.make_mesh(
-      tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
-  )
+  sizes = list(layout_lib.manual(config, len(devices)).mesh)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  slices = len({getattr(d, 'slice_index', 0) for d in devices})
+  if slices > 1:
+    within = (sizes[0] // slices, *sizes[1:])
+    grid = mesh_utils.create_hybrid_device_mesh(within, (slices, 1, 1, 1), devices)
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=axis_types, devices=devices)
 
 
 def _rules(config) -> dict:

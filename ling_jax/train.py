@@ -23,6 +23,7 @@ from ling_jax import checkpoint as checkpoint_lib
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 from ling_jax import flops
+from ling_jax import layout as layout_lib
 from ling_jax import metrics as metrics_lib
 from ling_jax import model as model_lib
 from ling_jax import moe as moe_lib
@@ -59,17 +60,14 @@ class Trainer:
   parameter_axes: dict  # {path: logical axis names} of every parameter and router bias
 
   @classmethod
-  def build(cls, config) -> 'Trainer':
+  def build(cls, config, devices=None) -> 'Trainer':
+    """The trainer of `config` on `devices` (default: the devices there are; a topology's
+    devices compile without them, experiments.compile)."""
     arch = config_lib.validate(config)
-    mesh = sharding_lib.make_mesh(config)
-    shards = sharding_lib.batch_shards(config, mesh)
-    micro = config.train.batch_size // config.train.grad_accum_steps
-    if micro % shards:
-      raise config_lib.ConfigError(
-          f'config.train.batch_size={config.train.batch_size}: each of the '
-          f'{config.train.grad_accum_steps} microbatches must split over the {shards} batch '
-          'shards of config.mesh; change the batch, grad_accum_steps or the mesh.'
-      )
+    devices = list(jax.devices() if devices is None else devices)
+    count = config.mesh.num_devices or len(devices)
+    config = layout_lib.resolve(config, count)  # the mesh, microbatches and batch as run
+    mesh = sharding_lib.make_mesh(config, devices)
     total_steps = config_lib.num_steps(config, arch)
     optimizer, schedule = optim.make_optimizer(config.train, total_steps)
     abstract = nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0)))

@@ -19,6 +19,11 @@ import tempfile
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '8')
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # as fitting/__init__.py: its fits run faster
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Compiling for GPUs that are not here (tests/test_compile.py): the CUDA plugin loads without
+# checking for CUDA libraries.
+os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+# libtpu locks itself to one process unless told otherwise; compiling needs no TPU to share.
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
