@@ -219,7 +219,8 @@ def _run_summary(program: Trainer, dataset, **extra) -> dict:
       D=tokens,
       C=s['M'] * tokens,
       learning_rate=c.train.learning_rate,
-      batch_size=c.train.batch_size,
+      batch_size=c.train.batch_size,  # as run (ling_jax.layout)
+      requested_batch_size=c.train.requested_batch_size or c.train.batch_size,
       seq_len=c.train.seq_len,
       **s,
       **extra,

@@ -290,3 +290,19 @@ def test_mfu_reads_the_peak_of_the_chip_table_by_device_kind(device_kind, peak):
 
   assert metrics.peak_flops_per_device(0.0, device_kind) == peak
   assert metrics.peak_flops_per_device(1e12, device_kind) == 1e12  # configured wins
+
+
+def test_two_slices_put_only_the_data_axis_across_the_data_center_network():
+  c = _smoke(slice='2xv5p-16', plan='auto')
+  row = compile_lib.compile_member(c, '2xv5p-16', False)
+  assert row['fits'] and row['mesh']['data'] % 2 == 0
+  from ling_jax import train
+
+  trainer = train.Trainer.build(
+      layout.resolve(compile_lib.for_slice(c, '2xv5p-16')),
+      hardware.slice_devices(hardware.parse('2xv5p-16')),
+  )
+  grid = trainer.mesh.devices  # [data, fsdp, expert, tensor]
+  half = grid.shape[0] // 2
+  assert {d.slice_index for d in grid[:half].flat} == {0}
+  assert {d.slice_index for d in grid[half:].flat} == {1}
