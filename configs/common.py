@@ -14,11 +14,33 @@ from fitting import model_design as design_lib
 from fitting import replication
 from ling_jax import config as config_lib
 from ling_jax import flops
+from ling_jax import hardware
+from ling_jax import layout
 
 SCALES = ('paper', 'local', 'smoke')
-# The slice every paper-scale config is laid out for unless it names another (a v5p cube: 64
-# chips of 95 GiB); `--config.mesh.slice=...` or `experiments.compile --slice=...` change it.
+# The largest slice a paper-scale config is laid out for (a v5p cube: 64 chips of 95 GiB); each
+# run takes the largest v5p slice up to it that keeps its batch within the planner's tolerance
+# (paper_slice). `experiments.compile --slice=...` compiles for another.
 PAPER_SLICE = 'v5p-128'
+PAPER_CHIP = 'v5p'
+
+
+def paper_slice(batch_sequences: int) -> str:
+  """The v5p slice a paper-scale run of this batch is laid out for: the largest, up to
+  PAPER_SLICE, whose chips (its batch shards) are at most 2 x layout.PLAN_BATCH_TOLERANCE of the
+  batch, so that the batch as run moves from Eq. 3's by at most that tolerance (98 sequences
+  take 16 chips, v5p-32; 531 take 64, v5p-128)."""
+  largest = hardware.parse(PAPER_SLICE).chips
+  most = 2 * layout.PLAN_BATCH_TOLERANCE * batch_sequences
+  fitting = [
+      n
+      for n, shape in hardware.SHAPES[PAPER_CHIP].items()
+      if math.prod(shape) <= min(most, largest)
+  ]
+  size = max(fitting) if fitting else min(hardware.SHAPES[PAPER_CHIP])
+  return f'{PAPER_CHIP}-{size}'
+
+
 # The method in miniature (`python -m experiments.demo`): a scale of the dense baseline and the
 # activation-ratio study only.
 DEMO = 'demo'
@@ -55,7 +77,7 @@ def paper_training(c, learning_rate: float, batch_sequences: int, compute_budget
   # A TPU pod: the layout is planned for the slice (ling_jax.layout) and Eq. 3's batch runs at
   # the nearest multiple of the batch shards x microbatches; `python -m experiments.compile`
   # checks that every member fits before the slice is booked.
-  c.mesh.update(slice=PAPER_SLICE, plan='auto')
+  c.mesh.update(slice=paper_slice(batch_sequences), plan='auto')
   c.train.batch_rule = 'round'
   return c
 
@@ -305,6 +327,7 @@ class Group:
   learning_rate: float
   batch_size: int  # sequences
   provisional: str = ''  # why the design is not final (a local law it needs is not fitted)
+  slice: str = ''  # paper scale: the slice its runs are laid out for (paper_slice)
 
   @property
   def name(self) -> str:
@@ -325,6 +348,8 @@ class Group:
     }
     if self.budget:
       out['train.compute_budget'] = self.budget
+    if self.slice:
+      out['mesh.slice'] = self.slice
     out.update({f'model.{k}': v for k, v in model.items()})
     return out
 
@@ -334,7 +359,7 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
   LOCAL_BUDGETS with the backbone of the dense M_opt(C) (see local_group)."""
   if scale == 'paper':
     return [
-        Group(i, L, d, h, kv, c, lr, b)
+        Group(i, L, d, h, kv, c, lr, b, slice=paper_slice(b))
         for i, ((L, d, h, kv), c, lr, b) in enumerate(
             zip(design_lib.PAPER_BACKBONES, tables.GROUP_MAX_FLOPS, tables.GROUP_LR, batches)
         )
@@ -568,6 +593,8 @@ def design_member(
           'train.batch_size': batch_sequences or d.batch_sequences,
       }
   )
+  if scale == 'paper':
+    overrides['mesh.slice'] = paper_slice(overrides['train.batch_size'])
   return Member(name, overrides, group, provisional)
 
 

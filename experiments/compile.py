@@ -156,6 +156,7 @@ def compile_member(config, slice_name: str, compile_eval: bool = True) -> dict:
       key=shape_key(c),
       mesh={a: c.mesh[a] for a in config_lib.MESH_AXES},
       microbatches=c.train.grad_accum_steps,
+      remat=c.model.remat,
       batch_size=c.train.batch_size,
       requested_batch_size=c.train.requested_batch_size,
       dispatch=c.moe.dispatch if arch.is_moe else 'dense',
@@ -298,6 +299,7 @@ def main(argv):
   console.show_progress()
   from experiments import sweep  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import layout as layout_lib  # pylint: disable=import-outside-toplevel
 
   config = _CONFIG.value
   members = sweep.load_members(config)
@@ -308,20 +310,16 @@ def main(argv):
     configs = [sweep.member_config(config, m) for m in chosen]
     if _LARGEST.value:
       configs = [max(configs, key=_parameters)]
-  slice_name = _SLICE.value or config.mesh.slice
-  if not slice_name:
-    sys.exit(
-        'No slice: pass --slice=<name> (v5p-128, v5e-256, h100x8, ...) or set config.mesh.slice.'
-    )
   done = _load(_OUT.value)
   print(HEADER)
   rows = []
   for c in configs:
+    slice_name = _SLICE.value or c.mesh.slice  # by default each member's own
+    if not slice_name:
+      sys.exit(f'{c.name}: no slice; pass --slice=<name> (v5p-128, v5e-256, h100x8, ...).')
     try:
       key_config = for_slice(c, slice_name)
       config_lib.validate(key_config)
-      from ling_jax import layout as layout_lib  # pylint: disable=import-outside-toplevel
-
       key = shape_key(layout_lib.resolve(key_config))
     except config_lib.ConfigError as error:
       sys.exit(f'Invalid config {c.name}: {error}')
@@ -335,7 +333,8 @@ def main(argv):
     rows.append(row)
     print(line(row), flush=True)
   hours = sum(r['estimate']['chip_hours'] for r in rows if r.get('estimate'))
-  print(f'{len(rows)} member(s) on {slice_name}: {hours:.4g} chip-hours estimated in all.')
+  slices = ', '.join(sorted({r['slice'] for r in rows}))
+  print(f'{len(rows)} member(s) on {slices}: {hours:.4g} chip-hours estimated in all.')
   unfit = [r for r in rows if not r.get('fits')]
   if unfit:
     names = '; '.join(
@@ -345,7 +344,7 @@ def main(argv):
         for r in unfit
     )
     sys.exit(
-        f'{len(unfit)} member(s) do not fit {slice_name}: {names}. Use a larger slice (--slice), '
+        f'{len(unfit)} member(s) do not fit {slices}: {names}. Use a larger slice (--slice), '
         'or let the planner shard more (config.mesh.plan=auto).'
     )
 

@@ -14,7 +14,9 @@ call it. Three rules:
   2-D slices (v5e, v6e) and NVLink nodes take any factorisation. A mesh that breaks the rule
   is refused naming the axis and sizes that fit.
 * **The planner** (`mesh.plan='auto'`, the paper scale's default): every mesh (data, fsdp,
-  expert; tensor 1) and power-of-two microbatching the slice allows is priced with
+  expert, and tensor up to PLAN_MAX_TENSOR with heads kept whole) and power-of-two
+  microbatching the slice allows, with the config's remat policy or 'full' (which keeps only each
+  layer's input, for 4/3 of the compute), is priced with
   `memory_bytes` (an explicit per-chip memory model) and `step_seconds` (a roofline with
   collectives, below); the fastest layout whose modelled memory stays within PLAN_HBM_FRACTION
   of the chip's HBM wins. The model only ranks layouts: the compiled program's
@@ -38,6 +40,9 @@ MESH_AXES = config_lib.MESH_AXES
 # The planner keeps its memory model's per-chip total under this share of HBM: the model leaves
 # out XLA's fusion buffers and fragmentation, which the compile check then measures.
 PLAN_HBM_FRACTION = 0.7
+# The planner keeps the batch as run within this share of the batch asked for: Eq. 3's optimum is
+# a broad basin, a batch rounded by a third is another experiment.
+PLAN_BATCH_TOLERANCE = 0.1
 _BYTES = {'float32': 4, 'bfloat16': 2}
 
 
@@ -49,6 +54,7 @@ class Layout:
   microbatches: int
   batch_size: int  # sequences per optimizer step, as run
   requested_batch_size: int  # as configured (Eq. 3 at paper scale)
+  remat: str = ''  # the remat policy as run ('' keeps the config's)
 
   @property
   def batch_shards(self) -> int:
@@ -60,7 +66,8 @@ class Layout:
     batch = f'batch {self.batch_size}'
     if self.batch_size != self.requested_batch_size:
       batch += f' (asked {self.requested_batch_size})'
-    return f'{sizes}; {self.microbatches} microbatch(es); {batch}'
+    remat = f'; remat {self.remat}' if self.remat else ''
+    return f'{sizes}; {self.microbatches} microbatch(es); {batch}{remat}'
 
 
 # --- The torus -----------------------------------------------------------------------------------
@@ -140,17 +147,20 @@ def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, 
   sequences = layout.batch_size / layout.microbatches / layout.batch_shards
   tokens = sequences * t.seq_len
   d, hd = arch.d_model, arch.hd
-  attention = 2 * arch.n_heads * hd + 2 * arch.n_kv_heads * hd + d
+  # Heads and widths split over the tensor axis; the model's width d and the router do not.
+  attention = (2 * arch.n_heads * hd + 2 * arch.n_kv_heads * hd) / tensor + d
   if arch.is_moe:
     slots = arch.top_k * max(config.moe.capacity_factor, 1.0)
-    ffn = slots * (2 * arch.d_expert + 2 * d) + arch.n_shared * 2 * arch.d_expert + d
-    ffn += 2 * arch.n_experts  # router logits and probabilities
+    ffn = slots * (2 * arch.d_expert / tensor + 2 * d) + arch.n_shared * 2 * arch.d_expert / tensor
+    ffn += d + 2 * arch.n_experts  # the output, router logits and probabilities
   else:
-    ffn = 2 * arch.d_ffn + d
+    ffn = 2 * arch.d_ffn / tensor + d
   per_token_layer = compute * (attention + ffn) + 4 * d  # + the f32 residual stream
-  saved = arch.n_layers * tokens * per_token_layer
-  scores = sequences * arch.n_heads * t.seq_len**2 * (4 + 4 + compute)
-  logits = tokens * arch.vocab_size * 3 * 4
+  # 'full' remat keeps only each layer's input and recomputes the rest in the backward pass.
+  remat = layout.remat or m.remat
+  saved = arch.n_layers * tokens * (4 * d if remat == 'full' else per_token_layer)
+  scores = sequences * arch.n_heads / tensor * t.seq_len**2 * (4 + 4 + compute)
+  logits = tokens * arch.vocab_size / tensor * 3 * 4
   transient = max(scores + 4 * tokens * per_token_layer, logits)
   total = state + gathered + saved + transient
   return dict(state=state, activations=saved, transient=transient, total=total)
@@ -193,13 +203,17 @@ def _modelled_collective_bytes(arch: flops.Architecture, config, layout: Layout)
   tokens = layout.batch_size * config.train.seq_len / layout.batch_shards
   slots = arch.top_k * max(config.moe.capacity_factor, 1.0)
   a2a = 4 * arch.num_moe_layers * tokens * slots * arch.d_model * compute * share(expert)
-  return fsdp_bytes + data_bytes + a2a
+  # Tensor parallelism: the attention and FFN outputs all-reduced, forward and backward.
+  tensor_bytes = 4 * arch.n_layers * 2 * share(tensor) * tokens * arch.d_model * compute
+  return fsdp_bytes + data_bytes + a2a + tensor_bytes
 
 
 def modelled_seconds(arch: flops.Architecture, config, layout: Layout, chip) -> float:
   tokens = layout.batch_size * config.train.seq_len
   chips = math.prod(layout.mesh)
   work = flops.hardware_flops_per_token(arch) * tokens / chips
+  if (layout.remat or config.model.remat) == 'full':
+    work *= 4 / 3  # the forward pass again, in the backward
   state = memory_bytes(arch, config, layout)['state']
   return step_seconds(work, 2 * state, _modelled_collective_bytes(arch, config, layout), chip)[
       'step_s'
@@ -227,13 +241,30 @@ def _layout(config, sizes: tuple[int, ...], microbatches: int) -> Layout | None:
   return Layout(tuple(sizes), microbatches, batch, t.batch_size)
 
 
+# The most chips the planner splits one layer's heads and widths over (tensor parallelism costs
+# two all-reduces of the activations per layer and direction; beyond 8 they dominate).
+PLAN_MAX_TENSOR = 8
+
+
+def _tensor_sizes(arch: flops.Architecture, chips: int) -> list[int]:
+  """Tensor-axis sizes that keep every head whole and split every width evenly."""
+  widths = [arch.n_kv_heads, arch.vocab_size]
+  widths += [arch.d_ffn] if arch.d_ffn else []
+  widths += [arch.d_expert] if arch.is_moe else []
+  return [
+      t
+      for t in range(1, min(chips, PLAN_MAX_TENSOR) + 1)
+      if chips % t == 0 and all(w % t == 0 for w in widths)
+  ]
+
+
 def _candidates(arch: flops.Architecture, config, chips: int, slice_):
   divisors = [n for n in range(1, chips + 1) if chips % n == 0]
   experts = arch.n_experts or 1
-  for fsdp, expert in itertools.product(divisors, divisors):
-    if chips % (fsdp * expert) or experts % expert or arch.d_model % fsdp:
+  for tensor, fsdp, expert in itertools.product(_tensor_sizes(arch, chips), divisors, divisors):
+    if chips % (tensor * fsdp * expert) or experts % expert or arch.d_model % fsdp:
       continue
-    sizes = (chips // (fsdp * expert), fsdp, expert, 1)
+    sizes = (chips // (tensor * fsdp * expert), fsdp, expert, tensor)
     if slice_ is not None and not fits_torus(sizes, slice_):
       continue
     microbatches = 1
@@ -241,14 +272,20 @@ def _candidates(arch: flops.Architecture, config, chips: int, slice_):
       layout = _layout(config, sizes, microbatches)
       if layout is not None:
         yield layout
+        if config.model.remat != 'full':
+          yield dataclasses.replace(layout, remat='full')
       microbatches *= 2
 
 
 def plan(arch: flops.Architecture, config, slice_: hardware.Slice) -> Layout:
   """The fastest modelled layout on the slice that fits PLAN_HBM_FRACTION of its HBM."""
   budget = PLAN_HBM_FRACTION * slice_.hbm_bytes
-  best, smallest = None, None
+  best, smallest, moved = None, None, None
   for layout in _candidates(arch, config, slice_.chips, slice_):
+    shift = abs(layout.batch_size - layout.requested_batch_size) / layout.requested_batch_size
+    if shift > PLAN_BATCH_TOLERANCE:
+      moved = layout if moved is None or layout.batch_shards < moved.batch_shards else moved
+      continue
     need = memory_bytes(arch, config, layout)['total']
     if smallest is None or need < smallest[0]:
       smallest = (need, layout)
@@ -257,6 +294,13 @@ def plan(arch: flops.Architecture, config, slice_: hardware.Slice) -> Layout:
     seconds = modelled_seconds(arch, config, layout, slice_.chip)
     if best is None or seconds < best[0]:
       best = (seconds, layout)
+  if best is None and smallest is None:
+    raise ConfigError(
+        f'config.train.batch_size={config.train.batch_size}: on {slice_.name} every layout '
+        f'runs a batch more than {PLAN_BATCH_TOLERANCE:.0%} away from it (at best '
+        f'{moved.batch_size} on {moved.batch_shards} batch shards); use a smaller slice '
+        '(config.mesh.slice) or a mesh of your own (mesh.plan=manual).'
+    )
   if best is None:
     need, layout = smallest
     raise ConfigError(
@@ -340,5 +384,7 @@ def resolve(config, num_devices: int | None = None):
       grad_accum_steps=layout.microbatches,
       requested_batch_size=config.train.requested_batch_size or layout.requested_batch_size,
   )
+  if layout.remat:
+    c.model.remat = layout.remat
   c.lock()
   return c

@@ -138,7 +138,58 @@ def test_the_paper_moe_is_planned_on_every_slice_it_fits_and_refused_on_one_too_
 
 def test_every_paper_config_names_a_slice_and_plans_its_layout():
   c = moe_config.get_config('paper')
-  assert (c.mesh.slice, c.mesh.plan, c.train.batch_rule) == (common.PAPER_SLICE, 'auto', 'round')
+  assert (c.mesh.slice, c.mesh.plan, c.train.batch_rule) == ('v5p-128', 'auto', 'round')
+
+
+def test_a_paper_member_takes_the_largest_slice_that_keeps_its_batch_within_tolerance():
+  # 98 sequences: at most 0.2 x 98 = 19.6 chips, so 16 (v5p-32); 228: 45.6, so 32 (v5p-64).
+  assert [common.paper_slice(b) for b in (10, 98, 228, 531, 2048)] == [
+      'v5p-8',
+      'v5p-32',
+      'v5p-64',
+      'v5p-128',
+      'v5p-128',
+  ]
+  from configs import granularity
+  from experiments import sweep
+
+  base = granularity.get_config('paper')
+  for member in granularity.get_sweep('paper'):
+    c = sweep.member_config(base, member)
+    assert c.mesh.slice == common.paper_slice(c.train.batch_size)
+    resolved = layout.resolve(compile_lib.for_slice(c, c.mesh.slice))
+    shift = abs(resolved.train.batch_size - c.train.batch_size) / c.train.batch_size
+    assert shift <= layout.PLAN_BATCH_TOLERANCE
+
+
+def test_the_planner_refuses_to_move_the_batch_past_its_tolerance():
+  c = moe_config.get_config('paper')
+  c.unlock()
+  # 20 sequences on 64 chips: at most 4 on the tensor axis (4 KV heads) leaves 16 batch shards,
+  # and 16 or 32 are 20% or 60% away.
+  c.train.batch_size = 20
+  with pytest.raises(config_lib.ConfigError, match='more than 10% away.*smaller slice'):
+    layout.plan(config_lib.architecture(c), c, hardware.parse('v5p-128'))
+  assert layout.plan(config_lib.architecture(c), c, hardware.parse('v5p-8')).batch_size == 20
+
+
+def test_the_planner_takes_full_remat_when_the_saved_activations_do_not_fit():
+  """allocation's largest MoE (28 layers, d_model 1792, 7 KV heads, 329 sequences) on v5p-128:
+  7 heads allow no tensor split, and microbatches would move the batch past 10%, so only 'full'
+  remat brings its modelled activations (54.7 GiB a chip under dots_no_batch) within budget."""
+  from configs import allocation
+  from experiments import sweep
+
+  base = allocation.get_config('paper')
+  (member,) = [m for m in allocation.get_sweep('paper') if m.name == 'moe_C1e+20_M1.19e+10']
+  c = sweep.member_config(base, member)
+  assert c.model.remat == 'dots_no_batch'
+  resolved = layout.resolve(c)
+  assert (resolved.model.remat, resolved.mesh.tensor, resolved.train.grad_accum_steps) == (
+      'full',
+      1,
+      1,
+  )
 
 
 # --- The compiled program's collectives, by hand -----------------------------------------------
