@@ -320,9 +320,15 @@ def main(argv):
     try:
       key_config = for_slice(c, slice_name)
       config_lib.validate(key_config)
-      key = shape_key(layout_lib.resolve(key_config))
     except config_lib.ConfigError as error:
       sys.exit(f'Invalid config {c.name}: {error}')
+    try:
+      key = shape_key(layout_lib.resolve(key_config))
+    except config_lib.ConfigError as error:  # no layout of it fits the slice: a finding
+      row = dict(name=c.name, slice=slice_name, fits=False, error=str(error))
+      rows.append(row)
+      print(f'{c.name:<34} {slice_name:<9} NO LAYOUT: {error}', flush=True)
+      continue
     row = done.get((key, slice_name))
     if row is None:
       row = compile_member(c, slice_name, _EVAL.value)

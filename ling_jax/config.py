@@ -434,6 +434,14 @@ def _validate_data(config) -> None:
             path.startswith('gs://') or os.path.exists(path),
             f'config.data.{field}: {path!r} does not exist; fix the path.',
         )
+        # array_record's reader opens local files only (on gs:// it waits on Google's
+        # credentials); token files are read where they lie.
+        _require(
+            d.source != 'array_record' or '://' not in path,
+            f'config.data.{field}: {path!r}: array_record files are read from a local or '
+            'mounted disk (gcsfuse); copy them there, or store the corpus as .bin/.npy token '
+            "files (data.source='tokens'), which are read from gs:// by ranged reads.",
+        )
     _require(
         d.token_dtype in ('uint16', 'uint32', 'int32'),
         f"config.data.token_dtype={d.token_dtype!r}: use 'uint16', 'uint32' or 'int32'.",

@@ -6,7 +6,8 @@ Sources (config.data.source):
   * 'synthetic'    -- a fixed random Markov chain (loss floor ln 2), for tests;
   * 'tokens'       -- pre-tokenized .npy or raw .bin files: memory-mapped when local, read by
                       byte ranges where they lie on gs:// (each process only its windows);
-  * 'array_record' -- one document of tokens per record, packed into windows.
+  * 'array_record' -- one document of tokens per record, packed into windows (local or mounted
+                      disks: the reader does not open gs://).
 Each window is one example; a batch is `batch_size / process_count` windows of this process's
 shard. The iterator state (a position in a deterministic order) is checkpointed with the model.
 """

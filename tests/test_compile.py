@@ -357,3 +357,15 @@ def test_two_slices_put_only_the_data_axis_across_the_data_center_network():
   half = grid.shape[0] // 2
   assert {d.slice_index for d in grid[:half].flat} == {0}
   assert {d.slice_index for d in grid[half:].flat} == {1}
+
+
+def test_a_slice_with_no_layout_for_a_member_is_reported_without_compiling():
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.compile', '--config=configs/moe.py', '--slice=v5e-4'],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert done.returncode == 1, done.stdout + done.stderr
+  assert 'moe_paper' in done.stdout and 'NO LAYOUT' in done.stdout
+  assert 'do not fit v5e-4: moe_paper (config.mesh.plan=auto: no layout' in done.stderr

@@ -76,6 +76,14 @@ def test_missing_data_path():
   refused(c, 'config.data.paths', '/no/such/file.bin')
 
 
+def test_array_record_files_on_a_bucket_are_refused_and_token_files_are_not():
+  c = moe_config()
+  c.data.update(source='array_record', paths=('gs://bucket/corpus.array_record',))
+  refused(c, 'config.data.paths', 'array_record files are read from a local or mounted disk')
+  c.data.update(source='tokens', paths=('gs://bucket/corpus.bin',))
+  config_lib.validate(c)
+
+
 def test_ragged_dot_refuses_a_capacity_factor():
   c = moe_config()
   c.moe.dispatch = 'ragged_dot'
