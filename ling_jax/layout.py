@@ -203,8 +203,11 @@ def _modelled_collective_bytes(arch: flops.Architecture, config, layout: Layout)
   tokens = layout.batch_size * config.train.seq_len / layout.batch_shards
   slots = arch.top_k * max(config.moe.capacity_factor, 1.0)
   a2a = 4 * arch.num_moe_layers * tokens * slots * arch.d_model * compute * share(expert)
-  # Tensor parallelism: the attention and FFN outputs all-reduced, forward and backward.
-  tensor_bytes = 4 * arch.n_layers * 2 * share(tensor) * tokens * arch.d_model * compute
+  # Tensor parallelism all-reduces each layer's partial outputs, forward and backward: the
+  # attention's and the FFN's, which in an MoE layer is the whole expert buffer (every routed
+  # slot of every token) plus the shared experts' output.
+  outputs = arch.n_layers + arch.num_ffn_dense_layers + arch.num_moe_layers * (slots + 1)
+  tensor_bytes = 2 * 2 * share(tensor) * tokens * outputs * arch.d_model * compute
   return fsdp_bytes + data_bytes + a2a + tensor_bytes
 
 
