@@ -524,6 +524,7 @@ def table3_run(c, row: dict):
       compute_budget=0.0,
       tokens=10**12,
   )
+  c.mesh.slice = paper_slice(c.train.batch_size)
   c.model.update(**fields)
   return c
 

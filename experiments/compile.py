@@ -151,6 +151,7 @@ def compile_member(config, slice_name: str, compile_eval: bool = True) -> dict:
       C=flops.paper_flops_per_token(arch) * tokens_per_step * steps,  # FLOPs, as run
       A=flops.activation_ratio(arch),
       slice=slice_.name,
+      default_slice=config.mesh.slice,  # the member's own; another is a margin or variant check
       chip=slice_.chip.name,
       chips=slice_.chips,
       key=shape_key(c),
@@ -161,6 +162,7 @@ def compile_member(config, slice_name: str, compile_eval: bool = True) -> dict:
       requested_batch_size=c.train.requested_batch_size,
       dispatch=c.moe.dispatch if arch.is_moe else 'dense',
       capacity_factor=c.moe.capacity_factor if arch.is_moe else None,
+      transport=c.moe.transport if arch.is_moe else None,
       total_params=flops.total_params(arch),
       hbm_bytes=slice_.hbm_bytes,
       jax_version=jax.__version__,
@@ -332,6 +334,10 @@ def main(argv):
     row = done.get((key, slice_name))
     if row is None:
       row = compile_member(c, slice_name, _EVAL.value)
+      # A variant of the study's design (--config.* flags) is kept apart from its members.
+      row['overrides'] = {
+          k: v for k, v in config_flags.get_override_values(flags.FLAGS['config']).items()
+      }
       if _OUT.value:
         _append(_OUT.value, row)
       done[(key, slice_name)] = row

@@ -1,17 +1,21 @@
-"""The committed compile table (experiments/compile.py --out) summarised per study, in Markdown.
+"""The compile table (experiments/compile.py --out) summarised per study, in Markdown.
 
   python -m experiments.compile_report --table=results/paper/compile.jsonl
 
-Per study: the members compiled and their shapes, the slice, the layouts chosen, the peak memory
-per chip against HBM, the estimated MFU range and the estimated chip-hours of the whole study;
-the largest member on the slice one size smaller where that was compiled; and, for the EL
-studies, how a FLOP of each MoE member compares in time with a FLOP of the dense run nearest its
-budget on the same slice (the wall-clock factor by which its FLOP EL would be multiplied). Every
-time here is the compile check's estimate, not a measurement.
+Per study, from the members compiled on their own slices: how many of the study's distinct
+shapes the table holds, the slices and layouts, the peak memory per chip against HBM, the
+estimated MFU range and the estimated chip-hours of the members compiled. Then the largest
+members compiled on a slice one size smaller (the margin), the variants compiled with
+`--config.*` flags (other dispatches, other slices), and for the EL studies how a FLOP of each
+MoE member compares in time with a FLOP of the dense run nearest its budget on the same slice:
+the factor by which its FLOP EL would be multiplied to give a wall-clock EL. Every time here is
+the compile check's estimate, not a measurement.
 """
 
 from __future__ import annotations
 
+import collections
+import importlib
 import json
 import math
 import statistics
@@ -22,13 +26,46 @@ from absl import flags
 _TABLE = flags.DEFINE_string('table', 'results/paper/compile.jsonl', 'JSON-lines compile table.')
 
 GIB = 2**30
+PAPER_STUDIES = (
+    'granularity',
+    'activation_ratio',
+    'shared_experts',
+    'dense_layers',
+    'attention_ratio',
+    'hparams',
+    'allocation',
+    'dense_baseline',
+)
 EL_STUDIES = ('activation_ratio', 'granularity', 'shared_experts', 'dense_layers')
-DENSE_SOURCES = ('dense_baseline', 'allocation', 'hparams')
+SINGLE_RUNS = ('moe', 'ling_mini_beta', 'dense_6p1b')  # configs that are one run, not a study
 
 
 def load(path: str) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def is_member(row: dict) -> bool:
+  """A row of a member as its study defines it: its own slice, no --config.* flags."""
+  return not row.get('overrides') and row['slice'] == row.get('default_slice', row['slice'])
+
+
+def distinct_shapes() -> dict[str, set[str]]:
+  """{study or single run's name: the compile keys of its members on their own slices}."""
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from experiments import sweep  # pylint: disable=import-outside-toplevel
+  from ling_jax import layout  # pylint: disable=import-outside-toplevel
+
+  key = lambda c: compile_lib.shape_key(layout.resolve(compile_lib.for_slice(c, c.mesh.slice)))
+  out = {}
+  for study in PAPER_STUDIES:
+    module = importlib.import_module(f'configs.{study}')
+    base = module.get_config('paper')
+    out[study] = {key(sweep.member_config(base, m)) for m in module.get_sweep('paper')}
+  for run in SINGLE_RUNS:
+    c = importlib.import_module(f'configs.{run}').get_config('paper')
+    out[c.name] = {key(c)}
+  return out
 
 
 def _range(values, spec: str) -> str:
@@ -41,12 +78,71 @@ def _range(values, spec: str) -> str:
 
 def _mesh(row: dict) -> str:
   sizes = ', '.join(f'{a}={n}' for a, n in row['mesh'].items() if n > 1) or 'one chip'
-  return f'{sizes} x{row["microbatches"]} mb'
+  remat = ', full remat' if row.get('remat') == 'full' else ''
+  return f'{sizes} x{row["microbatches"]} mb{remat}'
+
+
+def _fit(rows: list[dict]) -> str:
+  return f'{sum(bool(r.get("fits")) for r in rows)} of {len(rows)}'
+
+
+def study_lines(rows: list[dict], shapes: dict[str, set[str]]) -> list[str]:
+  lines = [
+      '| study | shapes compiled | slices | layouts | peak GiB per chip (HBM 95) | fit '
+      '| est. MFU | est. chip-hours of those compiled |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ]
+  for study in shapes:
+    group = [r for r in rows if r['study'] == study and is_member(r)]
+    done = [r for r in group if r.get('estimate')]
+    compiled = {r['key'] for r in group if 'key' in r} & shapes.get(study, set())
+    slices = collections.Counter(r['slice'] for r in group)
+    layouts = collections.Counter(_mesh(r) for r in done).most_common()
+    shown = '; '.join(m for m, _ in layouts[:3]) + (
+        f'; {len(layouts) - 3} more' if len(layouts) > 3 else ''
+    )
+    lines.append(
+        f'| {study} | {len(compiled)} of {len(shapes.get(study, ()))} | '
+        f'{", ".join(f"{s} ({n})" for s, n in sorted(slices.items())) or "-"} | {shown or "-"} | '
+        f'{_range([r["peak_bytes"] / GIB for r in done], ".1f")} | '
+        f'{_fit(group) if group else "-"} | '
+        f'{_range([100 * r["estimate"]["mfu"] for r in done], ".0f")}% | '
+        f'{sum(r["estimate"]["chip_hours"] for r in done):.4g} |'
+    )
+  return lines
+
+
+def other_lines(rows: list[dict]) -> list[str]:
+  """Rows off a member's own design: another slice (the margin, a GPU node) or --config.* flags."""
+  lines = [
+      '| run | slice (own) | flags | layout | peak GiB per chip / HBM | fits | est. MFU '
+      '| collectives GiB per step |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ]
+  for r in rows:
+    if is_member(r):
+      continue
+    flags_text = ', '.join(f'{k}={v}' for k, v in sorted(r.get('overrides', {}).items())) or '-'
+    if not r.get('estimate'):
+      lines.append(
+          f'| {r["name"]} | {r["slice"]} ({r.get("default_slice", "?")}) | {flags_text} | - | - | '
+          f'no: {r.get("error", "")[:80]} | - | - |'
+      )
+      continue
+    sent = sum(k['bytes_per_chip'] for k in r['collectives'].values()) / GIB
+    lines.append(
+        f'| {r["name"]} | {r["slice"]} ({r.get("default_slice", "?")}) | {flags_text} | '
+        f'{_mesh(r)} | {r["peak_bytes"] / GIB:.1f} / {r["hbm_bytes"] / GIB:.0f} | '
+        f'{"yes" if r["fits"] else "NO"} | {100 * r["estimate"]["mfu"]:.0f}% | {sent:.1f} |'
+    )
+  return lines
 
 
 def _dense_time_per_flop(rows: list[dict], slice_name: str, budget: float) -> float | None:
   dense = [
-      r for r in rows if r.get('estimate') and r['kind'] == 'dense' and r['slice'] == slice_name
+      r
+      for r in rows
+      if is_member(r) and r.get('estimate') and r['kind'] == 'dense' and r['slice'] == slice_name
   ]
   if not dense:
     return None
@@ -54,46 +150,21 @@ def _dense_time_per_flop(rows: list[dict], slice_name: str, budget: float) -> fl
   return nearest['estimate']['seconds_per_flop_of_C']
 
 
-def study_lines(rows: list[dict]) -> list[str]:
-  """The per-study table: one line per study and default slice."""
-  lines = [
-      '| study | slice | members | layouts | peak GiB per chip / HBM | fit | est. MFU '
-      '| est. chip-hours |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- |',
-  ]
-  by_study: dict[tuple[str, str], list[dict]] = {}
-  for row in rows:
-    by_study.setdefault((row['study'], row['slice']), []).append(row)
-  for (study, slice_name), group in sorted(by_study.items()):
-    done = [r for r in group if r.get('estimate')]
-    layouts = sorted({_mesh(r) for r in done})
-    fits = sum(bool(r.get('fits')) for r in group)
-    lines.append(
-        f'| {study} | {slice_name} | {len(group)} | {"; ".join(layouts) or "-"} | '
-        f'{_range([r["peak_bytes"] / GIB for r in done], ".1f")} / '
-        f'{group[0]["hbm_bytes"] / GIB:.0f} | {fits} of {len(group)} | '
-        f'{_range([100 * r["estimate"]["mfu"] for r in done], ".0f")}% | '
-        f'{sum(r["estimate"]["chip_hours"] for r in done):.3g} |'
-    )
-  return lines
-
-
 def wall_clock_lines(rows: list[dict]) -> list[str]:
-  """Per EL study: the ratio (dense seconds per FLOP) / (MoE seconds per FLOP) over its MoE
-  members, each against the dense run nearest its budget on its slice."""
+  """Per EL study and slice: (dense seconds per FLOP) / (MoE seconds per FLOP) over its MoE
+  members, each against the dense member nearest its budget on its slice."""
   lines = [
-      '| study | slice | MoE members '
-      '| dense time per FLOP / MoE time per FLOP (min, median, max) |',
+      '| study | slice | MoE members | dense time per FLOP / MoE time per FLOP: min, median, max |',
       '| --- | --- | --- | --- |',
   ]
   for study in EL_STUDIES:
     ratios: dict[str, list[float]] = {}
-    for row in rows:
-      if row['study'] != study or row['kind'] != 'moe' or not row.get('estimate'):
+    for r in rows:
+      if r['study'] != study or r['kind'] != 'moe' or not is_member(r) or not r.get('estimate'):
         continue
-      dense = _dense_time_per_flop(rows, row['slice'], row['C'])
+      dense = _dense_time_per_flop(rows, r['slice'], r['C'])
       if dense:
-        ratios.setdefault(row['slice'], []).append(dense / row['estimate']['seconds_per_flop_of_C'])
+        ratios.setdefault(r['slice'], []).append(dense / r['estimate']['seconds_per_flop_of_C'])
     for slice_name, values in sorted(ratios.items()):
       lines.append(
           f'| {study} | {slice_name} | {len(values)} | {min(values):.2f}, '
@@ -102,13 +173,15 @@ def wall_clock_lines(rows: list[dict]) -> list[str]:
   return lines
 
 
-def report(rows: list[dict]) -> str:
-  return '\n'.join(study_lines(rows) + [''] + wall_clock_lines(rows))
+def report(rows: list[dict], shapes: dict[str, set[str]]) -> str:
+  return '\n'.join(
+      study_lines(rows, shapes) + [''] + other_lines(rows) + [''] + wall_clock_lines(rows)
+  )
 
 
 def main(argv):
   del argv
-  print(report(load(_TABLE.value)))
+  print(report(load(_TABLE.value), distinct_shapes()))
 
 
 if __name__ == '__main__':

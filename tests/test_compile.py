@@ -369,3 +369,14 @@ def test_a_slice_with_no_layout_for_a_member_is_reported_without_compiling():
   assert done.returncode == 1, done.stdout + done.stderr
   assert 'moe_paper' in done.stdout and 'NO LAYOUT' in done.stdout
   assert 'do not fit v5e-4: moe_paper (config.mesh.plan=auto: no layout' in done.stderr
+
+
+@pytest.mark.parametrize('run', ['moe', 'ling_mini_beta', 'dense_6p1b', 'dense'])
+def test_every_paper_single_run_has_a_layout_on_its_own_slice(run):
+  import importlib
+
+  c = importlib.import_module(f'configs.{run}').get_config('paper')
+  assert c.mesh.slice == common.paper_slice(c.train.batch_size)
+  resolved = layout.resolve(c)
+  moved = abs(resolved.train.batch_size - c.train.batch_size) / c.train.batch_size
+  assert moved <= layout.PLAN_BATCH_TOLERANCE
