@@ -276,15 +276,18 @@ def line(row: dict) -> str:
     return f'{head}  DOES NOT FIT: {row.get("error", "")[:120]}'
   e = row['estimate']
   traffic = sum(k['bytes_per_chip'] for k in row['collectives'].values()) / GIB
+  m = row['memory']
   return (
-      f'{head} {row["peak_bytes"] / GIB:>7.1f} / {row["hbm_bytes"] / GIB:<5.0f} '
+      f'{head} {m["argument_bytes"] / GIB:>6.1f} {m["temp_bytes"] / GIB:>6.1f} '
+      f'{row["peak_bytes"] / GIB:>7.1f} / {row["hbm_bytes"] / GIB:<5.0f} '
       f'{"yes" if row["fits"] else "NO":<4} {traffic:>8.2f} {e["step_s"]:>8.3f} '
       f'{e["mfu"]:>6.1%} {e["chip_hours"]:>10.3g}'
   )
 
 
 HEADER = (
-    f'{"member":<34} {"slice":<9} {"mesh":<14} {"mb":>3} {"batch":>9} {"peak GiB/HBM":>13} '
+    f'{"member":<34} {"slice":<9} {"mesh":<14} {"mb":>3} {"batch":>9} {"args":>6} {"temps":>6} '
+    f'{"peak GiB/HBM":>13} '
     f'{"fits":<4} {"coll GiB":>8} {"est s/st":>8} {"estMFU":>6} {"chip-h est":>10}'
 )
 
@@ -313,7 +316,7 @@ def main(argv):
     if _LARGEST.value:
       configs = [max(configs, key=_parameters)]
   done = _load(_OUT.value)
-  print(HEADER)
+  print(HEADER + '   (memory per chip in GiB; times, MFU and chip-hours are estimates)')
   rows = []
   for c in configs:
     slice_name = _SLICE.value or c.mesh.slice  # by default each member's own

@@ -309,17 +309,21 @@ class Dataset:
 
     With `train.eval_sequences` set: that many windows drawn once in a fixed shuffled order (so
     the set spans the held-out files) in batches of `train.eval_batch_size` (or batch_size), the
-    same whatever the run's training batch; otherwise the first `train.eval_batches` batches of
-    `batch_size` windows in file order.
+    same whatever the run's training batch; otherwise the first `train.eval_batches` x
+    `batch_size` windows in file order, in batches of `train.eval_batch_size` (or batch_size).
     """
     t = self._config.train
     if self.eval_source is None or len(self.eval_source) == 0:
       return []
     if not t.eval_sequences:
+      # The first eval_batches x batch_size windows, in batches of the eval batch: a smaller eval
+      # batch (a microbatched layout's, ling_jax.layout) splits the same windows.
+      size = config_lib.eval_batch_size(t)
+      count = -(-t.eval_batches * t.batch_size // size)
       batches = []
-      for batch in self._batched(self.eval_source, t.batch_size, None, True):
+      for batch in self._batched(self.eval_source, size, None, True):
         batches.append(batch)
-        if len(batches) == t.eval_batches:
+        if len(batches) == count:
           break
       return batches
     if self._config.data.source != 'array_record' and len(self.eval_source) < t.eval_sequences:

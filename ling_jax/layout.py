@@ -389,5 +389,12 @@ def resolve(config, num_devices: int | None = None):
   )
   if layout.remat:
     c.model.remat = layout.remat
+  # A microbatched step evaluates a microbatch at a time: the eval forward has no microbatch
+  # loop, and a whole training batch's logits (B x L x vocab in f32) are what outgrew an
+  # 8-GPU node's memory for the paper MoE.
+  micro = layout.batch_size // layout.microbatches
+  t = config.train
+  if layout.microbatches > 1 and not t.eval_batch_size and t.eval_sequences % micro == 0:
+    c.train.eval_batch_size = micro
   c.lock()
   return c

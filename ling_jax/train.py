@@ -399,9 +399,11 @@ def _train_loop(
   }
 
   def evaluate(step: int, final: bool = False) -> dict:
-    """Eval loss (nats per token) on the held-out set (its first `eval_batches` batches unless
-    `final`), with the standard error over its sequences and its size in tokens."""
-    batches = eval_batches if final else eval_batches[: config.train.eval_batches]
+    """Eval loss (nats per token) on the held-out set (with train.eval_sequences, its first
+    `eval_batches` batches unless `final`), with the standard error over its sequences and its
+    size in tokens."""
+    periodic = config.train.eval_batches if config.train.eval_sequences else len(eval_batches)
+    batches = eval_batches if final else eval_batches[:periodic]
     if not batches:
       return dict(final_eval_loss=None)
     losses = np.concatenate(

@@ -380,3 +380,16 @@ def test_every_paper_single_run_has_a_layout_on_its_own_slice(run):
   resolved = layout.resolve(c)
   moved = abs(resolved.train.batch_size - c.train.batch_size) / c.train.batch_size
   assert moved <= layout.PLAN_BATCH_TOLERANCE
+
+
+def test_a_microbatched_layout_evaluates_a_microbatch_at_a_time():
+  c = moe_config.get_config('paper')
+  c.unlock()
+  c.mesh.slice = 'h100x8'  # 32 microbatches of 16 sequences
+  resolved = layout.resolve(c)
+  assert resolved.train.eval_batch_size == resolved.train.batch_size // (
+      resolved.train.grad_accum_steps
+  )
+  assert resolved.train.grad_accum_steps > 1
+  single = layout.resolve(_smoke(slice='v5e-4'))  # one microbatch: the eval batch as configured
+  assert single.train.eval_batch_size == 0

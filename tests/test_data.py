@@ -196,3 +196,14 @@ def test_every_window_read_checks_its_ids_naming_the_file_and_place(bad):
   np.testing.assert_array_equal(source[window - 1], tokens[(window - 1) * L : window * L + 1])
   with pytest.raises(ValueError, match=r'train.npy: tokens .* outside \[0, model.vocab_size=64\)'):
     source[window]
+
+
+def test_a_smaller_eval_batch_splits_the_same_held_out_windows():
+  whole = config()
+  whole.train.update(batch_size=8, eval_batches=3)
+  split = config()
+  split.train.update(batch_size=8, eval_batches=3, eval_batch_size=2)
+  a = data_lib.Dataset(whole).eval_batches()
+  b = data_lib.Dataset(split).eval_batches()
+  assert [x.shape[0] for x in a] == [8] * 3 and [x.shape[0] for x in b] == [2] * 12
+  np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
