@@ -51,6 +51,12 @@ def test_table7_groups_are_iso_flop(group):
   n_layers, d_model, d_expert, heads, kv = group
   rows = [arch(n_layers, d_model, heads, kv, E, 2, 1, d_expert) for E in tables.TABLE_7_EXPERTS]
   assert spread([flops.paper_flops_per_token(a) for a in rows]) == 0
+  # The rows differ only in E, which M leaves out: the equality alone holds for any formula. By
+  # hand (arXiv 2507.17702 App. C, s = 4096, g = heads / kv): M = 3 x layers x (4 d^2 + 4 d^2 / g
+  # + 4 s d + 6 d (E_a + E_s) d_expert).
+  d, g = d_model, heads / kv
+  by_hand = 3 * n_layers * (4 * d * d + 4 * d * d / g + 4 * 4096 * d + 6 * d * 3 * d_expert)
+  assert flops.paper_flops_per_token(rows[0]) == by_hand
   totals = [flops.non_embedding_params(a) for a in rows]
   assert totals == sorted(totals) and totals[0] < totals[-1]  # more experts, more parameters
 

@@ -125,10 +125,19 @@ def test_wsd_schedule_shape(shape):
   assert float(schedule(900)) == pytest.approx(midpoint, rel=1e-4)
 
 
+def _bf16_matmuls(config) -> int:
+  """Matrix multiplications with bf16 operands in the train step's lowered program."""
+  trainer = train_lib.Trainer.build(config)
+  train_steps, _ = trainer.jit_steps()
+  with jax.set_mesh(trainer.mesh):
+    text = train_steps.lower(trainer.init_state(), trainer.batch_shape(1)).as_text()
+  return sum('dot_general' in line and 'bf16' in line for line in text.splitlines())
+
+
 def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
-  losses = {}
+  losses, configs = {}, {}
   for dtype in ('float32', 'bfloat16'):
-    c = smoke(
+    c = configs[dtype] = smoke(
         steps=20,
         model=dict(compute_dtype=dtype),
         train=dict(checkpoint_every=20),
@@ -139,6 +148,9 @@ def test_bf16_compute_on_f32_parameters_tracks_f32(tmp_path):
   params = train_lib.Trainer.build(c).init_state().params
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], atol=0.1)
+  # bf16 is really used: its matmuls take bf16 operands, f32's none, and the losses differ.
+  assert _bf16_matmuls(configs['bfloat16']) >= 10 and _bf16_matmuls(configs['float32']) == 0
+  assert losses['bfloat16'] != losses['float32']
   assert any(p.name.startswith('events') for p in (tmp_path / 'bfloat16' / 'tensorboard').iterdir())
 
 
