@@ -2,6 +2,7 @@
 that a paper-scale layout fits before a pod is booked (the ahead-of-time twin of `--list`).
 
   python -m experiments.compile --config=configs/granularity.py            # its default slice
+  python -m experiments.compile --config=configs/granularity.py --smaller  # one size smaller
   python -m experiments.compile --config=configs/granularity.py --slice=v5p-64 --sweep_index=0
   python -m experiments.compile --config=configs/moe.py --slice=h100x8 --out=/tmp/compile.jsonl
 
@@ -49,6 +50,11 @@ _SLICE = flags.DEFINE_string(
 _SWEEP_INDEX = flags.DEFINE_integer('sweep_index', None, 'Compile only this member of a study.')
 _OUT = flags.DEFINE_string('out', None, 'JSON-lines table to append rows to (and resume from).')
 _EVAL = flags.DEFINE_bool('eval', True, 'Compile the eval step as well as the train step.')
+_SMALLER = flags.DEFINE_bool(
+    'smaller',
+    False,
+    'Compile each member for the slice one size smaller than its own (the margin).',
+)
 _LARGEST = flags.DEFINE_bool(
     'largest', False, 'Compile only the member with the most parameters (the margin check).'
 )
@@ -288,7 +294,7 @@ def line(row: dict) -> str:
 HEADER = (
     f'{"member":<34} {"slice":<9} {"mesh":<14} {"mb":>3} {"batch":>9} {"args":>6} {"temps":>6} '
     f'{"peak GiB/HBM":>13} '
-    f'{"fits":<4} {"coll GiB":>8} {"est s/st":>8} {"estMFU":>6} {"chip-h est":>10}'
+    f'{"fits":<4} {"coll GiB":>8} {"est s/st":>8} {"MFU<=":>6} {"chip-h est":>10}'
 )
 
 
@@ -304,6 +310,7 @@ def main(argv):
   console.show_progress()
   from experiments import sweep  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
   from ling_jax import layout as layout_lib  # pylint: disable=import-outside-toplevel
 
   config = _CONFIG.value
@@ -322,6 +329,11 @@ def main(argv):
     slice_name = _SLICE.value or c.mesh.slice  # by default each member's own
     if not slice_name:
       sys.exit(f'{c.name}: no slice; pass --slice=<name> (v5p-128, v5e-256, h100x8, ...).')
+    if _SMALLER.value:
+      smaller = hardware.parse(slice_name).one_size_smaller()
+      if smaller is None:
+        sys.exit(f'{c.name}: {slice_name} is the smallest slice of its chip.')
+      slice_name = smaller.name
     try:
       key_config = for_slice(c, slice_name)
       config_lib.validate(key_config)

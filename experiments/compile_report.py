@@ -89,7 +89,7 @@ def _fit(rows: list[dict]) -> str:
 def study_lines(rows: list[dict], shapes: dict[str, set[str]]) -> list[str]:
   lines = [
       '| study | shapes compiled | slices | layouts | peak GiB per chip (HBM 95) | fit '
-      '| est. MFU | est. chip-hours of those compiled |',
+      '| MFU bound | est. chip-hours of those compiled |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
   for study in shapes:
@@ -115,7 +115,7 @@ def study_lines(rows: list[dict], shapes: dict[str, set[str]]) -> list[str]:
 def other_lines(rows: list[dict]) -> list[str]:
   """Rows off a member's own design: another slice (the margin, a GPU node) or --config.* flags."""
   lines = [
-      '| run | slice (own) | flags | layout | peak GiB per chip / HBM | fits | est. MFU '
+      '| run | slice (own) | flags | layout | peak GiB per chip / HBM | fits | MFU bound '
       '| collectives GiB per step |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]

@@ -393,3 +393,20 @@ def test_a_microbatched_layout_evaluates_a_microbatch_at_a_time():
   assert resolved.train.grad_accum_steps > 1
   single = layout.resolve(_smoke(slice='v5e-4'))  # one microbatch: the eval batch as configured
   assert single.train.eval_batch_size == 0
+
+
+def test_smaller_names_the_members_that_no_longer_fit_one_size_down(tmp_path):
+  """The paper MoE's own slice is v5p-128; one size down is v5p-64 (32 chips of 95 GiB). At 1,024
+  layers its f32 train state alone (206B parameters x 16 bytes) is 103 GiB a chip there."""
+  command = [
+      sys.executable,
+      '-m',
+      'experiments.compile',
+      '--config=configs/moe.py',
+      '--smaller',
+      '--config.model.n_layers=1024',
+  ]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1, done.stdout + done.stderr
+  assert 'moe_paper' in done.stdout and 'v5p-64' in done.stdout and 'NO LAYOUT' in done.stdout
+  assert 'do not fit v5p-64: moe_paper' in done.stderr
