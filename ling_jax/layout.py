@@ -328,6 +328,11 @@ def manual(config, num_devices: int, slice_: hardware.Slice | None = None) -> La
           f'({fixed}); change the mesh sizes.'
       )
     sizes[sizes.index(-1)] = num_devices // fixed
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(
+        f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices of '
+        f'{num_devices}; set one axis to -1 or config.mesh.num_devices.'
+    )
   if slice_ is not None:
     _check_torus(tuple(sizes), slice_)
   accum = config.train.grad_accum_steps

@@ -103,6 +103,13 @@ def test_a_mesh_that_splits_the_torus_is_refused_naming_the_axis():
 # --- The batch rule and the planner -----------------------------------------------------------
 
 
+def test_a_fixed_mesh_must_use_every_device():
+  c = _smoke(data=2)
+  with pytest.raises(config_lib.ConfigError, match=r'uses 2 devices of 8; set one axis to -1'):
+    layout.resolve(c, 8)
+  assert layout.resolve(c, 2).mesh.data == 2  # on two devices (config.mesh.num_devices=2)
+
+
 def test_round_batch_by_hand():
   assert layout.round_batch(531, 16) == 528  # 33.19 shards of 16
   assert layout.round_batch(531, 128) == 512  # 4.15
