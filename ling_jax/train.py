@@ -61,8 +61,8 @@ class Trainer:
 
   @classmethod
   def build(cls, config, devices=None) -> 'Trainer':
-    """The trainer of `config` on `devices` (default: the devices there are; a topology's
-    devices compile without them, experiments.compile)."""
+    """The trainer of `config`, its layout resolved (ling_jax.layout), on `devices`: by default
+    the devices there are; a slice's deviceless devices to compile for it (experiments.compile)."""
     arch = config_lib.validate(config)
     devices = list(jax.devices() if devices is None else devices)
     count = config.mesh.num_devices or len(devices)
