@@ -82,6 +82,7 @@ def _sort_by_expert(experts_TxK, n_experts):
   return flat_A, order_A, counts_E, starts_E, rank_A
 
 
+@jax.named_scope('dispatch_plan')
 def dropless_plan(experts_TxK, n_experts: int) -> DispatchPlan:
   """Rows are the assignments in expert order: [A] rows, nothing dropped."""
   _, order_A, counts_E, _, rank_A = _sort_by_expert(experts_TxK, n_experts)
@@ -89,6 +90,7 @@ def dropless_plan(experts_TxK, n_experts: int) -> DispatchPlan:
   return DispatchPlan(order_A // K, rank_A, order_A, counts_E, jnp.ones_like(rank_A, bool))
 
 
+@jax.named_scope('dispatch_plan')
 def block_plan(experts_TxK, n_experts: int, block: int) -> tuple[DispatchPlan, jax.Array]:
   """Dropless with static shapes: each expert's assignments padded to a whole number of
   `block`-row blocks, ceil((A + E (block - 1)) / block) blocks in all (each expert wastes fewer
@@ -118,6 +120,7 @@ def block_plan(experts_TxK, n_experts: int, block: int) -> tuple[DispatchPlan, j
   return plan, expert_R[::block]
 
 
+@jax.named_scope('dispatch_plan')
 def capacity_plan(experts_TxK, n_experts: int, slots: int) -> DispatchPlan:
   """Rows are E blocks of `slots`; an expert's assignments past its capacity are dropped."""
   T, K = experts_TxK.shape
@@ -142,6 +145,7 @@ def capacity_plan(experts_TxK, n_experts: int, slots: int) -> DispatchPlan:
 # --- Expert computation --------------------------------------------------------------------------
 
 
+@jax.named_scope('expert_matmuls')
 def swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   E = wg_ExDxF.shape[0]
   x_ExCxD = rows_RxD.reshape(E, -1, rows_RxD.shape[-1])
@@ -151,6 +155,7 @@ def swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD):
   return jnp.einsum('ecf,efd->ecd', h_ExCxF, wo_ExFxD).reshape(rows_RxD.shape)
 
 
+@jax.named_scope('expert_matmuls')
 def swiglu_blocks(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, expert_N):
   """Blocks of rows, each through its own expert's weights (gathered per block)."""
   N = expert_N.shape[0]
@@ -162,6 +167,7 @@ def swiglu_blocks(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD, expert_N):
   return jnp.einsum('nbf,nfd->nbd', h_NxBxF, take(wo_ExFxD)).reshape(rows_RxD.shape)
 
 
+@jax.named_scope('expert_matmuls')
 def swiglu_ragged(
     rows_RxD,
     wg_ExDxF,
@@ -176,6 +182,7 @@ def swiglu_ragged(
   return matmul(h_RxF, wo_ExFxD, group_sizes_E)
 
 
+@jax.named_scope('combine')
 def combine(y_AxD, weights_TxK):
   """Each token's expert outputs, weighted and summed over its k assignments, in f32."""
   T, K = weights_TxK.shape

@@ -53,6 +53,7 @@ def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
   return y_AxD, dropped
 
 
+@jax.named_scope('transport_local')
 def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """An expert axis of 1: each batch shard dispatches its own tokens to its full set of
   experts with the configured dispatch (capacity einsum or a dropless grouped matmul), no
@@ -61,6 +62,7 @@ def local(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   return y_TxD, dropped, 0
 
 
+@jax.named_scope('transport_a2a')
 def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """Returns (y [T, D] f32, dropped assignments, rows sent per direction)."""
   n = jax.lax.axis_size(EXPERT_AXIS)
@@ -88,6 +90,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   return dispatch_lib.combine(y_AxD, weights_TxK), dropped, n * c_send
 
 
+@jax.named_scope('transport_ring')
 def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   n = jax.lax.axis_size(EXPERT_AXIS)
   shard = jax.lax.axis_index(EXPERT_AXIS)
@@ -120,6 +123,7 @@ def ragged_a2a_params(counts_NxN, shard):
   return input_offsets, send_sizes, output_offsets, recv_sizes
 
 
+@jax.named_scope('transport_ragged_a2a')
 def ragged_a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   """Dropless exchange of exactly the rows each shard needs (accelerators only)."""
   matmul = opts.matmul() if opts.dropless else jax.lax.ragged_dot  # the exchange is dropless

@@ -153,6 +153,7 @@ class MoE(nnx.Module):
         else None
     )
 
+  @jax.named_scope('router')
   def route(self, x_TxD) -> Routing:
     logits_TxE = x_TxD.astype(jnp.float32) @ self.router[...].astype(jnp.float32)
     if self.cfg.router == 'softmax':

@@ -412,3 +412,26 @@ def test_fingerprint_leaf_names_do_not_depend_on_the_container():
       == name("['opt_state'][1][0].mu['wo']")
       == ('opt_state/1/0/mu/wo')
   )
+
+
+@pytest.mark.parametrize(
+    'dispatch, transport',
+    [('einsum', ''), ('blocks', ''), ('einsum', 'a2a'), ('einsum', 'ring')],
+)
+def test_a_profile_can_tell_routing_dispatch_expert_matmuls_and_combine_apart(dispatch, transport):
+  """The MoE layer's phases are named scopes: a profile's op names carry them."""
+  import re
+
+  moe = dict(dispatch=dispatch, capacity_factor=1.25 if dispatch == 'einsum' else 0.0)
+  mesh, train = {}, {}
+  if transport:  # an expert axis: the routed experts go through the transport
+    moe['transport'] = transport
+    mesh, train = dict(num_devices=0, data=2, expert=4), dict(batch_size=8)
+  c = smoke(moe=moe, mesh=mesh, train=train)
+  trainer = train_lib.Trainer.build(c)
+  train_steps, _ = trainer.jit_steps()
+  with jax.set_mesh(trainer.mesh):
+    text = train_steps.lower(trainer.init_state(), trainer.batch_shape(1)).as_text(debug_info=True)
+  scopes = ('router', 'dispatch_plan', 'expert_matmuls', 'combine')
+  for scope in scopes + ((f'transport_{transport}',) if transport else ()):
+    assert re.search(rf'loc\("(?:[^"]*/)?{scope}/', text), scope
