@@ -65,11 +65,11 @@ GIB = 2**30
 def for_slice(config, slice_name: str):
   """The config as the compile check builds it: on `slice_name`, with synthetic data in place
   of the corpus (the train step's program does not depend on where its tokens come from)."""
-  c = config.copy_and_resolve_references()
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+  c = config_lib.without_data(config)
   c.unlock()
-  c.mesh.slice = slice_name
-  c.mesh.num_devices = 0
-  c.data.update(source='synthetic', paths=(), eval_paths=())
+  c.mesh.update(slice=slice_name, num_devices=0)
   c.lock()
   return c
 

@@ -20,13 +20,13 @@ def table(base, members: list[sweep.Member], workdir: str | None = None) -> str:
   """One line per member: N, N_a, M, D, C, A, G, S, learning rate, batch, cost here, status."""
   header = (
       f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '
-      f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>5} {"cost_here":>10} status'
+      f'{"A_rt":>6} {"G":>5} {"S":>5} {"lr":>8} {"batch":>9} {"cost_here":>10} status'
   )
   lines = [header]
   total_hours = 0.0
   finished_hours = [0.0, 0.0]  # predicted, measured: of the finished members that measured it
   model = cost.load()
-  for i, (member, c, arch) in enumerate(sweep.validate_all(base, members)):
+  for i, (member, c, arch) in enumerate(sweep.validate_all(base, members, read_data=False)):
     s = flops.summary(arch)
     steps = config_lib.num_steps(c, arch)
     tokens = steps * c.train.batch_size * c.train.seq_len
@@ -47,7 +47,7 @@ def table(base, members: list[sweep.Member], workdir: str | None = None) -> str:
         f'{i:>3} {member.name:<28} {s["N"]:>9.3g} {s["N_a"]:>9.3g} {s["M"]:>9.3g} '
         f'{tokens:>9.3g} {compute:>9.3g} {s["A"]:>6.3f} {s["A_routed"]:>6.3f} '
         f'{s["G"]:>5.3g} {s["S"]:>5.2f} {c.train.learning_rate:>8.2e} '
-        f'{c.train.batch_size:>5} {hours:>9.3g}h {state}'
+        f'{_batch(c.train):>9} {hours:>9.3g}h {state}'
     )
   notes = sorted({m.provisional for m in members if m.provisional})
   lines += [f'provisional: {note}' for note in notes]
@@ -63,6 +63,12 @@ def table(base, members: list[sweep.Member], workdir: str | None = None) -> str:
         f'(python -m experiments.cost --workdir=WORKDIR compares member by member)'
     )
   return '\n'.join(lines)
+
+
+def _batch(train) -> str:
+  """The batch as run, with the batch asked for in brackets where the layout rounded it."""
+  asked = train.requested_batch_size
+  return f'{train.batch_size}' + (f'({asked})' if asked and asked != train.batch_size else '')
 
 
 def _elapsed_hours(directory: epath.Path) -> float | None:

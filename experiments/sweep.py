@@ -104,11 +104,16 @@ def design_change(directory: epath.Path, member: Member) -> str:
   return ''
 
 
-def validate_all(base, members: list[Member]) -> list[tuple[Member, Any, flops.Architecture]]:
-  """Every member's config, validated before any member compiles."""
+def validate_all(
+    base, members: list[Member], read_data: bool = True
+) -> list[tuple[Member, Any, flops.Architecture]]:
+  """Every member's config, validated before any member compiles (its data too, unless
+  `read_data` is False: a listing reads none)."""
   out = []
   for member in members:
     c = member_config(base, member)
+    if not read_data:
+      c = config_lib.without_data(c)
     try:
       arch = config_lib.validate(c)
       if c.mesh.slice:  # laid out for a named slice: the batch as run

@@ -604,6 +604,17 @@ def validate(config) -> flops.Architecture:
   return arch
 
 
+def without_data(config):
+  """A copy of `config` reading synthetic tokens instead of its corpus: for tools that compile
+  or count a run without reading its data (experiments.compile, --list), which the corpus's
+  location must not stop."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c.data.update(source='synthetic', paths=(), eval_paths=())
+  c.lock()
+  return c
+
+
 def eval_batch_size(train) -> int:
   """Sequences per eval batch: train.eval_batch_size, or the training batch when it is 0."""
   return train.eval_batch_size or train.batch_size

@@ -417,3 +417,14 @@ def test_smaller_names_the_members_that_no_longer_fit_one_size_down(tmp_path):
   assert done.returncode == 1, done.stdout + done.stderr
   assert 'moe_paper' in done.stdout and 'v5p-64' in done.stdout and 'NO LAYOUT' in done.stdout
   assert 'do not fit v5p-64: moe_paper' in done.stderr
+
+
+def test_list_at_paper_scale_reads_no_corpus_and_shows_the_batch_as_run():
+  from configs import granularity
+  from experiments import listing
+
+  base = granularity.get_config('paper')
+  assert base.data.source == 'tokens' and not base.data.paths  # no corpus named
+  lines = listing.table(base, granularity.get_sweep('paper')).splitlines()
+  g0 = [line for line in lines if ' g0_G2 ' in line]
+  assert len(g0) == 1 and ' 96(98) ' in g0[0]  # Eq. 3's 98 sequences, run as 96 on v5p-32
