@@ -83,7 +83,7 @@ class Transformer(nnx.Module):
         if m.n_layers == n_moe
         else _stack(m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs)
     )
-    batch_axes = sharding.batch_axes(config)
+    batch_axes = self.batch_axes = sharding.batch_axes(config)
     self.moe_layers = nnx.data(
         None
         if not n_moe
@@ -104,7 +104,8 @@ class Transformer(nnx.Module):
     graphdef, state = nnx.split(stack)
 
     def body(x, layer_state):
-      return nnx.merge(graphdef, layer_state)(x)
+      x, stats = nnx.merge(graphdef, layer_state)(x)
+      return sharding.keep_batch_sharded(x, self.batch_axes), stats
 
     if self.remat != 'none':
       body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat])
@@ -118,7 +119,7 @@ class Transformer(nnx.Module):
     return x_BxLxD, jax.tree.map(lambda *s: jnp.stack(s), *all_stats)
 
   def __call__(self, tokens_BxL):
-    x_BxLxD = self.embed(tokens_BxL)
+    x_BxLxD = sharding.keep_batch_sharded(self.embed(tokens_BxL), self.batch_axes)
     stats = {}
     if self.dense_layers is not None:
       x_BxLxD, _ = self._run_stack(self.dense_layers, x_BxLxD)
@@ -129,4 +130,5 @@ class Transformer(nnx.Module):
       logits_BxLxV = self.embed.attend(x_BxLxD.astype(jnp.float32))
     else:
       logits_BxLxV = x_BxLxD.astype(jnp.float32) @ self.unembed.kernel[...].astype(jnp.float32)
+    logits_BxLxV = sharding.keep_batch_sharded(logits_BxLxV, self.batch_axes)
     return logits_BxLxV.astype(jnp.float32), stats
