@@ -88,7 +88,7 @@ def _nbytes(arrays) -> int:
   return sum(_BYTES[dtype] * math.prod(dims) for dtype, dims in arrays)
 
 
-def _result_arrays(type_text: str, kind: str, is_start: bool):
+def _result_arrays(type_text: str, is_start: bool):
   """The arrays a collective produces. An async `-start` returns (operands, results[, scratch]):
   its results are the second element of the top-level tuple."""
   arrays = _arrays(type_text)
@@ -193,7 +193,7 @@ def collectives(hlo_text: str, num_devices: int) -> list[Collective]:
       kind = op.removesuffix('-start')
       if kind not in KINDS or op.endswith('-done'):
         continue
-      arrays = _result_arrays(type_text, kind, is_start)
+      arrays = _result_arrays(type_text, is_start)
       if match.group(1) in scattered:
         kind, arrays = 'reduce-scatter', scattered[match.group(1)]
       out.append(

@@ -87,24 +87,17 @@ CHIPS = {
         gpu_clock_ghz=1.98,
         gpu_l2_bytes=50 * 2**20,
     ),
-    'h200': Chip(
-        'h200',
-        'cuda',
-        'NVIDIA H200',
-        141 * 10**9,
-        989e12,
-        4.8e12,
-        900e9,
-        1,
-        1,
-        'NVIDIA H200 Tensor Core GPU datasheet (SXM: 989 TFLOP/s dense BF16, 141 GB HBM3e at '
-        '4.8 TB/s, NVLink 900 GB/s; 132 SMs, compute capability 9.0)',
-        gpu_cores=132,
-        gpu_compute_capability=(9, 0),
-        gpu_clock_ghz=1.98,
-        gpu_l2_bytes=50 * 2**20,
-    ),
 }
+# The H200 is the H100's compute die with larger, faster HBM: its other figures are the H100's.
+CHIPS['h200'] = dataclasses.replace(
+    CHIPS['h100'],
+    name='h200',
+    device_kind='NVIDIA H200',
+    hbm_bytes=141 * 10**9,
+    hbm_bytes_per_s=4.8e12,
+    source='NVIDIA H200 Tensor Core GPU datasheet (SXM: 989 TFLOP/s dense BF16, 141 GB HBM3e at '
+    '4.8 TB/s, NVLink 900 GB/s; 132 SMs, compute capability 9.0)',
+)
 
 # Slice shapes in chips, by the number in the product name (Google Cloud's supported slice
 # shapes for each generation; v4 and v5p names count TensorCores).

@@ -103,7 +103,7 @@ def _check_torus(sizes: tuple[int, ...], slice_: hardware.Slice) -> None:
         f'config.mesh={dict(zip(MESH_AXES, sizes))}: uses {math.prod(sizes)} devices, but '
         f'{slice_.name} has {slice_.chips} chips; set one axis to -1, or mesh.plan=auto.'
     )
-  bad = [a for a, s in zip(MESH_AXES, sizes) if s > 1 and not _is_torus_product(s, slice_)]
+  bad = [a for a, s in zip(MESH_AXES, sizes) if s > 1 and s not in torus_products(slice_)]
   axis = bad[0] if bad else next(a for a, s in zip(MESH_AXES, sizes) if s > 1)
   raise ConfigError(
       f'config.mesh.{axis}={sizes[MESH_AXES.index(axis)]}: the {slice_.name} torus is '
@@ -119,10 +119,6 @@ def torus_products(slice_: hardware.Slice) -> list[int]:
   return sorted(
       {math.prod(c) for r in range(1, len(dims) + 1) for c in itertools.combinations(dims, r)}
   )
-
-
-def _is_torus_product(size: int, slice_: hardware.Slice) -> bool:
-  return size in torus_products(slice_)
 
 
 # --- Memory and time models ----------------------------------------------------------------------
@@ -395,8 +391,7 @@ def resolve(config, num_devices: int | None = None):
   if layout.remat:
     c.model.remat = layout.remat
   # A microbatched step evaluates a microbatch at a time: the eval forward has no microbatch
-  # loop, and a whole training batch's logits (B x L x vocab in f32) are what outgrew an
-  # 8-GPU node's memory for the paper MoE.
+  # loop, and a whole training batch's f32 logits (B x L x vocab) need not fit a chip.
   micro = layout.batch_size // layout.microbatches
   t = config.train
   if layout.microbatches > 1 and not t.eval_batch_size and t.eval_sequences % micro == 0:

@@ -133,8 +133,8 @@ def keep_batch_sharded(x, batch_axes: tuple[str, ...]):
   other dimensions left to the compiler; unchanged without a mesh of several devices.
 
   Activations must be pinned where nothing else does it: in a dense stack GSPMD may propagate
-  the FSDP layout of a weight onto the activations and replicate the batch (a 3.6B dense model on
-  data=16 x fsdp=4 then held a whole microbatch's logits on every chip: 265 GB).
+  the FSDP layout of a weight onto the activations and replicate the batch, so that every chip
+  holds a whole microbatch's logits (docs/paper_scale.md).
   """
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
