@@ -278,11 +278,12 @@ def demo_hyperparameters(C: float, kind: str) -> tuple[float, int]:
 def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
   """(peak learning rate, batch in tokens) at C FLOPs for 'moe' or 'dense' at local scale."""
   report = fitted_report('hparams')
-  if report and kind in report:
-    source = f'results/local/hparams ({kind} law)'
+  if report and kind in report:  # the design laws (fitting.hparams.design_laws), not the measured
+    laws_ = report[kind]['design_laws']
+    source = f'results/local/hparams ({kind} design law)'
     return (
-        LocalLaw(hparams_lib.law_at(report[kind]['learning_rate'], C), source, False),
-        LocalLaw(hparams_lib.law_at(report[kind]['batch_tokens'], C), source, False),
+        LocalLaw(hparams_lib.law_at(laws_['learning_rate'], C), source, False),
+        LocalLaw(hparams_lib.law_at(laws_['batch_tokens'], C), source, False),
     )
   source = 'provisional: arXiv 2507.17702 Eq. 3 (hparams:local not fitted yet)'
   return (

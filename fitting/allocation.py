@@ -114,7 +114,7 @@ def fit_allocation(
         skipped,
     )
   law = laws.log_linear('M_opt_law', ['C'], 'M_opt')
-  result = core.fit(law, dict(C=budgets), optima, objective='ls', what=what)
+  result = core.fit(law, dict(C=budgets), optima, objective='ls', what=what, identify=True)
   kept = [r for r in rows if r[budget_key] in budgets]  # skipped budgets stay out of every draw
   residual_sd, dof = parabola_residual_sd(kept, loss_key, budget_key)
   sd = np.array([np.hypot(residual_sd, float(r.get(stderr_key) or 0.0)) for r in kept])

@@ -8,16 +8,28 @@ Objectives (named in every result):
   * 'vpnls': least squares in y itself with the linear coefficients solved by non-negative least
     squares for every value of the nonlinear ones (variable projection); for laws that are sums of
     non-negative terms (Chinchilla, the frontier with a floor).
+
+Identification (`fit(..., identify=True)`): a fitted parameter is a measurement only when the data
+pin it down. Its profile (the objective with the parameter fixed and every other one refitted) must
+rise by more than the likelihood-ratio threshold on both sides before the parameter's bounds; a
+parameter on a bound, or whose profile stays under the threshold up to a bound, is "not
+identified" (Raue et al. 2009, Bioinformatics 25:1923, practical identifiability). The threshold
+is the 95% likelihood-ratio test with the residuals' scale estimated from the fit itself: a
+relative rise of chi2_1(0.95) / (n - p) in a least-squares objective, half that in the Huber one
+(`profile_threshold`). Bounds keep the optimizer sane; they never decide a sign, because a
+profile that reaches one is reported as open.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Mapping
 
 import numpy as np
 from scipy import optimize
+from scipy import stats
 
 from fitting import laws as laws_lib
 
@@ -45,6 +57,12 @@ class FitResult:
   draws: np.ndarray | None = None  # bootstrap parameter vectors [B, p]
   bootstrap_failures: int = 0
   goodness: dict = dataclasses.field(default_factory=dict)
+  # {param: {'identified': bool, 'why': str, 'profile_interval': [low, high]}}, see `profile`
+  identification: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+  def identified(self, param: str) -> bool:
+    """Whether `param` was shown identified (False when identification was not computed)."""
+    return bool(self.identification.get(param, {}).get('identified'))
 
   @property
   def theta(self) -> np.ndarray:
@@ -115,8 +133,10 @@ def fit(
     starts=None,
     bounds=None,
     what: str = '',
+    identify: bool = False,
 ) -> FitResult:
-  """Best of a grid of L-BFGS-B starts (the law's grid unless `starts` is given)."""
+  """Best of a grid of L-BFGS-B starts (the law's grid unless `starts` is given); with `identify`,
+  each parameter's profile says whether the data identify it (`profile`)."""
   check_inputs(law, X, y, what=what)
   if objective == 'vpnls':
     return _vpnls(law, X, y)
@@ -132,7 +152,7 @@ def fit(
   values = np.array([r.fun for r in results])
   best = results[int(np.argmin(values))]
   tolerance = 1e-6 * max(abs(best.fun), 1e-300) + 1e-14
-  return FitResult(
+  result = FitResult(
       law=law.name,
       params=law.named(best.x),
       objective=objective,
@@ -149,6 +169,86 @@ def fit(
           if np.isclose(v, lo, atol=1e-6) or np.isclose(v, hi, atol=1e-6)
       ],
   )
+  if identify:
+    result.identification = profile(law, f, result, bounds)
+  return result
+
+
+PROFILE_LEVEL = 0.95
+PROFILE_STEPS = np.geomspace(1e-3, 1.0, 16)  # fractions of the way from the optimum to a bound
+PROFILE_BISECTIONS = 30  # halvings of the bracketing step: its end to ~1e-9 of the step
+
+
+def profile_threshold(result: FitResult, n_params: int, level: float = PROFILE_LEVEL) -> float:
+  """The objective a parameter's profile must exceed on each side: the optimum times
+  1 + chi2_1(level) / (n - p) for least squares (Gaussian residuals, their variance profiled
+  out), and 1 + chi2_1(level) / (2 (n - p)) for the Huber objective, which at these fits'
+  residuals (far above delta) is an absolute-value loss, a Laplace likelihood whose scale is
+  profiled out the same way; infinite without a residual degree of freedom."""
+  dof = result.n_points - n_params
+  if dof <= 0:
+    return math.inf
+  per_dof = 2 * dof if result.objective == 'huber' else dof
+  return result.value * (1.0 + stats.chi2.ppf(level, 1) / per_dof)
+
+
+def profile(law: laws_lib.Law, f, result: FitResult, bounds) -> dict[str, dict]:
+  """Walks each parameter from the optimum towards each bound (PROFILE_STEPS), refitting the others
+  warm-started from the previous step, until the objective `f` passes `profile_threshold`. The
+  crossing points (linearly interpolated) are the profile-likelihood interval; a side that reaches
+  its bound below the threshold leaves the parameter not identified."""
+  threshold = profile_threshold(result, len(law.params))
+  theta = result.theta
+  out = {}
+  for j, name in enumerate(law.params):
+    ends, open_sides = [], []
+    for side, bound in (('low', bounds[j][0]), ('high', bounds[j][1])):
+      end = _profile_side(f, theta, j, bound, bounds, threshold)
+      ends.append(bound if end is None else end)
+      if end is None:
+        open_sides.append(side)
+    if name in result.at_bounds:
+      why = 'on a bound of the fit'
+    elif math.isinf(threshold):
+      why = 'no residual degree of freedom'
+    elif open_sides:
+      why = f'profile flat to the {" and ".join(open_sides)} bound'
+    else:
+      why = f'profile closes inside the bounds at {PROFILE_LEVEL:.0%}'
+    out[name] = dict(
+        identified=not open_sides and name not in result.at_bounds and not math.isinf(threshold),
+        why=why,
+        profile_interval=[float(e) for e in ends],
+    )
+  return out
+
+
+def _profile_side(f, theta, j, bound, bounds, threshold) -> float | None:
+  """Where the profile of parameter j first passes `threshold` between theta[j] and `bound`
+  (bracketed by PROFILE_STEPS, then bisected PROFILE_BISECTIONS times), or None if it does not
+  before the bound."""
+  start = theta.copy()
+
+  def excess(x):  # the profile at x minus the threshold, warm-started from the last refit
+    nonlocal start
+    fixed = list(bounds)
+    fixed[j] = (x, x)
+    start = np.clip(start, [b[0] for b in fixed], [b[1] for b in fixed])
+    refit = _minimize(f, start, fixed)
+    start = refit.x
+    return refit.fun - threshold
+
+  previous_x = theta[j]
+  for step in PROFILE_STEPS:
+    x = theta[j] + (bound - theta[j]) * step
+    if excess(x) > 0:
+      below, above = previous_x, x
+      for _ in range(PROFILE_BISECTIONS):
+        middle = (below + above) / 2
+        below, above = (below, middle) if excess(middle) > 0 else (middle, above)
+      return float((below + above) / 2)
+    previous_x = x
+  return None
 
 
 # --- Variable projection ------------------------------------------------------------------------

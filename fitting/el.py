@@ -13,6 +13,7 @@ left out of every law. Either activation ratio can enter the fits (`ACTIVATION_D
 from __future__ import annotations
 
 import collections
+import math
 import re
 
 import numpy as np
@@ -67,6 +68,14 @@ def frontier_designs(rows: list[dict], loss_key: str, cost_key: str = 'C') -> li
   return [best[b][1] for b in sorted(best)]
 
 
+def loss_noise_sd(row: dict, seed_sd: float, stderr_key: str = 'eval_loss_stderr') -> float:
+  """The SD of a run's final loss as a measurement of its design: its eval standard error and,
+  for a design trained with one seed, the measured seed-to-seed SD of its kind (`seed_sd`). A
+  seed mean's standard error (seed_means) already holds both."""
+  stderr = float(row.get(stderr_key) or 0.0)
+  return stderr if row.get('n_seeds', 1) > 1 else float(np.hypot(stderr, seed_sd))
+
+
 def seed_means(rows: list[dict], loss_key: str, stderr_key: str = 'eval_loss_stderr') -> list[dict]:
   """One row per design (design_key), in the order of their first runs: a design trained with
   several seeds becomes its first run's row at the mean loss, named without the seed, with
@@ -113,13 +122,17 @@ def frontier_points(rows: list[dict], loss_key: str, cost_key: str = 'C'):
   )
 
 
-def fit_frontier(cost, loss, form: str = 'power', objective: str = 'huber', what: str = ''):
+def fit_frontier(
+    cost, loss, form: str = 'power', objective: str = 'huber', what: str = '', identify=False
+):
   law = laws.FRONTIER if form == 'power' else laws.FRONTIER_WITH_FLOOR
   bounds = None
   if form == 'floor':  # the floor lies below every observed loss
     bounds = list(law.bounds)
     bounds[0] = (bounds[0][0], float(np.log(np.min(loss))) - 1e-9)
-  return law, core.fit(law, dict(C=cost), loss, objective=objective, bounds=bounds, what=what)
+  return law, core.fit(
+      law, dict(C=cost), loss, objective=objective, bounds=bounds, what=what, identify=identify
+  )
 
 
 def interpolated_dense_cost(cost, loss, target):
@@ -150,16 +163,32 @@ def activation(row: dict, definition: str) -> float | None:
   return row.get('A') if definition == 'stated' else row.get('A_routed')
 
 
+# What makes an MoE architecture the same across budgets: its ratios, not its widths (at fixed G
+# the expert width grows with the model).
+ARCHITECTURE_KEYS = ('A', 'G', 'S', 'top_k', 'num_dense_layers')
+
+
 def family(row: dict) -> str:
-  """The MoE architecture of a study row, the same across its budget groups: the member name
-  without its group prefix ('g3_E64' -> 'E64'), as the study configs name members."""
+  """The MoE architecture of a row, the same across its budget groups: the member name without
+  its group prefix ('g3_E64' -> 'E64'), as the study configs name members; otherwise (a table
+  from elsewhere) its ARCHITECTURE_KEYS, e.g. 'A=0.0625/G=8/S=0/top_k=8/num_dense_layers=1'."""
   member, group = str(row.get('member', '')), str(row.get('group', ''))
   if group and member.startswith(group + '_'):
     return member[len(group) + 1 :]
-  return '/'.join(
-      f'{k}={row.get(k)}'
-      for k in ('n_experts', 'top_k', 'n_shared', 'd_expert', 'num_dense_layers')
-  )
+
+  def value(key):
+    v = row.get(key)
+    return f'{float(v):.4g}' if isinstance(v, (int, float)) and v == v else str(v)
+
+  return '/'.join(f'{k}={value(k)}' for k in ARCHITECTURE_KEYS)
+
+
+def budgets_per_family(moe_rows, cost_key='C') -> dict[str, int]:
+  """{family: how many distinct budgets it ran}: el_per_architecture fits a family with 3."""
+  seen = collections.defaultdict(set)
+  for row in moe_rows:
+    seen[family(row)].add(round(math.log10(budget_of(row, cost_key)), 2))
+  return {name: len(budgets) for name, budgets in sorted(seen.items())}
 
 
 def el_per_run(
@@ -258,12 +287,13 @@ def el_bootstrap(
     cost_key='C',
     activation_definition='stated',
     stderr_key='eval_loss_stderr',
+    seed_sd: float = 0.0,
 ):
   """Per-run EL points with 95% intervals. Each draw refits the dense frontier to a resample of
-  its points (frontier_runs) and moves each MoE run's loss by a normal draw of its own standard
-  error (`stderr_key`, the eval set's sampling error; 0 where a row has none), so an interval
-  holds the frontier's uncertainty and the run's measurement noise. Seed-to-seed training
-  variation is in neither unless the runs repeat seeds.
+  its points (frontier_runs) and moves each MoE run's loss by a normal draw of its noise
+  (loss_noise_sd: the eval error, and `seed_sd`, the measured seed-to-seed SD of an MoE run, for
+  a single-seed member), so an interval holds the frontier's uncertainty, the eval set's sampling
+  error and the training noise of one run.
 
   Beside the law's EL, every point gets `EL_envelope`: C_dense read off the frontier's points
   themselves (interpolated_dense_cost), no law, with its interval from the same draws: the EL of
@@ -271,9 +301,9 @@ def el_bootstrap(
   cost, loss, _ = frontier_points(dense_rows, loss_key, cost_key)
   law, result = fit_frontier(cost, loss, form, what='dense frontier')
   points = el_per_run(moe_rows, law, result.theta, loss, loss_key, cost_key, activation_definition)
-  stderr = np.array([float(row.get(stderr_key) or 0.0) for row in moe_rows])
-  for p, s in zip(points, stderr):
-    p['loss_stderr'] = float(s)
+  stderr = np.array([loss_noise_sd(row, seed_sd, stderr_key) for row in moe_rows])
+  for p, row in zip(points, moe_rows):
+    p['loss_stderr'] = float(row.get(stderr_key) or 0.0)
     p['EL_envelope'] = float(interpolated_dense_cost(cost, loss, p['loss']) / p['C'])
   run_loss = np.array([p['loss'] for p in points], float)
   run_cost = np.array([p['C'] for p in points], float)
@@ -302,14 +332,23 @@ def el_bootstrap(
 
 
 def joint_bootstrap(
-    dense_rows, moe_rows, statistic, n: int = 200, seed: int = 0, stratum=None
+    dense_rows,
+    moe_rows,
+    statistic,
+    n: int = 200,
+    seed: int = 0,
+    stratum=None,
+    noise: tuple[str, float] | None = None,
 ) -> dict:
   """Percentile intervals of `statistic(dense_rows, moe_rows) -> {name: value}` over draws that
   resample the dense runs (pass the frontier's, frontier_runs) and the MoE runs together (each
   with replacement; MoE runs within their `stratum(row)`, e.g. the budget group, so that every
   draw keeps the design), so that the frontier's uncertainty reaches every EL-derived number.
-  Returns the intervals, the draws each rests on, and the fraction of draws that failed."""
+  `noise=(loss_key, seed_sd)` also moves each drawn MoE run's loss by a normal draw of its
+  loss_noise_sd. Returns the intervals, the draws each rests on, and the fraction of draws that
+  failed."""
   rng = np.random.default_rng(seed)
+  noise_rng = np.random.default_rng([seed, 1])  # its own stream: the resampling stays the same
   strata = collections.defaultdict(list)
   for row in moe_rows:
     strata[stratum(row) if stratum else None].append(row)
@@ -317,6 +356,12 @@ def joint_bootstrap(
   for _ in range(n):
     dense = [dense_rows[i] for i in rng.integers(0, len(dense_rows), len(dense_rows))]
     moe = [rows[i] for rows in strata.values() for i in rng.integers(0, len(rows), len(rows))]
+    if noise:
+      loss_key, seed_sd = noise
+      moe = [
+          dict(r, **{loss_key: r[loss_key] + loss_noise_sd(r, seed_sd) * noise_rng.normal()})
+          for r in moe
+      ]
     try:
       out = statistic(dense, moe)
     except (core.FitError, ValueError, np.linalg.LinAlgError):

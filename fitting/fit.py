@@ -86,7 +86,9 @@ def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
   if replicated:
     report['seed_replicates'] = replicated
   for form in ('power', 'floor'):
-    law, result = el_lib.fit_frontier(cost, loss, form, what=f'dense_baseline ({form})')
+    law, result = el_lib.fit_frontier(
+        cost, loss, form, what=f'dense_baseline ({form})', identify=True
+    )
     core.bootstrap(law, dict(C=cost), loss, result, n=n_bootstrap)
     held = np.zeros(len(cost), bool)
     held[np.argmax(cost)] = True
@@ -135,7 +137,7 @@ def seed_replicates(rows, loss_key) -> list[dict]:
   return sorted(out, key=lambda d: (d['C'], d['members'][0]))
 
 
-def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
+def fit_hparams(rows, loss_key, out_dir, n_bootstrap, seed_sd=None):
   report = dict(budgets=sorted({float(r['budget']) for r in rows}))
   for kind in ('moe', 'dense'):
     members = [
@@ -146,9 +148,15 @@ def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
     if not members:
       continue
     fitted = hparams.fit_laws(
-        members, loss_key, group_keys=('budget',), n_bootstrap=n_bootstrap, what=f'hparams ({kind})'
+        members,
+        loss_key,
+        group_keys=('budget',),
+        n_bootstrap=n_bootstrap,
+        what=f'hparams ({kind})',
+        seed_sd=(seed_sd or {}).get(kind, 0.0),
     )
     report[kind] = fitted.to_json()
+    report[kind]['design_laws'] = hparams.design_laws(members, loss_key, group_keys=('budget',))
     best = {}  # the lowest-loss run of each budget this arm ran
     for r in members:
       budget = float(r['budget'])
@@ -167,6 +175,7 @@ def fit_hparams(rows, loss_key, out_dir, n_bootstrap):
         near,
         (fitted.learning_rate, fitted.batch),
         os.path.join(out_dir, f'hparams_{kind}.png'),
+        fitted.left_out,
     )
     _plot(
         'hyperparameter_landscape',
@@ -217,7 +226,14 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
       )
     except allocation.TooFewMinima as error:  # the other arm's law still stands: say what
       report[kind] = dict(error=str(error), **error.minima)  # this one lacks
-    _plot('isoflop', members, loss_key, os.path.join(out_dir, f'isoflop_{kind}.png'))
+    _plot(
+        'isoflop',
+        members,
+        loss_key,
+        os.path.join(out_dir, f'isoflop_{kind}.png'),
+        'budget',
+        report[kind],
+    )
   if all('error' in arm for arm in report.values()):
     raise core.FitError('; '.join(arm['error'] for arm in report.values()))
   return report
@@ -261,6 +277,7 @@ def single_factor_fits(points, law, covariate, starts=None) -> dict:
         y,
         starts=None if starts is None else [starts[group]],
         what=f'{law.name} group {group}',
+        identify=starts is None,
     )
   return out
 
@@ -282,6 +299,7 @@ def compute_fits(points, starts=None, min_budgets: int = 3) -> dict:
         y,
         starts=None if starts is None else [starts[name]],
         what=f'Eq. 12 {name}',
+        identify=starts is None,
     )
   return out
 
@@ -315,12 +333,19 @@ def fit_el_study(
     n_bootstrap,
     activation_definition='stated',
     twins=(),
+    seed_sd: float = 0.0,
 ) -> dict:
   """EL of one study: per-run and per-architecture points, the single-factor law per budget
   group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms.
-  `twins`: the study's dense runs at its groups' backbones, for the A = 1 check only."""
+  `twins`: the study's dense runs at its groups' backbones, for the A = 1 check only. `seed_sd`:
+  the measured MoE seed-to-seed SD, drawn into every single-seed member's loss."""
   frontier_law, frontier, points = el_lib.el_bootstrap(
-      dense_rows, study_rows, loss_key, n=n_bootstrap, activation_definition=activation_definition
+      dense_rows,
+      study_rows,
+      loss_key,
+      n=n_bootstrap,
+      activation_definition=activation_definition,
+      seed_sd=seed_sd,
   )
   dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
   per_arch = el_lib.el_per_architecture(
@@ -343,6 +368,14 @@ def fit_el_study(
       ),
       points=points,
       per_architecture=per_arch,
+      **(
+          {}
+          if per_arch
+          else dict(
+              per_architecture_note='no architecture ran 3 budgets, the fewest its own L(C) '
+              f'needs: budgets per architecture {el_lib.budgets_per_family(study_rows)}'
+          )
+      ),
       excluded_points=[
           dict(
               member=p['member'],
@@ -378,6 +411,7 @@ def fit_el_study(
             ),
             n=n_bootstrap,
             stratum=lambda r: r.get('group'),
+            noise=(loss_key, seed_sd),
         )
     )
   if n_bootstrap and starts.get('compute'):  # ... and within their architecture
@@ -391,6 +425,7 @@ def fit_el_study(
             n=n_bootstrap,
             seed=1,
             stratum=el_lib.family,
+            noise=(loss_key, seed_sd),
         )
     )
   if boots:
@@ -399,7 +434,8 @@ def fit_el_study(
         failed_fraction=max(b['failed_fraction'] for b in boots),
         resampled='dense and MoE runs together (the dense runs that make the frontier; MoE '
         'within each budget group for Eq. 10/11, '
-        'within each architecture for Eq. 12)',
+        'within each architecture for Eq. 12), each MoE loss moved by its eval error and, for '
+        f'a single-seed member, the MoE seed SD ({seed_sd:.4g})',
     )
   for boot in boots:
     for key, interval in boot['intervals'].items():
@@ -510,7 +546,9 @@ def fit_el_laws(points, what, n_bootstrap):
         + ' (fit activation_ratio and granularity runs together).'
     )
   elif train.sum() > len(laws.UNIFIED_EL.params):
-    result = core.fit(laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], what=what)
+    result = core.fit(
+        laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], what=what, identify=True
+    )
     core.bootstrap(
         laws.UNIFIED_EL, {k: v[train] for k, v in X.items()}, y[train], result, n=n_bootstrap
     )
@@ -551,7 +589,9 @@ def fit_direct_loss(rows, loss_key, what):
         f'{what}: {(~held).sum()} runs below the largest budget; the direct '
         f'loss law needs more than {len(laws.DIRECT_LOSS.params)}.'
     )
-  result = core.fit(laws.DIRECT_LOSS, {k: v[~held] for k, v in X.items()}, y[~held], what=what)
+  result = core.fit(
+      laws.DIRECT_LOSS, {k: v[~held] for k, v in X.items()}, y[~held], what=what, identify=True
+  )
   core.goodness(laws.DIRECT_LOSS, result, X, y, held_out=held)
   return result.to_json()
 
@@ -565,6 +605,7 @@ class Context:
   out_dir: str
   n_bootstrap: int
   activation: str
+  seed_sd: dict  # {'dense': SD, 'moe': SD} of one run's final loss over seeds; {} if not measured
 
 
 def _fit_dense_baseline(name, c: Context) -> dict:
@@ -572,7 +613,7 @@ def _fit_dense_baseline(name, c: Context) -> dict:
 
 
 def _fit_hparams(name, c: Context) -> dict:
-  return fit_hparams(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap)
+  return fit_hparams(c.by_study[name], c.loss_key, c.out_dir, c.n_bootstrap, c.seed_sd)
 
 
 def _fit_seeds(name, c: Context) -> dict:
@@ -590,7 +631,9 @@ def _fit_el(name, c: Context) -> dict:
   twins = [r for r in c.by_study[name] if not results_lib.is_moe(r)]  # the A = 1 check's
   if not dense:
     raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
-  entry = fit_el_study(name, rows, dense, c.loss_key, c.n_bootstrap, c.activation, twins)
+  entry = fit_el_study(
+      name, rows, dense, c.loss_key, c.n_bootstrap, c.activation, twins, c.seed_sd.get('moe', 0.0)
+  )
   if all(r.get('wall_time_s') for r in rows + dense):
     _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
     entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
@@ -610,7 +653,8 @@ def _el_vs_factor(covariate: str, law) -> Callable:
 
 
 def _granularity_figures(rows, entry, c: Context) -> None:
-  _plot('loss_vs_granularity', rows, c.loss_key, os.path.join(c.out_dir, 'loss_vs_G.png'))
+  path = os.path.join(c.out_dir, 'loss_vs_G.png')
+  _plot('loss_vs_granularity', rows, c.loss_key, path, c.seed_sd.get('moe', 0.0))
   _el_vs_factor('G', laws.EL_GRANULARITY)(rows, entry, c)
 
 
@@ -658,14 +702,20 @@ def run(
     loss_key='final_eval_loss',
     n_bootstrap=1000,
     activation='stated',
+    seeds_from=None,
 ) -> dict:
   """Fits `study` (or all) of a results table; writes report.json and figures to `out_dir`
-  (default: `default_out`), a local folder or gs:// (written here first, then uploaded)."""
+  (default: `default_out`), a local folder or gs:// (written here first, then uploaded).
+
+  The measured seed-to-seed SD of one run's loss (per kind, from the `seeds` study's runs in the
+  table, else in the table `seeds_from`) is drawn into every bootstrap that resamples
+  single-seed members; without one, the report says the intervals omit it."""
   out_dir = out_dir or default_out(results_path)
+  args = (results_path, study, loss_key, n_bootstrap, activation, seeds_from)
   if '://' not in str(out_dir):
-    return _run(results_path, study, out_dir, loss_key, n_bootstrap, activation)
+    return _run(*args, out_dir=out_dir)
   with tempfile.TemporaryDirectory() as local:
-    report = _run(results_path, study, local, loss_key, n_bootstrap, activation)
+    report = _run(*args, out_dir=local)
     remote = epath.Path(out_dir)
     remote.mkdir(parents=True, exist_ok=True)
     for name in sorted(os.listdir(local)):  # report.json last: present means complete
@@ -675,7 +725,16 @@ def run(
   return report
 
 
-def _run(results_path, study, out_dir, loss_key, n_bootstrap, activation) -> dict:
+def measured_seed_sd(rows: list[dict], loss_key: str, source: str) -> dict:
+  """{'dense': SD, 'moe': SD, 'source': where} from a table's `seeds` runs, or {} without any."""
+  seeds = [r for r in rows if r.get('study') == 'seeds']
+  if not seeds:
+    return {}
+  spread = seed_spread(seeds, loss_key)
+  return dict({kind: spread[kind]['sd'] for kind in spread}, source=source)
+
+
+def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out_dir) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
   unknown = [r for r in rows if r.get('study') not in STUDIES]
@@ -707,7 +766,21 @@ def _run(results_path, study, out_dir, loss_key, n_bootstrap, activation) -> dic
       ],
       studies={},
   )
-  context = Context(by_study, loss_key, out_dir, n_bootstrap, activation)
+  seed_sd = measured_seed_sd(rows, loss_key, str(results_path))
+  if not seed_sd and seeds_from:
+    seeds_rows, _ = results_lib.clean(results_lib.load(seeds_from), loss_key)
+    seed_sd = measured_seed_sd(seeds_rows, loss_key, str(seeds_from))
+    if not seed_sd:
+      raise core.FitError(f'--seeds_from={seeds_from}: no run of the seeds study in it.')
+  report['seed_sd'] = seed_sd or dict(source='not measured: intervals omit the seed spread')
+  context = Context(
+      by_study,
+      loss_key,
+      out_dir,
+      n_bootstrap,
+      activation,
+      {k: v for k, v in seed_sd.items() if k != 'source'},
+  )
   el_all = []
   for name in wanted:
     if not by_study.get(name):
@@ -773,10 +846,24 @@ def main(argv=None):
       help='A = (E_a+E_s)/(E+E_s) (stated) or E_a/E (routed)',
   )
   parser.add_argument('--bootstrap', type=int, default=1000)
+  parser.add_argument(
+      '--seeds_from',
+      default=None,
+      help="a results table with the seeds study's runs, when --results has none: their "
+      'seed-to-seed SD enters every bootstrap of single-seed members',
+  )
   args = parser.parse_args(argv)
   try:
     args.out = args.out or default_out(args.results)
-    report = run(args.results, args.study, args.out, args.loss, args.bootstrap, args.activation)
+    report = run(
+        args.results,
+        args.study,
+        args.out,
+        args.loss,
+        args.bootstrap,
+        args.activation,
+        args.seeds_from,
+    )
   except core.FitError as error:
     sys.exit(f'fitting.fit: {error}')
   for name, entry in report['studies'].items():

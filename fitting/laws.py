@@ -306,7 +306,7 @@ EL_ACTIVATION = ELActivation(
     covariates=('A',),
     target='EL',
     parameters=(
-        Param('a_A', (-5.0, 0.0), (-1.0, -0.5, -0.2)),
+        Param('a_A', (-5.0, 5.0), (-1.0, -0.5, -0.2, 0.5)),
         *_saturation_params((-6.0, -4.0, -2.0), (0.0, 0.5)),
     ),
     formula='ln EL = a_A ln A_hat, 1/A_hat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max',

@@ -60,22 +60,44 @@ def frontier(cost, loss, law, result, path, loss_key='loss', label='dense', off=
   return _save(fig, path)
 
 
-def loss_vs_granularity(rows, loss_key, path, fits=None):
-  """Loss against G per budget group, with fitted U-curves (quadratic in log2 G)."""
+def loss_vs_granularity(rows, loss_key, path, noise_sd=0.0):
+  """Loss against G per budget, each run with 1 SD of its noise (eval error and, for a single
+  seed, `noise_sd`, the measured MoE seed SD), and a least-squares parabola in log2 G per budget
+  (the loss-space form of Eq. 11's U, drawn to show the curvature the fit sees)."""
   fig, ax = plt.subplots(figsize=(5, 4))
   groups = collections.defaultdict(list)
   for r in rows:
     groups[r.get('group') or f"{r['C']:.2g}"].append(r)
-  for name, members in sorted(groups.items(), key=lambda kv: kv[1][0]['C']):
-    g = np.array([m['G'] for m in members])
-    loss = np.array([m[loss_key] for m in members])
-    order = np.argsort(g)
-    points = ax.plot(g[order], loss[order], 'o', label=f'{name}')
-    if len(g) >= 3:
+  for i, (_, members) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0]['C'])):
+    color = f'C{i % 10}'
+    g = np.array([m['G'] for m in members], float)
+    loss = np.array([m[loss_key] for m in members], float)
+    sd = [
+        float(
+            np.hypot(m.get('eval_loss_stderr') or 0.0, noise_sd if m.get('n_seeds', 1) == 1 else 0)
+        )
+        for m in members
+    ]
+    ax.errorbar(
+        g,
+        loss,
+        yerr=sd,
+        fmt='o',
+        ms=4,
+        capsize=2,
+        color=color,
+        label=f"C = {np.mean([m['C'] for m in members]):.2g} FLOPs",
+    )
+    if len(np.unique(g)) >= 3:
       c = np.polyfit(np.log2(g), loss, 2)
       grid = np.geomspace(g.min(), g.max(), 50)
-      ax.plot(grid, np.polyval(c, np.log2(grid)), color=points[0].get_color())
-  ax.set(xscale='log', xlabel='granularity G', ylabel=loss_key, title='loss vs G per budget group')
+      ax.plot(grid, np.polyval(c, np.log2(grid)), color=color, lw=1)
+  ax.set(
+      xscale='log',
+      xlabel='granularity G',
+      ylabel=loss_key,
+      title='loss vs G per budget (1 SD; lines: parabola in log2 G)',
+  )
   ticks = sorted({r['G'] for r in rows})
   ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -109,7 +131,7 @@ def el_vs_factor(points, path, covariate, law=None, fits=None):
         color=color,
         s=16,
         zorder=3,
-        label=f"C={members[0]['C']:.2g}",
+        label=f"C = {members[0]['C']:.2g} FLOPs",
     )
     ax.scatter(
         x[extrapolated], el[extrapolated], facecolors='none', edgecolors=color, s=16, zorder=3
@@ -123,8 +145,10 @@ def el_vs_factor(points, path, covariate, law=None, fits=None):
       yscale='log',
       xlabel=LABELS[covariate],
       ylabel='EL (FLOPs)',
-      title=f'EL vs {covariate} per budget\n(95% intervals; hollow: extrapolated, not fitted)',
+      title=f'EL of each member vs {covariate} (95% intervals)\nlines: Eq. '
+      f'{10 if covariate == "A" else 11} per budget; hollow: extrapolated, not fitted',
   )
+  ax.title.set_fontsize(9)
   if covariate == 'G':  # the few granularities tried, labelled as numbers
     ticks = sorted({p['G'] for p in points})
     ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
@@ -175,28 +199,94 @@ def el_heatmap(el_fn, path, title, c_range=(1e18, 1e23), points=()):
   return _save(fig, path)
 
 
-def isoflop(rows, loss_key, path, budget_key='budget'):
-  fig, ax = plt.subplots(figsize=(5, 4))
+def isoflop(rows, loss_key, path, budget_key='budget', arm=None):
+  """Left: each budget's IsoFLOP profile (runs with their eval standard error), its least-squares
+  parabola in ln M and that parabola's minimum (paper Fig. 3). Right: the minima against C with
+  the fitted M_opt = k C^a (`arm`: fitting.allocation.fit_allocation's report of this arm)."""
+  from fitting import allocation  # pylint: disable=import-outside-toplevel
+
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
   groups = collections.defaultdict(list)
   for r in rows:
     groups[r[budget_key]].append(r)
-  for budget, members in sorted(groups.items()):
-    m = np.array([r['M'] for r in members])
-    loss = np.array([r[loss_key] for r in members])
-    order = np.argsort(m)
-    ax.plot(m[order], loss[order], 'o-', label=f'C={budget:.2g}')
-  ax.set(xscale='log', xlabel='M (FLOPs/token)', ylabel=loss_key, title='IsoFLOP profiles')
-  ax.legend(fontsize=6)
+  for i, (budget, members) in enumerate(sorted(groups.items())):
+    color = f'C{i % 10}'
+    m = np.array([r['M'] for r in members], float)
+    loss = np.array([r[loss_key] for r in members], float)
+    stderr = [float(r.get('eval_loss_stderr') or 0.0) for r in members]
+    left.errorbar(
+        m, loss, yerr=stderr, fmt='o', ms=3, capsize=2, color=color, label=f'C = {budget:.2g} FLOPs'
+    )
+    if len(np.unique(m)) < 3:
+      continue
+    (c2, c1, c0), center = allocation._parabola(np.log(m), loss)  # pylint: disable=protected-access
+    grid = np.geomspace(m.min(), m.max(), 60)
+    left.plot(grid, np.polyval((c2, c1, c0), np.log(grid) - center), color=color, lw=1)
+    try:
+      best = allocation.isoflop_minimum(m, loss, budget)
+    except allocation.NoMinimum:
+      continue
+    left.plot(best, np.polyval((c2, c1, c0), np.log(best) - center), 'x', color=color, ms=8, mew=2)
+  left.set(
+      xscale='log',
+      xlabel='M (FLOPs/token)',
+      ylabel=loss_key,
+      title='IsoFLOP profiles, parabolas in ln M, minima (x)',
+  )
+  left.legend(fontsize=6)
+  if arm and 'M_opt' in arm:
+    budgets, minima = np.array(arm['budgets'], float), np.array(arm['minima'], float)
+    right.scatter(budgets, minima, color='k', zorder=3, label='parabola minima')
+    fit = arm['M_opt']
+    grid = np.geomspace(budgets.min() / 2, budgets.max() * 2, 50)
+    interval = fit['fit'].get('intervals', {}).get('exponent_C')
+    label = f"M_opt = {fit['coefficient']:.3g} C^{fit['exponent']:.3f}" + (
+        f' (a in [{interval[0]:.2f}, {interval[1]:.2f}])' if interval else ''
+    )
+    right.plot(grid, fit['coefficient'] * grid ** fit['exponent'], label=label)
+    for skipped in arm.get('skipped_budgets', []):
+      right.axvline(skipped['budget'], color='0.7', ls=':', lw=1)
+    right.set(
+        xscale='log',
+        yscale='log',
+        xlabel='C (FLOPs)',
+        ylabel='M_opt (FLOPs/token)',
+        title='M_opt against C (dotted: no minimum)',
+    )
+    right.legend(fontsize=7)
+  else:
+    right.set_axis_off()
+    right.text(0.5, 0.5, 'no M_opt law: fewer than 2 budgets with a minimum', ha='center')
   return _save(fig, path)
 
 
-def hyperparameter_bands(rows, near, law_fits, path):
-  """Learning rate and batch of every run against C, the near-optimal ones marked, the fitted
-  power laws with their bootstrap bands (paper Fig. 2, right)."""
+def hyperparameter_bands(rows, near, law_fits, path, left_out=None):
+  """Learning rate and batch of every run against C, the near-optimal ones marked (hollow where
+  their budget's grid located no optimum and the law leaves it out: `left_out`, {target:
+  {budget: why}}), the fitted power laws with their bootstrap bands (paper Fig. 2, right)."""
   fig, axes = plt.subplots(1, 2, figsize=(9, 4))
   for ax, key, fit in zip(axes, ('learning_rate', 'batch_tokens'), law_fits):
-    ax.scatter([r['C'] for r in rows], [r[key] for r in rows], s=8, color='0.7', label='all runs')
-    ax.scatter([r['C'] for r in near], [r[key] for r in near], s=14, label='within 0.25% of best')
+    chosen = {id(r) for r in near}
+    rest = [r for r in rows if id(r) not in chosen]
+    ax.scatter([r['C'] for r in rest], [r[key] for r in rest], s=8, color='0.7', label='other runs')
+    out = (left_out or {}).get(key, {})
+    kept = [r for r in near if f"{float(r['budget']):g}" not in out]
+    dropped = [r for r in near if f"{float(r['budget']):g}" in out]
+    ax.scatter([r['C'] for r in kept], [r[key] for r in kept], s=14, label='within 0.25% of best')
+    if dropped:
+      ax.scatter(
+          [r['C'] for r in dropped],
+          [r[key] for r in dropped],
+          s=14,
+          facecolors='none',
+          edgecolors='C0',
+          label='budget left out: no optimum located',
+      )
+    ax.set(xscale='log', yscale='log', xlabel='C (FLOPs)', ylabel=key)
+    if isinstance(fit, str):  # not fitted: the runs alone, and why
+      ax.set_title('no law: the optimum is located at fewer than 2 budgets', fontsize=8)
+      ax.legend(fontsize=7)
+      continue
     grid = np.geomspace(min(r['C'] for r in rows) / 2, max(r['C'] for r in rows) * 4, 50)
     law = laws.log_linear(f'{key}_law', ['C'], key)  # the form fitting.hparams fits
     k, e = fit.params['log_coefficient'], fit.params['exponent_C']

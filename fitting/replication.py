@@ -31,15 +31,25 @@ RESULTS_DIR = os.path.join(ROOT, 'results', 'local')
 DOC = os.path.join(ROOT, 'docs', 'replication.md')
 BEGIN, END = '<!-- findings:begin -->', '<!-- findings:end -->'
 N_BOOTSTRAP = 1000  # draws of every committed fit (fitting.fit --bootstrap)
-# How far a refit of a committed table on another processor may move a committed number: floating
-# point moves well-posed fits in their last digits, but a non-convex fit on a flat valley stops
-# elsewhere (Eq. 12 of a 3-point architecture moved 1-2% between two machines of one kind) and
-# its bootstrap percentiles with it (up to 4%).
+# How far a refit of a committed table on another processor may move an identified number
+# (identified_view): floating point moves a well-posed fit in its last digits, and a bootstrap
+# percentile only where one of its draws lands elsewhere, which moves an interval end by the gap
+# between neighbouring order statistics (a few percent of the interval at 1000 draws).
 REFIT_RTOL = 0.05
+# What a refit may change without changing a finding: where the optimizer stopped and how.
+OPTIMIZER_DIAGNOSTICS = ('message', 'converged', 'starts_at_best', 'n_starts', 'at_bounds')
+# Numbers derived from parameters: compared only when those parameters are identified.
+DERIVED = {'G_star': ('b_G', 'c_G')}
 
-REPRODUCED = 'reproduced'
-DIFFERS = 'not at this scale'
-INCONCLUSIVE = 'inconclusive'
+# The verdicts (docs/replication.md, "How a row is judged"). A number's verdict:
+REPRODUCED = 'reproduced'  # the paper's value inside our interval, which excludes every alternative
+CONSISTENT = 'consistent with'  # the paper's value inside, but an alternative is not excluded
+DIFFERS = 'not at this scale'  # our interval (or the stated test) excludes the paper's claim
+INCONCLUSIVE = 'inconclusive'  # the interval holds the paper's value and every alternative
+NOT_IDENTIFIED = 'not identified at this scale'  # the parameter's profile is open (fitting.core)
+# A protocol check's:
+HOLDS = 'holds'
+FAILS = 'fails'
 PENDING = 'pending'
 BEYOND = 'beyond the paper'  # a measurement the paper does not make: no verdict
 
@@ -50,6 +60,30 @@ class Row:
   paper: str
   ours: str
   verdict: str
+
+
+def identified_view(node):
+  """A report with what its data do not identify left out: in every fit (a node with `params`
+  and `identification`), the parameters whose profile is open, their intervals and draw counts,
+  the numbers derived from them, and the optimizer's diagnostics. What remains is what a refit on
+  another machine of the same kind must reproduce to REFIT_RTOL."""
+  if isinstance(node, list):
+    return [identified_view(v) for v in node]
+  if not isinstance(node, dict):
+    return node
+  node = {k: v for k, v in node.items() if k not in OPTIMIZER_DIAGNOSTICS}
+  if 'params' in node and 'identification' in node:
+    keep = {p for p, i in node['identification'].items() if i['identified']}
+    for key in ('params', 'intervals', 'joint_intervals', 'joint_draws'):
+      if key in node:
+        node[key] = {p: v for p, v in node[key].items() if p in keep}
+    node['identification'] = {
+        p: i if p in keep else dict(identified=False) for p, i in node['identification'].items()
+    }
+    for key, needs in DERIVED.items():
+      if key in node and not set(needs) <= keep:
+        del node[key]
+  return {k: identified_view(v) for k, v in node.items()}
 
 
 def committed_report(study: str, results_dir: str = RESULTS_DIR) -> dict | None:
@@ -82,28 +116,94 @@ def _fmt_bounds(value: float, bounds, digits: int = 2) -> str:
   return f'{f(value)} [{f(bounds[0])}, {f(bounds[1])}]' if bounds else f'{f(value)} (no CI)'
 
 
-def _estimate(result: dict, param: str) -> str:
-  return _fmt_bounds(result['params'][param], _interval(result, param), digits=3)
+def alternatives(paper_value: float) -> tuple[float, ...]:
+  """What a number must exclude to count as reproduced, unless its row names others: first the
+  claim's rival, no dependence at all (0), then a law half and twice as strong as the paper's."""
+  return (0.0, paper_value / 2, paper_value * 2)
 
 
-def interval_verdict(paper_value: float, bounds: tuple[float, float] | None) -> str:
-  """Decided only by an interval narrower than the paper's value itself (one that could have
-  excluded it): reproduced when the value lies inside, not at this scale when outside;
-  otherwise, or without an interval, inconclusive."""
+def identified(result: dict, param: str) -> bool:
+  """Whether a fit's report shows `param` identified (fitting.core.profile); a report without
+  the profile has not shown it."""
+  return bool(result.get('identification', {}).get(param, {}).get('identified'))
+
+
+def interval_verdict(
+    paper_value: float,
+    bounds: tuple[float, float] | None,
+    others: tuple[float, ...] | None = None,
+    is_identified: bool = True,
+) -> str:
+  """A number against the paper's: not identified when its profile is open; not at this scale
+  when the interval excludes the paper's value; reproduced when it holds the paper's value and
+  excludes every alternative (`others`, default `alternatives`; the first is the claim's rival);
+  consistent with it when it excludes the rival but not every other; inconclusive when it holds
+  the rival, or without an interval."""
+  if not is_identified:
+    return NOT_IDENTIFIED
   if bounds is None:
     return INCONCLUSIVE
   low, high = bounds
-  if high - low >= abs(paper_value):
+  if not low <= paper_value <= high:
+    return DIFFERS
+  others = alternatives(paper_value) if others is None else others
+  excluded = [not low <= a <= high for a in others]
+  if all(excluded):
+    return REPRODUCED
+  return CONSISTENT if excluded[0] else INCONCLUSIVE
+
+
+def sign_verdict(result: dict, param: str, bounds, sign: int) -> str:
+  """A claimed sign of `param` (+1 or -1). Its profile (fitting.core.profile) must lie on one
+  side of 0, even when open towards a bound (the magnitude is then not identified, the sign is),
+  and so must its bootstrap interval `bounds`: reproduced on the paper's side, not at this scale
+  on the other; inconclusive when either straddles 0; not identified without a profile."""
+  profile = result.get('identification', {}).get(param)
+  if profile is None:
+    return NOT_IDENTIFIED
+  low, high = profile['profile_interval']
+  if low <= 0 <= high or bounds is None or bounds[0] <= 0 <= bounds[1]:
     return INCONCLUSIVE
-  return REPRODUCED if low <= paper_value <= high else DIFFERS
+  return REPRODUCED if sign * bounds[0] > 0 else DIFFERS
 
 
 def combined_verdict(verdicts: list[str]) -> str:
-  """A finding made of parts (budgets, coefficients): reproduced when every part is, not at
-  this scale when any part is, otherwise inconclusive."""
-  if verdicts and set(verdicts) == {REPRODUCED}:
+  """A finding made of parts (budgets, architectures, coefficients): not at this scale when any
+  part is; reproduced (consistent with) when every part is (at least); not identified when no
+  part is identified; otherwise inconclusive."""
+  if not verdicts:
+    return INCONCLUSIVE
+  if set(verdicts) == {NOT_IDENTIFIED}:
+    return NOT_IDENTIFIED
+  if DIFFERS in verdicts:
+    return DIFFERS
+  if set(verdicts) == {REPRODUCED}:
     return REPRODUCED
-  return DIFFERS if DIFFERS in verdicts else INCONCLUSIVE
+  return CONSISTENT if set(verdicts) <= {REPRODUCED, CONSISTENT} else INCONCLUSIVE
+
+
+def _magnitude(result: dict, param: str) -> str:
+  """How a parameter is written: its value, or why it is not one."""
+  profile = result.get('identification', {}).get(param)
+  if profile is None:
+    return 'identification not computed'
+  return '' if profile['identified'] else f'not identified: {profile["why"]}'
+
+
+def _fmt_param(result: dict, param: str, bounds, digits: int = 2) -> str:
+  """`param` with its interval when identified, else the sign its bootstrap shows and why its
+  magnitude is not a measurement."""
+  why = _magnitude(result, param)
+  if not why:
+    return f'{param} = {_fmt_bounds(result["params"][param], bounds, digits)}'
+  side = ''
+  if bounds and (bounds[0] > 0 or bounds[1] < 0):
+    side = (
+        f' < 0 (bootstrap up to {bounds[1]:.2f})'
+        if bounds[1] < 0
+        else (f' > 0 (bootstrap from {bounds[0]:.2f})')
+    )
+  return f'{param}{side} ({why})'
 
 
 def _study(reports: dict, study: str) -> dict | None:
@@ -123,12 +223,23 @@ def hparams_exponent(target: str, paper_law: laws.PowerLaw, label: str) -> Calla
     if entry is None or 'moe' not in entry:
       return _pending(finding, paper, 'hparams')
     result = entry['moe'][target]
+    left_out = entry['moe'].get('left_out', {}).get(target, {})
+    note = ''.join(
+        f'; {budget} FLOPs left out (its grid locates no optimum): {why}'
+        for budget, why in left_out.items()
+    )
+    if 'error' in result:
+      return Row(finding, paper, f'not fitted: {result["error"]}', INCONCLUSIVE)
+    bounds = _interval(result, 'exponent_C')
     return Row(
         finding,
         paper,
-        f'b = {_estimate(result, "exponent_C")}, from {entry["moe"]["n_near_optimal"]} '
-        f'near-optimal runs at {entry["moe"]["n_groups"]} budgets',
-        interval_verdict(paper_law.exponent, _interval(result, 'exponent_C')),
+        f'{_fmt_param(result, "exponent_C", bounds, 3).replace("exponent_C", "b")}, from '
+        f'{entry["moe"]["n_near_optimal"]} near-optimal runs at {entry["moe"]["n_groups"]} '
+        f'budgets{note}',
+        interval_verdict(
+            paper_law.exponent, bounds, is_identified=identified(result, 'exponent_C')
+        ),
     )
 
   return row
@@ -141,9 +252,11 @@ def hparams_moe_versus_dense(reports: dict) -> Row:
   if entry is None or not {'moe', 'dense'} <= set(entry):
     return _pending(finding, paper, 'hparams')
   C = max(entry['budgets'])
+  fitted = lambda t: all('params' in entry[k][t] for k in ('moe', 'dense'))
   ratio = {
       target: hparams.law_at(entry['moe'][target], C) / hparams.law_at(entry['dense'][target], C)
       for target in ('learning_rate', 'batch_tokens')
+      if fitted(target)
   }
   # The runs themselves: the best MoE run's learning rate and batch over the best dense run's.
   bests = [
@@ -159,19 +272,22 @@ def hparams_moe_versus_dense(reports: dict) -> Row:
   )
   agree = lambda r: r['learning_rate'] <= 1 <= r['batch_tokens']
   oppose = lambda r: r['learning_rate'] > 1 and r['batch_tokens'] < 1
+  both = len(ratio) == 2
   verdict = (
       REPRODUCED
-      if agree(ratio) and bests and all(agree(r) for r in bests)
+      if both and agree(ratio) and bests and all(agree(r) for r in bests)
       else DIFFERS
-      if oppose(ratio) and bests and all(oppose(r) for r in bests)
+      if both and oppose(ratio) and bests and all(oppose(r) for r in bests)
       else INCONCLUSIVE
   )
+  laws_text = ', '.join(f'{t.split("_")[0]} x{r:.2f}' for t, r in ratio.items())
+  missing = [t for t in ('learning_rate', 'batch_tokens') if t not in ratio]
   return Row(
       finding,
       paper,
-      f'fitted laws at C = {C:.2g} FLOPs: MoE/dense learning rate x{ratio["learning_rate"]:.2f}, '
-      f'batch x{ratio["batch_tokens"]:.2f}; best runs per budget (learning rate / batch): '
-      f'{runs or "not in this report"}',
+      f'fitted laws at C = {C:.2g} FLOPs (MoE/dense): {laws_text or "none"}'
+      + (f' ({" and ".join(missing)}: an arm has no law)' if missing else '')
+      + f'; best runs per budget (learning rate / batch): {runs or "not in this report"}',
       verdict,
   )
 
@@ -199,20 +315,29 @@ def allocation_exponent(kind: str, paper_law: laws.PowerLaw) -> Callable:
       )
     result = arm['M_opt']['fit']
     failed = result.get('bootstrap_failures') or 0
+    bounds = _interval(result, 'exponent_C')
     return Row(
         finding,
         paper,
-        f'a = {_estimate(result, "exponent_C")} over {len(arm["budgets"])} budgets'
+        f'{_fmt_param(result, "exponent_C", bounds, 3).replace("exponent_C", "a")} over '
+        f'{len(arm["budgets"])} budgets'
         + (
             f'; {failed} of {failed + result["n_bootstrap"]} bootstrap draws put a budget\'s '
             'best run at the edge of its sizes and are left out'
             if failed
             else ''
         ),
-        interval_verdict(paper_law.exponent, _interval(result, 'exponent_C')),
+        interval_verdict(
+            paper_law.exponent, bounds, ALLOCATION_ALTERNATIVES, identified(result, 'exponent_C')
+        ),
     )
 
   return row
+
+
+# Compute-optimal allocation exponents: the rival is Kaplan et al.'s (arXiv 2001.08361, Sec. 6.1:
+# N grows as C^0.73), then its data-heavy mirror; Chinchilla's 0.5 is the paper's neighbourhood.
+ALLOCATION_ALTERNATIVES = (0.73, 0.27)
 
 
 def _groups(points: list[dict]) -> dict[str, list[dict]]:
@@ -227,30 +352,49 @@ def _bounds(result: dict, param: str) -> tuple[float, float] | None:
   return _interval(result, param, key='joint_intervals')
 
 
-def _sign_verdict(intervals: list[tuple[float, float] | None], sign: int) -> str:
-  """Reproduced when every interval lies on the paper's side of 0; not at this scale when one
-  lies wholly on the other side; otherwise inconclusive."""
-  if any(b is not None and sign * b[1] < 0 and sign * b[0] < 0 for b in intervals):
-    return DIFFERS
-  if intervals and all(b is not None and sign * b[0] > 0 and sign * b[1] > 0 for b in intervals):
-    return REPRODUCED
-  return INCONCLUSIVE
-
-
 def el_versus_activation(reports: dict) -> Row:
+  """The sign of a_A in Eq. 10 at each budget (sign_verdict): the law's bounds allow either."""
   finding = 'EL rises as the activation ratio A falls (Sec. 4.1.1, Eq. 10)'
-  paper = 'a_A < 0: monotonic, lowest A (0.8%) best'
+  paper = 'a_A < 0'
   entry = _study(reports, 'activation_ratio')
   if entry is None or not entry.get(laws.EL_ACTIVATION.name):
     return _pending(finding, paper, 'activation_ratio')
   budgets = {p['group']: p['C'] for p in entry['points']}
   fits = sorted(entry[laws.EL_ACTIVATION.name].items(), key=lambda item: budgets[item[0]])
-  bounds = [_bounds(r, 'a_A') for _, r in fits]
-  ours = '; '.join(
-      f'{budgets[g]:.2g} FLOPs: a_A = {_fmt_bounds(r["params"]["a_A"], b)}'
-      for (g, r), b in zip(fits, bounds)
-  )
-  return Row(finding, paper, ours, _sign_verdict(bounds, -1))
+  parts, verdicts = [], []
+  for group, result in fits:
+    bounds = _bounds(result, 'a_A')
+    parts.append(f'{budgets[group]:.2g} FLOPs: {_fmt_param(result, "a_A", bounds)}')
+    verdicts.append(sign_verdict(result, 'a_A', bounds, -1))
+  return Row(finding, paper, '; '.join(parts), combined_verdict(verdicts))
+
+
+def lowest_activation_best(reports: dict) -> Row:
+  """Per budget group, the lowest-A member against the member of lowest loss (loss_gap): not at
+  this scale where another member beats it by more than 2 SD of a difference of two runs;
+  reproduced where it beats every other member by that much; otherwise inconclusive."""
+  finding = 'EL is monotonic in A: the lowest activation ratio is best (Sec. 4.1.1, Fig. 5)'
+  paper = 'lowest A tested (0.8%) has the highest EL at every budget'
+  entry = _study(reports, 'activation_ratio')
+  if entry is None:
+    return _pending(finding, paper, 'activation_ratio')
+  seed_sd = moe_seed_sd(reports)
+  parts, verdicts = [], []
+  for points in _groups(entry['points']).values():
+    lowest = min(points, key=lambda p: p['A'])
+    others = [p for p in points if p is not lowest]
+    if not others:
+      continue
+    best_other = min(others, key=lambda p: p['loss'])
+    gap, sd = loss_gap(lowest, best_other, seed_sd)
+    parts.append(
+        f'{points[0]["C"]:.2g} FLOPs: A = {lowest["A"]:.1%} {gap:+.4f} +- {sd:.4f} against the '
+        f'best other ({best_other["family"]}, A = {best_other["A"]:.1%}; EL '
+        f'{lowest["EL"]:.2f} against {best_other["EL"]:.2f})'
+    )
+    verdicts.append(DIFFERS if gap > 2 * sd else REPRODUCED if gap < -2 * sd else INCONCLUSIVE)
+  ours = '; '.join(parts) + f' ({_noise_note(seed_sd)})'
+  return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
 def a_equals_one(reports: dict) -> Row:
@@ -285,7 +429,7 @@ def a_equals_one(reports: dict) -> Row:
           f'{against}EL {twin["EL"]:.2f})'
       )
     parts.append(text)
-  verdict = REPRODUCED if all(c['holds'] for c in checks) else DIFFERS
+  verdict = HOLDS if all(c['holds'] for c in checks) else FAILS
   return Row(finding, paper, '; '.join(parts), verdict)
 
 
@@ -308,7 +452,7 @@ def frontier_is_a_power_law(reports: dict) -> Row:
       f"frontier points (mean of each budget's best size over its seeds) minus the fitted law, "
       f"in loss and in the point's standard errors: {ours}"
   )
-  verdict = REPRODUCED if worst <= 2 else DIFFERS if worst > 3 else INCONCLUSIVE
+  verdict = HOLDS if worst <= 2 else FAILS if worst > 3 else INCONCLUSIVE
   return Row(finding, paper, ours, verdict)
 
 
@@ -331,14 +475,18 @@ def loss_versus_granularity(reports: dict) -> Row:
   fits = entry[laws.EL_GRANULARITY.name]
   budgets = {p['group']: p['C'] for p in entry['points']}
   tested = sorted({p['G'] for p in entry['points']})
-  parts, bounds = [], []
+  parts, verdicts = [], []
   for group, result in sorted(fits.items(), key=lambda i: budgets[i[0]]):
     b_bounds, c_bounds = _bounds(result, 'b_G'), _bounds(result, 'c_G')
-    bounds.append(b_bounds)
+    verdict = sign_verdict(result, 'b_G', b_bounds, -1)
     star = result.get('G_star')
+    located = identified(result, 'c_G') and star is not None and tested[0] <= star <= tested[-1]
+    if verdict == REPRODUCED and not located:  # a parabola that opens down, its top not found
+      verdict = INCONCLUSIVE
+    verdicts.append(verdict)
     where = 'no interior optimum'
-    if 'c_G' in result.get('at_bounds', ()):
-      where = 'no optimum inside the tested G (c_G at its bound)'
+    if not identified(result, 'c_G'):
+      where = f'no optimum located (c_G {_magnitude(result, "c_G") or "identified"})'
     elif star is not None:
       # G* = 2^(-c_G / 2) falls as c_G rises: the c_G interval maps to a G* interval.
       where = f'G* = {_within(star, tested)}' + (
@@ -347,12 +495,9 @@ def loss_versus_granularity(reports: dict) -> Row:
           if c_bounds
           else ''
       )
-    parts.append(
-        f'{budgets[group]:.2g} FLOPs: '
-        f'b_G = {_fmt_bounds(result["params"]["b_G"], b_bounds)}, {where}'
-    )
+    parts.append(f'{budgets[group]:.2g} FLOPs: {_fmt_param(result, "b_G", b_bounds)}, {where}')
   ours = '; '.join(parts) + f' (G tested: {", ".join(f"{g:g}" for g in tested)})'
-  return Row(finding, paper, ours, _sign_verdict(bounds, -1))
+  return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
 def moe_seed_sd(reports: dict) -> float | None:
@@ -455,10 +600,9 @@ def el_versus_compute(reports: dict) -> Row:
   fits = {name: r for name, r in entry['el_compute'].items() if name in sparse}
   bounds = [_bounds(r, 'a_C') for r in fits.values()]
   ours = '; '.join(
-      f'{name}: a_C = {_fmt_bounds(r["params"]["a_C"], b)}'
-      for (name, r), b in zip(fits.items(), bounds)
+      f'{name}: {_fmt_param(r, "a_C", b)}' for (name, r), b in zip(fits.items(), bounds)
   )
-  verdict = _sign_verdict(bounds, +1)
+  verdict = combined_verdict([sign_verdict(r, 'a_C', b, +1) for r, b in zip(fits.values(), bounds)])
   # Each group's dense twin shows what its backbone alone gains or loses against the dense
   # frontier; divided out, a slope of the other sign means the backbones, not C, set the trend.
   fixed = {n: r for n, r in entry.get('el_compute_over_dense_twin', {}).items() if n in sparse}
@@ -479,8 +623,13 @@ def unified_law(reports: dict) -> Row:
   entry = reports.get(UNIFIED, {}).get('el_laws', {}).get('unified_el')
   if not entry or 'params' not in entry:
     return _pending(finding, paper, UNIFIED)
-  verdicts = [interval_verdict(laws.PAPER_UNIFIED_EL[k], _interval(entry, k)) for k in names]
-  ours = ', '.join(f'{k} = {_estimate(entry, k)}' for k in names)
+  verdicts = [
+      interval_verdict(
+          laws.PAPER_UNIFIED_EL[k], _interval(entry, k), is_identified=identified(entry, k)
+      )
+      for k in names
+  ]
+  ours = ', '.join(_fmt_param(entry, k, _interval(entry, k), 3) for k in names)
   return Row(finding, paper, ours, combined_verdict(verdicts))
 
 
@@ -514,6 +663,7 @@ FINDINGS = (
     allocation_exponent('moe', laws.MOE_OPTIMAL_M),
     allocation_exponent('dense', laws.DENSE_OPTIMAL_M),
     el_versus_activation,
+    lowest_activation_best,
     frontier_is_a_power_law,
     a_equals_one,
     loss_versus_granularity,

@@ -188,10 +188,18 @@ def test_hyperparameter_pipeline_reports_a_law_on_step_law_moe_grids():
       group_keys=('N', 'D', 'Na/N'),
       n_bootstrap=100,
   )
+  assert fitted.n_groups >= 8
+  # N spans 0.26% in these grids: the learning rate's N exponent (and with it the coefficient,
+  # which the optimizer drives to its bound) cannot be identified, and is reported so; its D
+  # exponent and the batch law, over D spanning 20x, are.
+  lr = fitted.learning_rate.identification
+  assert not lr['exponent_N']['identified'] and not lr['log_coefficient']['identified']
+  assert lr['exponent_D']['identified']
+  assert all(p['identified'] for p in fitted.batch.identification.values())
   for result in (fitted.learning_rate, fitted.batch):
     for name, (lo, hi) in result.intervals.items():
-      assert lo <= result.params[name] <= hi and np.isfinite([lo, hi]).all()
-  assert fitted.n_groups >= 8
+      if result.identification[name]['identified']:
+        assert lo <= result.params[name] <= hi and np.isfinite([lo, hi]).all()
 
 
 def test_hyperparameter_bootstrap_keeps_every_budget_and_covers_the_planted_law():
@@ -1045,15 +1053,21 @@ def test_the_replication_rows_of_a_planted_law_report_its_el_findings(simulated_
   _, report = simulated_fit
   report = json.loads(json.dumps(report, default=float))
   reports = dict(activation_ratio=report, granularity=report)
-  rows = {r.finding.split(' (')[0]: r for r in replication.rows(reports)}
-  for finding in (
-      'EL rises as the activation ratio A falls',
-      'Loss is U-shaped in granularity G',
-      'EL rises with compute C',
-  ):
+  rows = {
+      r.finding.split(' (')[0].split(' activation ratio is')[0]: r
+      for r in replication.rows(reports)
+  }
+  for finding in ('EL rises as the activation ratio A falls', 'EL is monotonic in A: the lowest'):
     assert rows[finding].verdict == replication.REPRODUCED, rows[finding]
   assert rows['EL rises with compute C'].ours.count('a_C') == len(synthetic.TABLE_7_A) - 1
-  assert rows['Loss is U-shaped in granularity G'].ours.count('G* = ') == len(synthetic.BUDGETS)
+  # At 0.2% loss noise (4% in EL at the frontier's slope) six granularities do not locate the
+  # optimum of Eq. 11 at most budgets (c_G's profile stays flat to its bound), and the slope in C
+  # of the least sparse architecture (A = 0.6, a_C about 0.04) is within its noise. A quieter
+  # table decides both (test_a_quiet_planted_table_reproduces_the_el_findings).
+  granularity = rows['Loss is U-shaped in granularity G']
+  assert granularity.verdict == replication.INCONCLUSIVE, granularity
+  assert 'c_G not identified: profile flat to the low bound' in granularity.ours
+  assert rows['EL rises with compute C'].verdict == replication.INCONCLUSIVE
   # Each budget's a_A beside its own interval, in budget order (the groups sort otherwise).
   fits = report['studies']['activation_ratio'][laws.EL_ACTIVATION.name]
   for group, fit in fits.items():
@@ -1096,9 +1110,100 @@ def test_the_unified_law_row_sets_each_coefficient_beside_table_2():
   entry = dict(
       params={k: paper[k] for k in names},
       intervals={k: sorted([paper[k] * 0.9, paper[k] * 1.1]) for k in names},
+      identification={
+          k: dict(
+              identified=True, why='', profile_interval=sorted([paper[k] * 0.9, paper[k] * 1.1])
+          )
+          for k in names
+      },
   )
   reports = {replication.UNIFIED: dict(el_laws=dict(unified_el=entry))}
   last = replication.unified_law(reports)
   assert last.verdict == replication.REPRODUCED and 'gamma = 0.017 [0.015, 0.018]' in last.ours
   entry['intervals']['gamma'] = [0.02, 0.021]  # narrower than the value, which it excludes
   assert replication.unified_law(reports).verdict == replication.DIFFERS
+
+
+def test_an_architecture_from_elsewhere_is_its_ratios_not_its_widths():
+  # One architecture (A = 1/16, G = 8, top-8, one dense layer) at three sizes, as a public MoE
+  # table names them: no group prefix, d_expert growing with the model. Its own L(C) needs the
+  # three budgets together.
+  rows = [
+      dict(member=f'moe-{d}', C=c, final_eval_loss=2.0 * (c / 1e18) ** -0.05, A=1 / 16, G=8.0,
+           S=0.0, top_k=8, num_dense_layers=1, d_model=d, d_expert=d // 4)
+      for d, c in ((512, 1e18), (1024, 1e19), (2048, 1e20))
+  ]  # fmt: skip
+  assert len({el_lib.family(r) for r in rows}) == 1
+  assert el_lib.budgets_per_family(rows) == {el_lib.family(rows[0]): 3}
+  dense_law, theta = laws.FRONTIER, np.array([np.log(2.2 * 1e18**0.05), -0.05])
+  points = el_lib.el_per_architecture(rows, dense_law, theta, [1.0, 3.0], 'final_eval_loss')
+  assert len(points) == 3
+  # EL = C_dense / C with the dense law 1.1x the MoE's: (1.1)^(1 / 0.05) at every budget.
+  assert [p['EL'] for p in points] == pytest.approx([1.1**20] * 3, rel=1e-6)
+  other = dict(rows[0], A=1 / 8)
+  assert el_lib.family(other) != el_lib.family(rows[0])
+
+
+def test_a_parameter_is_identified_only_when_its_profile_closes_inside_its_bounds():
+  rng = np.random.default_rng(0)
+  C = np.geomspace(1e10, 1e13, 8)
+  y = 3 * C**-0.05 * np.exp(rng.normal(0, 0.01, 8))
+  result = core.fit(laws.FRONTIER, dict(C=C), y, objective='ls', identify=True)
+  profile = result.identification['exponent_C']
+  assert profile['identified']
+  # Against the textbook interval of an OLS slope: t_{n-2} x its standard error, here with the
+  # likelihood-ratio's chi2_1 and the residual variance over n - p, so within 5% of it.
+  x = np.log(C)
+  s2 = np.sum(np.square(np.log(y) - np.polyval(np.polyfit(x, np.log(y), 1), x))) / (len(C) - 2)
+  half = 1.96 * np.sqrt(s2 / np.sum((x - x.mean()) ** 2))
+  low, high = profile['profile_interval']
+  assert (high - low) / 2 == pytest.approx(half, rel=0.05)
+  assert low < result.params['exponent_C'] < high
+  # A saturating law whose plateau the data never reach: Eq. 10's a_A over A in [0.5, 1] with
+  # EL = 1 everywhere leaves a_A free (ln A_hat ~ 0 where A_start is tiny): not identified.
+  A = np.linspace(0.5, 1.0, 6)
+  flat = core.fit(laws.EL_ACTIVATION, dict(A=A), np.exp(rng.normal(0, 0.01, 6)), identify=True)
+  assert not all(p['identified'] for p in flat.identification.values())
+  assert core.fit(laws.FRONTIER, dict(C=C), y).identification == {}  # only when asked
+
+
+def test_a_hyperparameter_law_leaves_out_a_budget_whose_grid_locates_no_optimum():
+  rows = []
+  for budget, batches in ((1e11, (3,)), (1e12, (4, 8, 16)), (1e13, (8, 16, 32))):
+    best = 8 * (budget / 1e12) ** 0.3
+    for batch in batches:
+      for lr in (1e-3, 2e-3, 4e-3):
+        loss = 2.0 + 0.01 * np.log(batch / best) ** 2 + 0.01 * np.log(lr / 2e-3) ** 2
+        rows.append(dict(C=budget, batch_tokens=float(batch), learning_rate=lr, loss=loss))
+  assert hparams.unbracketed(rows, ('C',), 'loss', 'batch_tokens') == {
+      (1e11,): 'one batch_tokens tried (3)'
+  }
+  fitted = hparams.fit_laws(rows, 'loss', n_bootstrap=20)
+  assert fitted.left_out['batch_tokens'] == {'1e+11': 'one batch_tokens tried (3)'}
+  # The near-optimal runs (within 0.25% of their budget's best) of the two located budgets only.
+  located = [[r for r in rows if r['C'] == b] for b in (1e12, 1e13)]
+  near = sum(r['loss'] <= 1.0025 * min(m['loss'] for m in ms) for ms in located for r in ms)
+  assert fitted.batch.n_points == near
+  rows = [r for r in rows if r['C'] != 1e13]
+  assert 'located at 1 budget(s)' in hparams.fit_laws(rows, 'loss', n_bootstrap=0).batch
+
+
+def test_the_seed_spread_widens_a_single_seed_members_noise_and_not_a_seed_means():
+  single = dict(eval_loss_stderr=0.003)
+  mean = dict(eval_loss_stderr=0.003, n_seeds=3)
+  assert el_lib.loss_noise_sd(single, 0.004) == pytest.approx(0.005)
+  assert el_lib.loss_noise_sd(mean, 0.004) == pytest.approx(0.003)
+
+
+def test_a_quiet_planted_table_reproduces_the_el_findings(tmp_path):
+  from fitting import replication
+
+  path = write_rows(tmp_path / 'results.jsonl', synthetic.table(noise=0.0005))
+  report = fit_cli.run(path, 'all', str(tmp_path / 'fits'), n_bootstrap=50)
+  report = json.loads(json.dumps(report, default=float))
+  reports = dict(activation_ratio=report, granularity=report)
+  rows = {r.finding.split(' (')[0]: r for r in replication.rows(reports)}
+  granularity = rows['Loss is U-shaped in granularity G']
+  assert granularity.verdict == replication.REPRODUCED, granularity
+  assert granularity.ours.count('G* = ') == len(synthetic.BUDGETS)
+  assert rows['EL rises with compute C'].verdict == replication.REPRODUCED

@@ -23,40 +23,43 @@ STUDIES = sorted(replication.committed_reports())
 def test_a_refit_of_the_committed_results_gives_the_committed_report(study, tmp_path):
   committed = replication.committed_reports()[study]
   results = os.path.join(replication.RESULTS_DIR, study, 'results.csv')
+  seeds = committed.get('seed_sd', {}).get('source', '')
   refit = fit_cli.run(
       os.path.relpath(results, replication.ROOT),
       study if study in fit_cli.STUDIES else 'all',  # the unified folder fits every study in it
       str(tmp_path),
       n_bootstrap=replication.N_BOOTSTRAP,
+      seeds_from=seeds if seeds.endswith('.csv') else None,
   )
   refit = json.loads(json.dumps(refit, default=float))
   assert _mismatches(refit, committed) == []
+  reports = replication.committed_reports()
+  verdicts = [r.verdict for r in replication.rows(dict(reports, **{study: refit}))]
+  assert verdicts == [r.verdict for r in replication.rows(reports)]
 
 
-# Numbers agree to replication.REFIT_RTOL (a refit on another processor); the optimizer's own
-# diagnostics are not compared.
+# Identified numbers agree to replication.REFIT_RTOL (a refit on another processor); what the
+# data do not identify, and the optimizer's own diagnostics, are not compared.
 REFIT_ATOL = 1e-3
-OPTIMIZER_DIAGNOSTICS = ('message', 'converged', 'starts_at_best')
 
 
-def _mismatches(refit, committed, path: str = '') -> list[tuple]:
+def _mismatches(refit, committed) -> list[tuple]:
+  return _differences(replication.identified_view(refit), replication.identified_view(committed))
+
+
+def _differences(refit, committed, path: str = '') -> list[tuple]:
   """Where `refit` differs from `committed`: (path, refit's, committed's)."""
   if isinstance(refit, dict) and isinstance(committed, dict):
     if refit.keys() != committed.keys():
       return [(path, sorted(refit), sorted(committed))]
-    return [
-        m
-        for k in refit
-        if k not in OPTIMIZER_DIAGNOSTICS
-        for m in _mismatches(refit[k], committed[k], f'{path}/{k}')
-    ]
+    return [m for k in refit for m in _differences(refit[k], committed[k], f'{path}/{k}')]
   if isinstance(refit, list) and isinstance(committed, list):
     if len(refit) != len(committed):
       return [(path, len(refit), len(committed))]
     return [
         m
         for i, (a, b) in enumerate(zip(refit, committed))
-        for m in _mismatches(a, b, f'{path}[{i}]')
+        for m in _differences(a, b, f'{path}[{i}]')
     ]
   numbers = (int, float)
   if isinstance(refit, numbers) and isinstance(committed, numbers) and not isinstance(refit, bool):
@@ -68,13 +71,17 @@ def _mismatches(refit, committed, path: str = '') -> list[tuple]:
 
 
 def test_the_refit_comparison_sees_a_moved_number_and_a_lost_point():
-  committed = {'law': {'params': {'a': 0.5}, 'message': 'CONVERGENCE'}, 'points': [1.0, 2.0]}
-  same = {'law': {'params': {'a': 0.5001}, 'message': 'ABNORMAL'}, 'points': [1.0, 2.0]}
-  assert _mismatches(same, committed) == []
-  moved = {'law': {'params': {'a': 0.55}, 'message': 'CONVERGENCE'}, 'points': [1.0, 2.0]}
-  assert _mismatches(moved, committed) == [('/law/params/a', 0.55, 0.5)]
-  lost = {'law': {'params': {'a': 0.5}, 'message': 'CONVERGENCE'}, 'points': [1.0]}
-  assert _mismatches(lost, committed) == [('/points', 1, 2)]
+  def report(a, k, message='CONVERGENCE', points=(1.0, 2.0), k_identified=False):
+    identification = dict(a=_profile(0.4, 0.6), k=_profile(-5.0, 9.0, k_identified))
+    law = dict(params=dict(a=a, k=k), intervals=dict(a=[0.4, 0.6], k=[-5.0, k]))
+    return dict(law=dict(law, message=message, identification=identification), points=list(points))
+
+  committed = report(0.5, 8.3)
+  assert _mismatches(report(0.5001, 5.5, 'ABNORMAL'), committed) == []  # k is not identified
+  assert _mismatches(report(0.55, 8.3), committed) == [('/law/params/a', 0.55, 0.5)]
+  assert _mismatches(report(0.5, 8.3, points=[1.0]), committed) == [('/points', 1, 2)]
+  moved_k = _mismatches(report(0.5, 5.5, k_identified=True), report(0.5, 8.3, k_identified=True))
+  assert ('/law/params/k', 5.5, 8.3) in moved_k
 
 
 def test_the_documented_findings_are_the_committed_reports():
@@ -93,10 +100,13 @@ def test_every_finding_has_a_row_and_pending_rows_name_their_study():
 @pytest.mark.parametrize(
     'paper,bounds,verdict',
     [
-        (-0.1529, (-0.2, -0.1), replication.REPRODUCED),
-        (-0.1529, (-0.05, 0.02), replication.DIFFERS),  # excluded by a narrow interval
-        (-0.1529, (0.1, 0.9), replication.INCONCLUSIVE),  # excluded, but wider than the value
-        (-0.1529, (-0.6, 0.03), replication.INCONCLUSIVE),  # inside one too wide to exclude it
+        # Alternatives of -0.1529: 0, -0.0765 (half) and -0.3058 (twice).
+        (-0.1529, (-0.2, -0.1), replication.REPRODUCED),  # excludes all three
+        (-0.1529, (-0.2, -0.05), replication.CONSISTENT),  # holds the half-strength law
+        (-0.1529, (-0.2, 0.01), replication.INCONCLUSIVE),  # holds no dependence at all
+        (-0.1529, (-0.6, 0.03), replication.INCONCLUSIVE),  # holds every alternative
+        (-0.1529, (-0.05, 0.02), replication.DIFFERS),  # excludes the paper's value
+        (-0.1529, (0.1, 0.9), replication.DIFFERS),
         (0.5, None, replication.INCONCLUSIVE),
     ],
 )
@@ -104,10 +114,37 @@ def test_the_verdict_rule(paper, bounds, verdict):
   assert replication.interval_verdict(paper, bounds) == verdict
 
 
+def test_an_unidentified_number_has_no_verdict_but_that():
+  assert (
+      replication.interval_verdict(-0.1529, (-0.2, -0.1), is_identified=False)
+      == replication.NOT_IDENTIFIED
+  )
+
+
+def _profile(low, high, identified=True, why='profile closes inside the bounds at 95%'):
+  return dict(identified=identified, why=why, profile_interval=[low, high])
+
+
+@pytest.mark.parametrize(
+    'profile,bounds,verdict',
+    [
+        (_profile(-5.0, -1.1, False, 'profile flat to the low bound'), [-5.0, -0.4], 'reproduced'),
+        (_profile(0.2, 0.9), [0.1, 1.2], 'not at this scale'),  # the other sign
+        (_profile(-0.3, 0.4), [-0.5, -0.1], 'inconclusive'),  # the profile straddles 0
+        (_profile(-0.6, -0.1), [-0.5, 0.2], 'inconclusive'),  # the bootstrap straddles 0
+        (None, [-0.5, -0.1], 'not identified at this scale'),  # no profile computed
+    ],
+)
+def test_a_sign_is_judged_on_its_profile_and_its_bootstrap(profile, bounds, verdict):
+  result = dict(params=dict(a=-1.0), identification={} if profile is None else dict(a=profile))
+  assert replication.sign_verdict(result, 'a', bounds, -1) == verdict
+
+
 def test_an_hparams_report_renders_the_paper_numbers_beside_ours():
   law = dict(
       params=dict(log_coefficient=0.0, exponent_C=-0.2),
       intervals=dict(exponent_C=[-0.21, -0.12]),
+      identification=dict(exponent_C=_profile(-0.21, -0.12)),
   )
   moe = dict(learning_rate=law, batch_tokens=law, n_near_optimal=9, n_groups=3)
   report = dict(studies=dict(hparams=dict(budgets=[1e11, 1e12], moe=moe)))
@@ -160,9 +197,9 @@ def test_the_a_equals_1_row_names_each_budget_and_fails_when_one_check_fails():
       '1.20] off the power law, loss -0.0114 +- 0.0033 against its dense twin (same backbone, EL '
       '0.97)'
   )
-  assert row.verdict == replication.DIFFERS
+  assert row.verdict == replication.FAILS
   entry['check_A_equals_1'][1]['holds'] = True  # decided on the dense runs, not the law
-  assert replication.a_equals_one(reports).verdict == replication.REPRODUCED
+  assert replication.a_equals_one(reports).verdict == replication.HOLDS
 
 
 def test_the_power_law_row_measures_each_seeded_point_miss_in_its_standard_errors():
@@ -187,14 +224,18 @@ def test_the_power_law_row_measures_each_seeded_point_miss_in_its_standard_error
     return dict(dense_baseline=dict(studies=dict(dense_baseline=entry)))
 
   row = replication.frontier_is_a_power_law(report(-0.015))
-  assert row.verdict == replication.REPRODUCED
+  assert row.verdict == replication.HOLDS
   assert '1e+11: +0.019 (+1.9 SE), 1e+12: -0.015 (-1.5 SE)' in row.ours
   assert replication.frontier_is_a_power_law(report(0.025)).verdict == replication.INCONCLUSIVE
-  assert replication.frontier_is_a_power_law(report(-0.035)).verdict == replication.DIFFERS
+  assert replication.frontier_is_a_power_law(report(-0.035)).verdict == replication.FAILS
 
 
 def test_el_against_c_is_inconclusive_when_the_fixed_backbone_slope_turns_it_over():
-  fit = lambda a, bounds: dict(params=dict(a_C=a), joint_intervals=dict(a_C=bounds))
+  fit = lambda a, bounds: dict(
+      params=dict(a_C=a),
+      joint_intervals=dict(a_C=bounds),
+      identification=dict(a_C=_profile(*(bounds or (a, a)))),
+  )
   entry = dict(
       points=[dict(family='E2', A_stated=1.0), dict(family='E8', A_stated=0.33)],
       el_compute=dict(E2=fit(-1.0, [-1.3, -0.6]), E8=fit(-0.74, [-0.88, -0.52])),
@@ -212,11 +253,15 @@ def test_the_granularity_row_shows_the_optimum_only_within_the_tested_g():
   # G* = 2^(-c_G / 2): c_G = -6 puts it at 8; c_G = -10 at 32, past the largest G tested (16);
   # a c_G on its bound is no optimum at all.
   def fit(c_g, c_bounds, at_bounds=()):
+    on_bound = _profile(c_g, 20.0, False, 'on a bound of the fit')
     return dict(
         params=dict(b_G=-0.01, c_G=c_g),
         joint_intervals=dict(b_G=[-0.1, -0.001], c_G=c_bounds),
         G_star=2 ** (-c_g / 2),
         at_bounds=list(at_bounds),
+        identification=dict(
+            b_G=_profile(-0.1, -0.001), c_G=on_bound if at_bounds else _profile(*c_bounds)
+        ),
     )
 
   points = [dict(group=g, C=c, G=G) for g, c in (('g0', 1e11), ('g1', 1e12)) for G in (2, 16)]
@@ -225,9 +270,18 @@ def test_the_granularity_row_shows_the_optimum_only_within_the_tested_g():
   )
   row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
   assert 'G* = 8.0 [4.0, 11.3]' in row.ours and 'G* = >16 [2.0, >16]' in row.ours
+  assert row.verdict == replication.INCONCLUSIVE  # g1's optimum lies past the G tested
+  entry['el_granularity']['g1'] = fit(-5.0, [-6.0, -4.0])
+  row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
+  assert row.verdict == replication.REPRODUCED
   entry['el_granularity']['g1'] = fit(20.0, [-3.0, 20.0], at_bounds=['c_G'])
   row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
-  assert 'no optimum inside the tested G' in row.ours
+  assert 'no optimum located (c_G not identified: on a bound of the fit)' in row.ours
+  assert row.verdict == replication.INCONCLUSIVE
+  entry['el_granularity']['g1']['identification']['b_G'] = _profile(0.01, 0.2)
+  entry['el_granularity']['g1']['joint_intervals']['b_G'] = [0.02, 0.3]  # opens upwards
+  row = replication.loss_versus_granularity({'granularity': {'studies': {'granularity': entry}}})
+  assert row.verdict == replication.DIFFERS
 
 
 def _point(group, C, loss, stderr=0.003, **fields):
@@ -352,3 +406,129 @@ def test_an_el_table_puts_each_architecture_in_its_budget_column():
       '| 8 (25.0%, 12.5%) | 1.8000: EL 1.50 [1.40, 1.70] '
       '| 1.5000: EL 2.00 [1.90, 2.20] (extrapolated, not fitted) |',
   ]
+
+
+def _activation_reports(a_A_fits=None, losses=None, seed_sd=0.005):
+  """An activation_ratio report: per group g0/g1 the Eq. 10 fit and members at A = 1/64, 1/8
+  and 1 with the given losses."""
+  A = (1 / 64, 1 / 8, 1.0)
+  points = [
+      _point(g, C, loss, A=a, family=f'E{int(1 / a)}', EL=1 / loss)
+      for (g, C), row in zip((('g0', 1e11), ('g1', 1e12)), losses or [(1.70, 1.75, 1.80)] * 2)
+      for a, loss in zip(A, row)
+  ]
+  entry = dict(points=points)
+  if a_A_fits:
+    entry['el_activation'] = dict(zip(('g0', 'g1'), a_A_fits))
+  seeds = dict(seeds=dict(studies=dict(seeds=dict(moe=dict(sd=seed_sd)))))
+  return dict(activation_ratio=dict(studies=dict(activation_ratio=entry)), **seeds)
+
+
+def _a_A(profile, bounds, value=-1.0):
+  return dict(params=dict(a_A=value), joint_intervals=dict(a_A=bounds), identification=profile)
+
+
+@pytest.mark.parametrize(
+    'fits,verdict',
+    [  # paper-like (the magnitude open to -5, the sign closed), the opposite sign, noise
+        (
+            [_a_A(dict(a_A=_profile(-5, -0.9, False, 'profile flat to the low bound')), [-5, -0.4])]
+            * 2,
+            replication.REPRODUCED,
+        ),
+        ([_a_A(dict(a_A=_profile(0.3, 1.1)), [0.2, 1.4], 0.7)] * 2, replication.DIFFERS),
+        ([_a_A(dict(a_A=_profile(-0.8, 0.5)), [-1.0, 0.6], -0.1)] * 2, replication.INCONCLUSIVE),
+    ],
+)
+def test_the_activation_row_can_come_out_each_way(fits, verdict):
+  row = replication.el_versus_activation(_activation_reports(fits))
+  assert row.verdict == verdict, row.ours
+  if verdict == replication.REPRODUCED:
+    assert row.ours.startswith(
+        '1e+11 FLOPs: a_A < 0 (bootstrap up to -0.40) (not identified: profile flat to the low '
+        'bound)'
+    )
+
+
+@pytest.mark.parametrize(
+    'losses,verdict',
+    [  # SD of a difference: sqrt(2 * 0.003^2 + 2 * 0.005^2) = 0.0082
+        ([(1.70, 1.75, 1.80)] * 2, replication.REPRODUCED),  # lowest A best by 6 SD
+        ([(1.74, 1.70, 1.80)] * 2, replication.DIFFERS),  # A = 1/8 beats it by 5 SD
+        ([(1.70, 1.705, 1.80)] * 2, replication.INCONCLUSIVE),  # within noise
+    ],
+)
+def test_the_lowest_a_row_tests_the_paper_claim_as_stated(losses, verdict):
+  row = replication.lowest_activation_best(_activation_reports(losses=losses))
+  assert row.verdict == verdict, row.ours
+
+
+def _hparams_report(exponent, bounds, left_out=None, profile=None):
+  law = dict(
+      params=dict(log_coefficient=0.0, exponent_C=exponent),
+      intervals=dict(exponent_C=bounds),
+      identification=dict(exponent_C=profile or _profile(*bounds)),
+  )
+  moe = dict(
+      learning_rate=law,
+      batch_tokens=law,
+      n_near_optimal=9,
+      n_groups=3,
+      left_out=dict(batch_tokens=left_out or {}),
+  )
+  return dict(hparams=dict(studies=dict(hparams=dict(budgets=[1e11, 1e12], moe=moe))))
+
+
+def test_the_batch_row_says_which_budget_located_no_optimum_and_each_verdict_is_reachable():
+  b = laws.MOE_BATCH_TOKENS.exponent
+  row = lambda *a, **k: replication.rows(_hparams_report(*a, **k))[1]
+  assert row(b, (0.9 * b, 1.1 * b)).verdict == replication.REPRODUCED
+  assert row(0.0, (-0.05, 0.05)).verdict == replication.DIFFERS
+  assert row(0.2, (-0.2, 0.8)).verdict == replication.INCONCLUSIVE
+  assert row(0.2, (-0.4, 0.6)).verdict == replication.INCONCLUSIVE  # holds 0, excludes 2b
+  assert row(b, (0.4 * b, 1.1 * b)).verdict == replication.CONSISTENT  # holds half the slope
+  flat = _profile(-5.0, 0.9, False, 'profile flat to the low bound')
+  unidentified = row(b, (0.9 * b, 1.1 * b), profile=flat)
+  assert unidentified.verdict == replication.NOT_IDENTIFIED
+  assert 'b > 0 (bootstrap from 0.33) (not identified: profile flat to the low bound)' in (
+      unidentified.ours
+  )
+  capped = row(b, (0.9 * b, 1.1 * b), left_out={'1e+11': 'one batch_tokens tried (384)'})
+  assert '1e+11 FLOPs left out (its grid locates no optimum): one batch_tokens tried' in capped.ours
+
+
+def test_the_allocation_row_must_exclude_kaplans_exponent_to_reproduce():
+  def row(bounds):
+    fit = dict(
+        params=dict(exponent_C=0.5),
+        intervals=dict(exponent_C=bounds),
+        identification=dict(exponent_C=_profile(*bounds)),
+    )
+    arm = dict(M_opt=dict(fit=fit), budgets=[1, 2, 3])
+    reports = dict(allocation=dict(studies=dict(allocation=dict(moe=arm))))
+    return replication.rows(reports)[3]
+
+  assert row((0.40, 0.62)).verdict == replication.REPRODUCED
+  assert row((0.20, 0.62)).verdict == replication.CONSISTENT  # excludes 0.73, not 0.27
+  assert row((0.40, 0.80)).verdict == replication.INCONCLUSIVE  # holds Kaplan's 0.73
+  assert row((0.60, 0.80)).verdict == replication.DIFFERS
+
+
+def test_the_unified_row_names_unidentified_coefficients_instead_of_numbers():
+  names = ('a', 'd', 'gamma', 'beta', 'log_A_start', 'inv_A_max')
+  flat = _profile(-10.0, 0.2, False, 'on a bound of the fit')
+  entry = dict(
+      params={k: 0.1 for k in names},
+      intervals={k: [-1.0, 1.0] for k in names},
+      identification={k: flat for k in names},
+  )
+  row = replication.unified_law(dict(unified=dict(el_laws=dict(unified_el=entry))))
+  assert row.verdict == replication.NOT_IDENTIFIED
+  assert row.ours.startswith('a (not identified: on a bound of the fit)')
+  paper = laws.PAPER_UNIFIED_EL
+  for k in ('a', 'd', 'gamma', 'beta'):
+    entry['identification'][k] = _profile(0.9 * paper[k], 1.1 * paper[k])
+    entry['params'][k] = paper[k]
+    entry['intervals'][k] = sorted([0.9 * paper[k], 1.1 * paper[k]])
+  row = replication.unified_law(dict(unified=dict(el_laws=dict(unified_el=entry))))
+  assert row.verdict == replication.REPRODUCED
