@@ -23,6 +23,8 @@ import statistics
 from absl import app
 from absl import flags
 
+from fitting import studies as studies_lib
+
 _TABLE = flags.DEFINE_string('table', 'results/paper/compile.jsonl', 'JSON-lines compile table.')
 
 GIB = 2**30
@@ -36,7 +38,7 @@ PAPER_STUDIES = (
     'allocation',
     'dense_baseline',
 )
-EL_STUDIES = ('activation_ratio', 'granularity', 'shared_experts', 'dense_layers')
+EL_STUDIES = tuple(studies_lib.EL_STUDIES)
 SINGLE_RUNS = ('moe', 'ling_mini_beta', 'dense_6p1b')  # configs that are one run, not a study
 
 

@@ -40,14 +40,7 @@ from fitting import el as el_lib
 from fitting import hparams
 from fitting import laws
 from fitting import results as results_lib
-
-EL_STUDIES = (
-    'activation_ratio',
-    'granularity',
-    'shared_experts',
-    'dense_layers',
-    'attention_ratio',
-)
+from fitting import studies as studies_lib
 
 
 def _plot(fn, *args):
@@ -239,14 +232,6 @@ def fit_allocation_study(rows, loss_key, out_dir, n_bootstrap):
   return report
 
 
-# Single-factor EL laws of the studies that vary one factor at fixed C: fitted per budget group.
-SINGLE_FACTOR_LAWS = {
-    'activation_ratio': (laws.EL_ACTIVATION, 'A'),
-    'granularity': (laws.EL_GRANULARITY, 'G'),
-}
-UNIFIED_STUDIES = ('activation_ratio', 'granularity')
-
-
 def _fittable(points):
   """EL points a law may use: finite, positive, not an extrapolation of the dense frontier."""
   return [p for p in points if np.isfinite(p['EL']) and p['EL'] > 0 and not p['extrapolated']]
@@ -309,7 +294,7 @@ def _single_factor_statistics(study, dense_rows, moe_rows, loss_key, activation_
   _, _, points = el_lib.el_bootstrap(
       dense_rows, moe_rows, loss_key, n=0, activation_definition=activation_definition
   )
-  law, covariate = SINGLE_FACTOR_LAWS[study]
+  law, covariate = studies_lib.single_factor(study)
   points = [p for p in _fittable(points) if p['group'] in starts]
   fits = single_factor_fits(points, law, covariate, starts=starts)
   return {f'{law.name}/{g}/{k}': v for g, r in fits.items() for k, v in r.params.items()}
@@ -389,8 +374,8 @@ def fit_el_study(
       ],
   )
   starts = {}
-  if study in SINGLE_FACTOR_LAWS:
-    law, covariate = SINGLE_FACTOR_LAWS[study]
+  if studies_lib.single_factor(study):
+    law, covariate = studies_lib.single_factor(study)
     fits = single_factor_fits(fittable, law, covariate)
     entry[law.name] = {g: r.to_json() for g, r in fits.items()}
     starts['single'] = {g: r.theta for g, r in fits.items()}
@@ -637,57 +622,44 @@ def _fit_el(name, c: Context) -> dict:
   if all(r.get('wall_time_s') for r in rows + dense):
     _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
     entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
-  if name in EL_FIGURES:
-    EL_FIGURES[name](rows, entry, c)
+  for figure in studies_lib.EL_STUDIES[name].figures:
+    _draw(figure, studies_lib.EL_STUDIES[name], rows, entry, c)
   return entry
 
 
-def _el_vs_factor(covariate: str, law) -> Callable:
-  def figure(rows, entry, c: Context) -> None:
-    del rows
-    fits = {g: r['params'] for g, r in entry.get(law.name, {}).items()}
-    path = os.path.join(c.out_dir, f'el_vs_{covariate}.png')
-    _plot('el_vs_factor', entry['points'], path, covariate, law, fits)
-
-  return figure
-
-
-def _granularity_figures(rows, entry, c: Context) -> None:
-  path = os.path.join(c.out_dir, 'loss_vs_G.png')
-  _plot('loss_vs_granularity', rows, c.loss_key, path, c.seed_sd.get('moe', 0.0))
-  _el_vs_factor('G', laws.EL_GRANULARITY)(rows, entry, c)
-
-
-# The figure of an EL study beyond the shared ones: a new one is an entry here.
-def _loss_by_group(name: str, x: Callable, xlabel: str) -> Callable:
-  def figure(rows, entry, c: Context) -> None:
-    del rows
-    _plot('loss_by_group', entry['points'], os.path.join(c.out_dir, name), x, xlabel, c.loss_key)
-
-  return figure
+def _draw(figure: studies_lib.Figure, study: studies_lib.ELStudy, rows, entry, c: Context) -> None:
+  """One figure a study declares (fitting.studies.Figure), written beside the report."""
+  path = os.path.join(c.out_dir, figure.file)
+  if figure.kind == 'el_vs_factor':
+    fits = {g: r['params'] for g, r in entry.get(study.law.name, {}).items()} if study.law else {}
+    _plot('el_vs_factor', entry['points'], path, figure.factor, study.law, fits)
+  elif figure.kind == 'loss_vs_G':
+    _plot('loss_vs_granularity', rows, c.loss_key, path, c.seed_sd.get('moe', 0.0))
+  elif figure.kind == 'loss_by_group':
+    _plot('loss_by_group', entry['points'], path, figure.x, figure.xlabel, c.loss_key)
+  else:
+    raise ValueError(
+        f'{study.name}: figure kind {figure.kind!r} is none of el_vs_factor, '
+        'loss_vs_G, loss_by_group.'
+    )
 
 
-EL_FIGURES = {
-    'granularity': _granularity_figures,
-    'activation_ratio': _el_vs_factor('A', laws.EL_ACTIVATION),
-    'shared_experts': _loss_by_group('loss_vs_S.png', lambda p: p['S'], 'shared ratio S'),
-    'dense_layers': _loss_by_group(
-        'loss_vs_dense_layers.png',
-        lambda p: int(p['family'].removeprefix('dense')),
-        'first dense layers',
-    ),
-}
-
-
-# Each study's fitter: a new study is one entry here (and its rows in the results table).
+# The fitter of each study that is not an EL study (those are fitting.studies.EL_STUDIES).
 FITTERS = {
     'dense_baseline': _fit_dense_baseline,
     'hparams': _fit_hparams,
     'allocation': _fit_allocation,
-    **dict.fromkeys(EL_STUDIES, _fit_el),
     'seeds': _fit_seeds,
 }
-STUDIES = tuple(FITTERS)
+
+
+def known_studies() -> tuple[str, ...]:
+  """Every study a results table may hold, in the order `--study=all` fits them."""
+  return ('dense_baseline', 'hparams', 'allocation', *studies_lib.EL_STUDIES, 'seeds')
+
+
+def fitter(name: str) -> Callable:
+  return _fit_el if name in studies_lib.EL_STUDIES else FITTERS[name]
 
 
 def default_out(results_path: str) -> str:
@@ -737,20 +709,21 @@ def measured_seed_sd(rows: list[dict], loss_key: str, source: str) -> dict:
 def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out_dir) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
-  unknown = [r for r in rows if r.get('study') not in STUDIES]
+  known = known_studies()
+  unknown = [r for r in rows if r.get('study') not in known]
   excluded += [
-      dict(r, reason=f"study {r.get('study')!r} is none of {', '.join(STUDIES)}") for r in unknown
+      dict(r, reason=f"study {r.get('study')!r} is none of {', '.join(known)}") for r in unknown
   ]
-  rows = [r for r in rows if r.get('study') in STUDIES]
+  rows = [r for r in rows if r.get('study') in known]
   if not rows:
     raise core.FitError(
         f'--results={results_path}: no usable row of a known study ({len(excluded)} excluded, '
         f'e.g. {excluded[0]["reason"] if excluded else "none"}).'
     )
   by_study = _by_study(rows)
-  wanted = [s for s in STUDIES if s in by_study] if study == 'all' else [study]
-  if study != 'all' and study not in STUDIES:
-    raise core.FitError(f'--study={study}: use one of {", ".join(STUDIES)} or all.')
+  wanted = [s for s in known if s in by_study] if study == 'all' else [study]
+  if study != 'all' and study not in known:
+    raise core.FitError(f'--study={study}: use one of {", ".join(known)} or all.')
   if activation not in el_lib.ACTIVATION_DEFINITIONS:
     raise core.FitError(
         f'--activation={activation}: use one of ' f'{", ".join(el_lib.ACTIVATION_DEFINITIONS)}.'
@@ -786,9 +759,9 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
     if not by_study.get(name):
       raise core.FitError(f'--study={name}: no usable run of this study in {results_path}.')
     try:
-      entry = FITTERS[name](name, context)
+      entry = fitter(name)(name, context)
       report['studies'][name] = entry
-      if name in UNIFIED_STUDIES:
+      if name in studies_lib.EL_STUDIES and studies_lib.EL_STUDIES[name].unified:
         el_all += entry['points']
     except core.FitError as error:
       if study != 'all':

@@ -703,7 +703,7 @@ def documented_blocks(doc: str = DOC) -> dict[str, str]:
   with open(doc) as f:
     text = f.read()
   out = {}
-  for name in study_tables.BLOCK_NAMES:
+  for name in study_tables.block_names():
     begin, end = study_tables.markers(name)
     if begin in text:
       out[name] = text[text.index(begin) : text.index(end) + len(end)]

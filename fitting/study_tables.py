@@ -16,6 +16,7 @@ import numpy as np
 
 from fitting import el as el_lib
 from fitting import laws
+from fitting import studies as studies_lib
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -82,35 +83,6 @@ def dense_frontier(report: dict, rows: list[dict]) -> list[str] | None:
 # --- EL studies: a row per architecture, a column per budget group ------------------------------
 
 
-def _activation_label(row: dict) -> str:
-  return f'{int(row["n_experts"])} ({row["A"]:.1%}, {row["A_routed"]:.1%})'
-
-
-def _granularity_label(row: dict) -> str:
-  return f'{row["G"]:g} (2 d_model / {row["G"]:g})'
-
-
-def _shared_label(row: dict) -> str:
-  return f'{int(row["top_k"])}, {int(row["n_shared"])} ({row["S"]:.1%})'
-
-
-def _dense_layers_label(row: dict) -> str:
-  return f'{int(row["num_dense_layers"])}'
-
-
-# study: (first column's header, the row's label, the order of the rows)
-EL_STUDIES: dict[str, tuple[str, Callable, Callable]] = {
-    'activation_ratio': ('E (A, A routed)', _activation_label, lambda r: r['n_experts']),
-    'granularity': ('G (expert width)', _granularity_label, lambda r: r['G']),
-    'shared_experts': ('E_a, E_s (S)', _shared_label, lambda r: r['S']),
-    'dense_layers': (
-        'first dense layers (of the layers in the column)',
-        _dense_layers_label,
-        lambda r: r['num_dense_layers'],
-    ),
-}
-
-
 def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
   """Per budget group (budget, backbone) each member's held-out loss (its mean over seeds where it
   has several) and its EL against the dense frontier with its 95% interval; beside it, where the
@@ -118,7 +90,8 @@ def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
   entry = report.get('studies', {}).get(study)
   if not entry or 'points' not in entry or not rows:
     return None
-  header, label, order = EL_STUDIES[study]
+  table = studies_lib.EL_STUDIES[study].table
+  header, label, order = table.header, table.label, table.order
   by_member = {r['member']: r for r in rows if r.get('study') == study}
   points = [p for p in entry['points'] if p['member'] in by_member]
   groups = sorted(
@@ -158,7 +131,8 @@ def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
 
 
 # Every block this module writes, by name (its markers' name in the doc).
-BLOCK_NAMES = ('dense_baseline', *EL_STUDIES)
+def block_names() -> tuple[str, ...]:
+  return ('dense_baseline', *(n for n, s in studies_lib.EL_STUDIES.items() if s.table))
 
 
 def blocks(reports: dict, results_dir: str) -> dict[str, str]:
@@ -169,7 +143,7 @@ def blocks(reports: dict, results_dir: str) -> dict[str, str]:
   )
   if dense:
     out['dense_baseline'] = block('dense_baseline', dense)
-  for study in EL_STUDIES:
+  for study in block_names()[1:]:
     lines = el_study(study, reports.get(study, {}), results_rows(study, results_dir))
     if lines:
       out[study] = block(study, lines)

@@ -30,10 +30,6 @@ from ling_jax import dispatch as dispatch_lib
 EXPERT_AXIS = 'expert'
 
 
-def _slots(capacity_factor: float, assignments: int, experts: int, dropless: int) -> int:
-  return dispatch_lib.capacity(assignments, experts, dropless, capacity_factor)
-
-
 def local_experts(src_NxD, ids_NxK, wg, wu, wo, slots: int):
   """Rows of `src` through the local experts `ids` (-1: not here). Returns y [N K, D] (zero for
   rows not computed) and the count of valid assignments dropped for capacity."""
@@ -69,7 +65,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   El = wg.shape[0]
   T, K = experts_TxK.shape
   D = x_TxD.shape[-1]
-  c_send = _slots(opts.capacity_factor, T * K, n, T * min(K, El))
+  c_send = dispatch_lib.capacity(T * K, n, T * min(K, El), opts.capacity_factor)
   send = dispatch_lib.capacity_plan(experts_TxK // El, n, c_send)
   send_rows = dispatch_lib.permute_rows(
       x_TxD, send.token_of_row, send.row_of_assignment.reshape(T, K)
@@ -82,7 +78,7 @@ def a2a(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
       a.reshape(n, c_send, *a.shape[1:]), EXPERT_AXIS, 0, 0, tiled=True
   ).reshape(a.shape)
   recv_rows, recv_ids = exchange(send_rows), exchange(send_ids)
-  slots = _slots(opts.capacity_factor, n * T * K, n * El, n * c_send)
+  slots = dispatch_lib.capacity(n * T * K, n * El, n * c_send, opts.capacity_factor)
   y_recv, dropped_here = local_experts(recv_rows, recv_ids[:, None], wg, wu, wo, slots)
   y_back = exchange(y_recv.reshape(n * c_send, D))
   y_AxD = dispatch_lib.permute_rows(y_back, send.row_of_assignment, send.assignment_of_row[:, None])
@@ -98,9 +94,9 @@ def ring(x_TxD, experts_TxK, weights_TxK, wg, wu, wo, opts):
   T, K = experts_TxK.shape
   gather = lambda a: jax.lax.all_gather(a, EXPERT_AXIS, tiled=True)
   x_all, experts_all, weights_all = gather(x_TxD), gather(experts_TxK), gather(weights_TxK)
-  local = experts_all - shard * El
-  ids = jnp.where((local >= 0) & (local < El), local, -1)
-  slots = _slots(opts.capacity_factor, n * T * K, n * El, n * T)
+  index_here = experts_all - shard * El  # each assignment's expert among this shard's
+  ids = jnp.where((index_here >= 0) & (index_here < El), index_here, -1)
+  slots = dispatch_lib.capacity(n * T * K, n * El, n * T, opts.capacity_factor)
   y_AxD, dropped = local_experts(x_all, ids, wg, wu, wo, slots)
   y_all = dispatch_lib.combine(y_AxD, weights_all)
   y_TxD = jax.lax.psum_scatter(y_all, EXPERT_AXIS, scatter_dimension=0, tiled=True)

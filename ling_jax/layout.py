@@ -142,7 +142,7 @@ def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, 
   gathered = 2 * compute * (experts / max(arch.num_moe_layers, 1) / (expert * tensor))
   sequences = layout.batch_size / layout.microbatches / layout.batch_shards
   tokens = sequences * t.seq_len
-  d, hd = arch.d_model, arch.hd
+  d, hd = arch.d_model, arch.resolved_head_dim
   # Heads and widths split over the tensor axis; the model's width d and the router do not.
   attention = (2 * arch.n_heads * hd + 2 * arch.n_kv_heads * hd) / tensor + d
   if arch.is_moe:

@@ -4,6 +4,7 @@ evals, checkpoints and metrics (`train`)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -205,17 +206,17 @@ class Trainer:
 # --- The loop ----------------------------------------------------------------------------------
 
 
-def _run_summary(program: Trainer, dataset, **extra) -> dict:
-  c = program.config
-  s = flops.summary(program.arch)
-  tokens = program.total_steps * program.tokens_per_step
+def _run_summary(trainer: Trainer, dataset, **extra) -> dict:
+  c = trainer.config
+  s = flops.summary(trainer.arch)
+  tokens = trainer.total_steps * trainer.tokens_per_step
   return dict(
       name=c.name,
       data_fingerprint=dataset.fingerprint,
       # The resolved architecture (d_expert from G, head_dim), so that no reader rebuilds it.
-      architecture=dataclasses.asdict(program.arch),
-      steps=program.total_steps,
-      tokens_per_step=program.tokens_per_step,
+      architecture=dataclasses.asdict(trainer.arch),
+      steps=trainer.total_steps,
+      tokens_per_step=trainer.tokens_per_step,
       D=tokens,
       C=s['M'] * tokens,
       learning_rate=c.train.learning_rate,
@@ -260,8 +261,8 @@ def train(config, workdir: str, stop_at_step: int | None = None) -> dict:
       return _train_loop(trainer, workdir, stop_at_step, entered, stop)
 
 
-def last_step(program: Trainer, stop_at_step: int | None) -> int:
-  return min(program.total_steps if stop_at_step is None else stop_at_step, program.total_steps)
+def last_step(trainer: Trainer, stop_at_step: int | None) -> int:
+  return min(trainer.total_steps if stop_at_step is None else stop_at_step, trainer.total_steps)
 
 
 def _call_lengths(start: int, last: int, config) -> set[int]:
@@ -289,32 +290,32 @@ class _Recorder:
   """Writes each step's metrics record and logs a line every `log_every` steps, with the loop's
   throughput over the steps since the last line."""
 
-  def __init__(self, program: Trainer, writer, last: int):
-    self.program, self.writer, self.last = program, writer, last
+  def __init__(self, trainer: Trainer, writer, last: int):
+    self.trainer, self.writer, self.last = trainer, writer, last
     self.peak = metrics_lib.peak_flops_per_device(
-        program.config.metrics.peak_flops_per_device, jax.devices()[0].device_kind
+        trainer.config.metrics.peak_flops_per_device, jax.devices()[0].device_kind
     )
-    self.hw_flops_per_token = flops.hardware_flops_per_token(program.arch)
+    self.hw_flops_per_token = flops.hardware_flops_per_token(trainer.arch)
     self.window_start, self.window_steps = time.perf_counter(), 0
     self.steady = None  # (time, step) when the first call's metrics arrived: compiled by then
 
   def __call__(self, first_step: int, chunk_metrics) -> None:
     """The records of steps first_step, first_step + 1, ... of one call."""
-    program, config = self.program, self.program.config
+    trainer, config = self.trainer, self.trainer.config
     host = jax.device_get(chunk_metrics)
     n = len(host['loss'])
     if self.steady is None:
       self.steady = (time.perf_counter(), first_step + n - 1)
     self.window_steps += n
     elapsed = time.perf_counter() - self.window_start
-    tokens_per_s = self.window_steps * program.tokens_per_step / max(elapsed, 1e-9)
+    tokens_per_s = self.window_steps * trainer.tokens_per_step / max(elapsed, 1e-9)
     flops_per_s = tokens_per_s * self.hw_flops_per_token
     for i in range(n):
       step = first_step + i
       record = dict(
           kind='train',
           step=step,
-          tokens=step * program.tokens_per_step,
+          tokens=step * trainer.tokens_per_step,
           **{k: v[i] for k, v in host.items()},
           tokens_per_s=tokens_per_s,
           model_flops_per_s=flops_per_s,
@@ -327,11 +328,11 @@ class _Recorder:
     if step // config.train.log_every > (first_step - 1) // config.train.log_every or (
         step == self.last
     ):
-      eta = (program.total_steps - step) * elapsed / self.window_steps
+      eta = (trainer.total_steps - step) * elapsed / self.window_steps
       log.info(
           'step %d/%d loss %.4f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s',
           step,
-          program.total_steps,
+          trainer.total_steps,
           record['loss'],
           record['grad_norm'],
           record['learning_rate'],
@@ -341,17 +342,37 @@ class _Recorder:
       self.window_start, self.window_steps = time.perf_counter(), 0
 
 
-def _train_loop(
-    program: Trainer,
-    workdir: str,
-    stop_at_step: int | None,
-    entered: float,
-    stop: preemption.StopRequest,
-) -> dict:
-  """The loop of `train`; `entered` is when `train` was called (perf_counter seconds)."""
-  config = program.config
+@dataclasses.dataclass
+class _Run:
+  """What one process's pass over a run holds: its data, metric writer, checkpointer, the state
+  and data position it trains from, and the cost already spent on it (`meta`: wall_time_s of
+  training loops and elapsed_s of whole processes, restored from the newest checkpoint)."""
+
+  trainer: Trainer
+  workdir: str
+  dataset: data_lib.Dataset
+  writer: metrics_lib.MetricWriter
+  ckpt: checkpoint_lib.Checkpointer
+  state: Any
+  train_iter: Any
+  meta: dict
+  loop_start: float = 0.0  # perf_counter when the cost in `meta` was last brought up to date
+  elapsed_before: float = 0.0  # elapsed_s of the processes before this one
+
+  @property
+  def step(self) -> int:
+    return int(self.state.step)
+
+  def close(self) -> None:
+    self.ckpt.close()
+    self.writer.close()
+
+
+def _open(trainer: Trainer, workdir: str) -> _Run:
+  """The run's writer and checkpointer, and its state resumed from the newest readable
+  checkpoint (a fresh one without)."""
+  config = trainer.config
   dataset = data_lib.Dataset(config)
-  workdir_path = epath.Path(workdir)
   writer = metrics_lib.MetricWriter(
       workdir,
       config.metrics.tensorboard,
@@ -361,145 +382,176 @@ def _train_loop(
   )
   writer.write_json(metrics_lib.CONFIG_FILE, config.to_dict())
   ckpt = checkpoint_lib.Checkpointer(
-      str(workdir_path / 'checkpoints'),
+      str(epath.Path(workdir) / 'checkpoints'),
       config.train.keep_checkpoints,
       config.train.async_checkpoint,
   )
-
-  # Resume from the newest readable checkpoint, if any.
-  state = program.init_state()
+  state = trainer.init_state()
   train_iter = dataset.train_iterator()
   meta = dict(wall_time_s=0.0)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     start, state, meta = restored
     log.info('Resumed from step %d in %s', start, workdir)
+  return _Run(trainer, workdir, dataset, writer, ckpt, state, train_iter, meta)
+
+
+def _compile(run: _Run, last: int):
+  """Everything compiled before the first step, not in the middle of training: the eval step and
+  the train call for each number of steps a call will take (steps_per_call, and the shorter
+  calls that end at an eval, a checkpoint or the last step). Returns ({steps: train call}, the
+  eval step, the eval batches)."""
+  trainer = run.trainer
+  eval_batches = [trainer.batch(b) for b in run.dataset.eval_batches()]
+  train_steps, eval_loss = trainer.jit_steps()
+  if eval_batches:
+    eval_loss = eval_loss.lower(run.state.params, run.state.router_bias, eval_batches[0]).compile()
+  compiled = {
+      n: train_steps.lower(run.state, trainer.batch_shape(n)).compile()
+      for n in _call_lengths(run.step, last, trainer.config)
+  }
+  return compiled, eval_loss, eval_batches
+
+
+def _evaluate(run: _Run, eval_loss, eval_batches, step: int, final: bool = False) -> dict:
+  """Eval loss (nats per token) on the held-out set (with train.eval_sequences, its first
+  `eval_batches` batches unless `final`), with the standard error over its sequences and its
+  size in tokens; written to the metrics and the log."""
+  config = run.trainer.config
+  periodic = config.train.eval_batches if config.train.eval_sequences else len(eval_batches)
+  batches = eval_batches if final else eval_batches[:periodic]
+  if not batches:
+    return dict(final_eval_loss=None)
+  losses = np.concatenate(
+      jax.device_get([eval_loss(run.state.params, run.state.router_bias, b) for b in batches])
+  ).astype(np.float64)
+  result = dict(
+      final_eval_loss=float(losses.mean()),
+      eval_loss_stderr=float(losses.std(ddof=1) / np.sqrt(len(losses)))
+      if len(losses) > 1
+      else None,
+      eval_tokens=int(losses.size * config.train.seq_len),
+  )
+  run.writer.write(
+      dict(
+          kind='eval',
+          step=step,
+          tokens=step * run.trainer.tokens_per_step,
+          eval_loss=result['final_eval_loss'],
+          eval_loss_stderr=result['eval_loss_stderr'],
+          eval_tokens=result['eval_tokens'],
+      )
+  )
+  log.info(
+      'step %d eval_loss %.4f +- %.4f',
+      step,
+      result['final_eval_loss'],
+      result['eval_loss_stderr'] or 0.0,
+  )
+  return result
+
+
+def _train_loop(
+    trainer: Trainer,
+    workdir: str,
+    stop_at_step: int | None,
+    entered: float,
+    stop: preemption.StopRequest,
+) -> dict:
+  """The loop of `train` in its steps: open (resume), compile, train in chunks with evals and
+  checkpoints, summarise. `entered` is when `train` was called (perf_counter seconds)."""
+  run = _open(trainer, workdir)
+  try:
+    summary_path = epath.Path(workdir) / metrics_lib.SUMMARY_FILE
+    if run.step >= trainer.total_steps and summary_path.exists():
+      return json.loads(summary_path.read_text())
+    last = last_step(trainer, stop_at_step)
+    compiled, eval_loss, eval_batches = _compile(run, last)
+    evaluate = functools.partial(_evaluate, run, eval_loss, eval_batches)
+    eval_result, preempted, record = _train_chunks(run, compiled, evaluate, last, entered, stop)
+    return _finish(run, evaluate, eval_result, preempted, record, entered)
+  finally:
+    run.close()
+
+
+def _train_chunks(run: _Run, compiled, evaluate, last: int, entered: float, stop):
+  """Trains from the run's step to `last`, a call of compiled steps at a time, with the evals and
+  checkpoints the config asks for, until the end or a preemption. Returns the last eval's
+  result, whether it was preempted and the metrics recorder."""
+  trainer, config = run.trainer, run.trainer.config
   # The member's whole cost here, for the cost model of --list: set-up, compilation, the loop and
   # the evaluations, summed over every process that trained it (checkpoints before this field
   # existed count from their restore).
-  elapsed_before = meta.get('elapsed_s', 0.0)
-  start = int(state.step)
-  summary_path = workdir_path / metrics_lib.SUMMARY_FILE
-  if start >= program.total_steps and summary_path.exists():
-    ckpt.close()
-    writer.close()
-    return json.loads(summary_path.read_text())
-
-  # Everything compiled before the first step, not in the middle of training: the eval step and
-  # the train call for each number of steps a call will take (steps_per_call, and the shorter
-  # calls that end at an eval, a checkpoint or the last step).
-  last = last_step(program, stop_at_step)
-  eval_batches = [program.batch(b) for b in dataset.eval_batches()]
-  train_steps, eval_loss = program.jit_steps()
-  if eval_batches:
-    eval_loss = eval_loss.lower(state.params, state.router_bias, eval_batches[0]).compile()
-  compiled = {
-      n: train_steps.lower(state, program.batch_shape(n)).compile()
-      for n in _call_lengths(start, last, config)
-  }
-
-  def evaluate(step: int, final: bool = False) -> dict:
-    """Eval loss (nats per token) on the held-out set (with train.eval_sequences, its first
-    `eval_batches` batches unless `final`), with the standard error over its sequences and its
-    size in tokens."""
-    periodic = config.train.eval_batches if config.train.eval_sequences else len(eval_batches)
-    batches = eval_batches if final else eval_batches[:periodic]
-    if not batches:
-      return dict(final_eval_loss=None)
-    losses = np.concatenate(
-        jax.device_get([eval_loss(state.params, state.router_bias, b) for b in batches])
-    ).astype(np.float64)
-    result = dict(
-        final_eval_loss=float(losses.mean()),
-        eval_loss_stderr=float(losses.std(ddof=1) / np.sqrt(len(losses)))
-        if len(losses) > 1
-        else None,
-        eval_tokens=int(losses.size * config.train.seq_len),
-    )
-    writer.write(
-        dict(
-            kind='eval',
-            step=step,
-            tokens=step * program.tokens_per_step,
-            eval_loss=result['final_eval_loss'],
-            eval_loss_stderr=result['eval_loss_stderr'],
-            eval_tokens=result['eval_tokens'],
-        )
-    )
-    log.info(
-        'step %d eval_loss %.4f +- %.4f',
-        step,
-        result['final_eval_loss'],
-        result['eval_loss_stderr'] or 0.0,
-    )
-    return result
-
-  record = _Recorder(program, writer, last)
+  run.elapsed_before = run.meta.get('elapsed_s', 0.0)
+  record = _Recorder(trainer, run.writer, last)
   eval_result = dict(final_eval_loss=None)
-  run_start = time.perf_counter()
+  run.loop_start = time.perf_counter()
   # The metrics of calls not yet read, oldest first: the newest call's are read while the next
   # call runs, except where an eval, a checkpoint or the end needs every record written first.
   unread = []
   preempted = False  # a signal reached this process or, in a multi-process run, any of them
-  try:
-    step = start
-    while step < last:
-      end = _chunk_end(step, last, config)
-      tokens = np.stack([next(train_iter) for _ in range(end - step)])
-      state, chunk_metrics = compiled[end - step](state, program.batch(tokens))
-      unread.append((step + 1, chunk_metrics))
-      step = end
-      preempted = stop.requested()
-      at_eval = step % config.train.eval_every == 0 and step < program.total_steps
-      at_eval = at_eval and not preempted
-      at_checkpoint = step % config.train.checkpoint_every == 0 or step == last or preempted
-      keep = 0 if at_eval or at_checkpoint else 1
-      while len(unread) > keep:
-        record(*unread.pop(0))
-      if at_eval:
-        eval_result = evaluate(step)
-      if at_checkpoint:
-        now = time.perf_counter()
-        meta = dict(
-            wall_time_s=meta['wall_time_s'] + now - run_start,
-            elapsed_s=elapsed_before + now - entered,
-        )
-        run_start = now
-        # Every metric up to a checkpoint is durable before it: a crash loses only steps the
-        # rerun trains (and logs) again, also on gs://, where lines wait for a chunk.
-        writer.flush()
-        ckpt.save(step, state, train_iter, meta)
-      if preempted:
-        break
+  step = run.step
+  while step < last:
+    end = _chunk_end(step, last, config)
+    tokens = np.stack([next(run.train_iter) for _ in range(end - step)])
+    run.state, chunk_metrics = compiled[end - step](run.state, trainer.batch(tokens))
+    unread.append((step + 1, chunk_metrics))
+    step = end
+    preempted = stop.requested()
+    at_eval = step % config.train.eval_every == 0 and step < trainer.total_steps
+    at_eval = at_eval and not preempted
+    at_checkpoint = step % config.train.checkpoint_every == 0 or step == last or preempted
+    keep = 0 if at_eval or at_checkpoint else 1
+    while len(unread) > keep:
+      record(*unread.pop(0))
+    if at_eval:
+      eval_result = evaluate(step)
+    if at_checkpoint:
+      now = time.perf_counter()
+      run.meta = dict(
+          wall_time_s=run.meta['wall_time_s'] + now - run.loop_start,
+          elapsed_s=run.elapsed_before + now - entered,
+      )
+      run.loop_start = now
+      # Every metric up to a checkpoint is durable before it: a crash loses only steps the
+      # rerun trains (and logs) again, also on gs://, where lines wait for a chunk.
+      run.writer.flush()
+      run.ckpt.save(step, run.state, run.train_iter, run.meta)
+    if preempted:
+      break
+  return eval_result, preempted, record
 
-    now = time.perf_counter()
-    wall = meta['wall_time_s'] + now - run_start
-    final_step = int(state.step)
-    finished = final_step >= program.total_steps
-    if finished:
-      eval_result = evaluate(program.total_steps, final=True)
-    writer.flush()
-    steady_time, steady_step = record.steady or (now, final_step)
-    summary = _run_summary(
-        program,
-        dataset,
-        status='finished' if finished else 'preempted' if preempted else 'stopped',
-        final_step=final_step,
-        **eval_result,
-        wall_time_s=wall,
-        elapsed_s=elapsed_before + time.perf_counter() - entered,
-        tokens_per_s=final_step * program.tokens_per_step / max(wall, 1e-9),
-        # The loop's speed after compilation: evals, checkpoints, data and metrics included.
-        steady_tokens_per_s=(
-            (final_step - steady_step) * program.tokens_per_step / max(now - steady_time, 1e-9)
-            if final_step > steady_step
-            else None
-        ),
-        **_record_summary(metrics_lib.read_metrics(workdir), final_step, config.train.log_every),
-    )
-    if finished:
-      writer.write_json(metrics_lib.SUMMARY_FILE, summary)
-    return summary
-  finally:
-    ckpt.close()
-    writer.close()
+
+def _finish(run: _Run, evaluate, eval_result, preempted, record, entered) -> dict:
+  """The final evaluation of a finished run and the run's summary (written when finished)."""
+  trainer = run.trainer
+  now = time.perf_counter()
+  wall = run.meta['wall_time_s'] + now - run.loop_start
+  final_step = run.step
+  finished = final_step >= trainer.total_steps
+  if finished:
+    eval_result = evaluate(trainer.total_steps, final=True)
+  run.writer.flush()
+  steady_time, steady_step = record.steady or (now, final_step)
+  summary = _run_summary(
+      trainer,
+      run.dataset,
+      status='finished' if finished else 'preempted' if preempted else 'stopped',
+      final_step=final_step,
+      **eval_result,
+      wall_time_s=wall,
+      elapsed_s=run.elapsed_before + time.perf_counter() - entered,
+      tokens_per_s=final_step * trainer.tokens_per_step / max(wall, 1e-9),
+      # The loop's speed after compilation: evals, checkpoints, data and metrics included.
+      steady_tokens_per_s=(
+          (final_step - steady_step) * trainer.tokens_per_step / max(now - steady_time, 1e-9)
+          if final_step > steady_step
+          else None
+      ),
+      **_record_summary(
+          metrics_lib.read_metrics(run.workdir), final_step, trainer.config.train.log_every
+      ),
+  )
+  if finished:
+    run.writer.write_json(metrics_lib.SUMMARY_FILE, summary)
+  return summary

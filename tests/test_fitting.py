@@ -1207,3 +1207,50 @@ def test_a_quiet_planted_table_reproduces_the_el_findings(tmp_path):
   assert granularity.verdict == replication.REPRODUCED, granularity
   assert granularity.ours.count('G* = ') == len(synthetic.BUDGETS)
   assert rows['EL rises with compute C'].verdict == replication.REPRODUCED
+
+
+def test_a_planted_el_study_registered_in_one_place_is_fitted_drawn_and_tabled(
+    tmp_path, monkeypatch
+):
+  """Adding an EL study: its runs carry its name, and one registry entry declares its law,
+  figure and table. The simulated activation-ratio runs, renamed, are that study here."""
+  from fitting import studies
+  from fitting import study_tables
+
+  planted = studies.ELStudy(
+      'planted_ratio',
+      law=laws.EL_ACTIVATION,
+      factor='A',
+      figures=(studies.Figure('el_vs_factor', 'el_vs_A_planted.png', factor='A'),),
+      table=studies.Table('A', lambda r: f'{r["A"]:.3f}', lambda r: r['A']),
+  )
+  monkeypatch.setitem(studies.EL_STUDIES, planted.name, planted)
+  rows = [
+      dict(r, study='planted_ratio', n_layers=2, d_model=64)
+      if r['study'] == 'activation_ratio'
+      else r
+      for r in synthetic.table()
+      if r['study'] != 'granularity'
+  ]
+  path = write_rows(tmp_path / 'results.jsonl', rows)
+  report = fit_cli.run(path, 'all', str(tmp_path / 'fits'), n_bootstrap=4)
+  entry = report['studies']['planted_ratio']
+  budgets = {r['group'] for r in rows if r['study'] == 'planted_ratio'}
+  assert set(entry[laws.EL_ACTIVATION.name]) == budgets  # Eq. 10 per budget group
+  assert (tmp_path / 'fits' / 'el_vs_A_planted.png').stat().st_size > 1000
+  report = json.loads(json.dumps(report, default=float))
+  planted_rows = [r for r in rows if r['study'] == 'planted_ratio']
+  table = study_tables.el_study('planted_ratio', report, planted_rows)
+  assert table[0].startswith('| A |') and len(table) == 2 + len(synthetic.TABLE_7_A)
+  assert 'planted_ratio' in study_tables.block_names()
+
+
+def test_eq_10_can_find_el_falling_as_a_falls():
+  """The activation row's sign could come out either way: Eq. 10's bounds leave a_A free on both
+  sides of 0, so EL that rises with A (the opposite of the paper) is fitted as a_A > 0."""
+  rng = np.random.default_rng(1)
+  A = np.geomspace(0.01, 1.0, 8)
+  el = A**0.3 * np.exp(rng.normal(0, 0.01, len(A)))
+  result = core.fit(laws.EL_ACTIVATION, dict(A=A), el, identify=True)
+  assert result.params['a_A'] > 0
+  assert result.identification['a_A']['profile_interval'][0] > 0

@@ -16,6 +16,7 @@ import pytest
 from configs import moe as moe_config
 from ling_jax import config as config_lib
 from ling_jax import data as data_lib
+from ling_jax import dispatch
 from ling_jax import expert_parallel
 from ling_jax import metrics as metrics_lib
 from ling_jax import train as train_lib
@@ -153,8 +154,8 @@ def naive_a2a_drops(experts_BxTxK, n_data, n_expert, n_experts, capacity_factor)
   shards = experts_BxTxK.reshape(n_data * n_expert, -1, experts_BxTxK.shape[-1])
   T, K = shards.shape[1:]
   El = n_experts // n_expert
-  c_send = expert_parallel._slots(capacity_factor, T * K, n_expert, T * min(K, El))
-  slots = expert_parallel._slots(capacity_factor, n_expert * T * K, n_experts, n_expert * c_send)
+  c_send = dispatch.capacity(T * K, n_expert, T * min(K, El), capacity_factor)
+  slots = dispatch.capacity(n_expert * T * K, n_experts, n_expert * c_send, capacity_factor)
   dropped = 0
   for d in range(n_data):
     arrivals = collections.defaultdict(list)  # destination -> local experts in arrival order
@@ -207,7 +208,7 @@ def test_small_capacity_drops_exactly_and_deterministically():
 def test_data_parallel_capacity_is_per_shard_and_exact():
   dropped, experts = first_layer_experts(config(dict(data=8), capacity_factor=0.5))
   shards = experts.reshape(8, -1, 2)
-  slots = expert_parallel._slots(0.5, shards.shape[1] * 2, 8, shards.shape[1])
+  slots = dispatch.capacity(shards.shape[1] * 2, 8, shards.shape[1], 0.5)
   expected = 0
   for shard in shards:  # first come, first served per expert, in token order
     load = collections.Counter()
