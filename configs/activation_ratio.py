@@ -43,7 +43,7 @@ def get_sweep(arg=None):
       )
     if scale == 'local':
       members.append(dense_twin(group))
-  if scale == 'local':  # after the rest, so that sweep indices 0-26 keep their members
+  if scale in ('local', common.DEMO):  # after the rest, so sweep indices 0-26 keep their members
     a_one = [m for m in members if m.name.endswith(f'_E{A_EQUALS_1_EXPERTS}')]
     members += [common.seed_replicate(m, seed) for seed in (1, 2) for m in a_one]
   return members

@@ -255,24 +255,26 @@ class LocalLaw:
 #
 # The local protocol shrunk to minutes: five dense budgets (a frontier reaching 4x above the
 # largest MoE budget, so that EL up to 4 reads off fitted points) and two activation-ratio
-# groups, on the same corpus, designs and dispatch as `local`; fewer than 1,000 steps and a
-# small held-out set, so its intervals are wide. Learning rate and batch: the local
-# hyperparameter law once committed, else Eq. 3 with half its learning rate (the best of
-# Eq. 3 x 2^{-3..0} in the local study's first runs at 1e11 FLOPs).
+# groups, on the same corpus, designs and dispatch as `local`, every run at least
+# LOCAL_MIN_STEPS steps (the batch shrinks, as at `local`), the A = 1 members and the dense runs
+# of their budgets in three seeds; small batches and a small held-out set, so its intervals are
+# wide. Learning rate: Eq. 3 at half (the best of Eq. 3 x 2^{-3..0} in the local study's first
+# runs at 1e11 FLOPs), for both arms (demo_hyperparameters).
 DEMO_DENSE_BUDGETS = [2.5e10, 5e10, 1e11, 2e11, 4e11]
 DEMO_GROUP_BUDGETS = [5e10, 1e11]
 DEMO_EVAL_SEQUENCES = 2048
 DEMO_EQ3_LR_FACTOR = 0.5
 
 
-def demo_hyperparameters(C: float, kind: str) -> tuple[float, int]:
-  """(peak learning rate, batch in sequences) of a demo member at C FLOPs: Eq. 3 at
-  DEMO_EQ3_LR_FACTOR of its learning rate, for both arms. The demo's budgets lie below the range
-  the local hyperparameter law was fitted on (1e11-3.2e12 FLOPs), and the README's numbers must
-  not move when a local law is committed."""
+def demo_hyperparameters(C: float, kind: str, tokens: float) -> tuple[float, int]:
+  """(peak learning rate, batch in sequences) of a demo member at C FLOPs training on `tokens`:
+  Eq. 3 at DEMO_EQ3_LR_FACTOR of its learning rate, for both arms, the batch shrunk as at
+  `local` so that the run takes LOCAL_MIN_STEPS steps (local_batch_sequences). The demo's
+  budgets lie below the range the local hyperparameter law was fitted on (1e11-3.2e12 FLOPs),
+  and the README's numbers must not move when a local law is committed."""
   del kind
   lr = laws.MOE_LEARNING_RATE(C) * DEMO_EQ3_LR_FACTOR
-  return lr, max(1, round(laws.MOE_BATCH_TOKENS(C) / LOCAL_SEQ_LEN))
+  return lr, local_batch_sequences(laws.MOE_BATCH_TOKENS(C), tokens)
 
 
 def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
@@ -411,11 +413,19 @@ def _design_group(
 
 
 def demo_group(index: int, budget: float) -> Group:
-  """A demo group: the baseline MoE's Table 1 backbone at `budget` on the local ladder."""
+  """A demo group: the baseline MoE's Table 1 backbone at `budget` on the local ladder. Its batch
+  follows the tokens of its A = 1 member, the dense model of that backbone (every member of a
+  group has its M), so that the step floor shrinks both arms' batches alike."""
   d = design_lib.design(
       budget, BASELINE_MOE, m_target=laws.MOE_OPTIMAL_M(budget), **local_design_options()
   )
-  lr, sequences = demo_hyperparameters(budget, 'moe')
+  backbone = next(
+      b for b in SCALE['local'].ladder if b[:2] == (d.model['n_layers'], d.model['d_model'])
+  )
+  dense = design_lib.design(
+      budget, design_lib.MoEShape(), **dict(local_design_options(), ladder=(backbone,))
+  )
+  lr, sequences = demo_hyperparameters(budget, 'moe', dense.tokens)
   return _design_group(index, d, lr, sequences)
 
 
@@ -584,7 +594,7 @@ def design_member(
     learning_rate = learning_rate or lr.value
     provisional = local_provisional(needs_local_laws)
   elif scale == DEMO:
-    lr, batch = demo_hyperparameters(d.compute_budget, kind)
+    lr, batch = demo_hyperparameters(d.compute_budget, kind, d.tokens)
     batch_sequences, learning_rate = batch_sequences or batch, learning_rate or lr
   elif scale == 'smoke':
     batch_sequences, learning_rate = batch_sequences or 4, learning_rate or 1e-2

@@ -41,14 +41,18 @@ def get_config(arg=None):
 # frontier is the lower of the two (fitting.el.frontier_designs).
 BRACKETED = ('local',)
 
-# Seeds per member at the budgets up to SEEDED_UP_TO (FLOPs), appended after the seed-0 members
+# Seeds per member at the budgets in SEEDED_RANGE (FLOPs), appended after the seed-0 members
 # (`<member>_seed<s>`, s >= 1) so that sweep indices 0-15 keep their members. The frontier takes
 # each size's mean over its seeds: at `local` a two-layer dense model's loss spreads by 1.7% (SD)
 # between seeds, and the lower of two single runs is a lucky draw more often than not
 # (docs/replication.md, step 3). The seeded budgets bracket every ablation budget (1e11-3.2e12),
 # where the A = 1 members' losses are read; two more seeds of 1e13 and 2e13 would cost 1.7 h.
-SEEDS = {'local': 3}
-SEEDED_UP_TO = {'local': 4e12}
+# The demo seeds the budgets where its A = 1 members' losses are read, for the same reason.
+SEEDS = {'local': 3, common.DEMO: 3}
+SEEDED_RANGE = {
+    'local': (0.0, 4e12),
+    common.DEMO: (min(common.DEMO_GROUP_BUDGETS), max(common.DEMO_GROUP_BUDGETS)),
+}
 
 
 def get_sweep(arg=None):
@@ -65,7 +69,8 @@ def get_sweep(arg=None):
       side = 'above' if d.M <= options['m_target'] else 'below'
       other = design_lib.design(budget, design_lib.MoEShape(), side=side, **options)
       members.append(common.design_member(f'{name}_{side}', group, other, scale, 'dense'))
-  seeded = [m for m in members if m.overrides['train.compute_budget'] <= SEEDED_UP_TO.get(scale, 0)]
+  low, high = SEEDED_RANGE.get(scale, (0.0, -1.0))
+  seeded = [m for m in members if low <= m.overrides['train.compute_budget'] <= high]
   for seed in range(1, SEEDS.get(scale, 1)):
     members += [common.seed_replicate(m, seed) for m in seeded]
   return members

@@ -481,8 +481,8 @@ def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> di
   1. `holds`: read off the dense frontier's runs (their envelope, EL_envelope), where the arms
   meet without a law between them; `holds_on_power_law`: read off the fitted power law, whose
   misses at a budget move it. Beside them, the loss against a dense run of the same budget (the
-  study's dense twin in the member's group if it has one, else a dense_baseline run), with that
-  run's EL."""
+  study's dense twin in the member's group if it has one, else a dense_baseline run, each design
+  at its mean over seeds, with the seeds' standard error), with that run's EL."""
   law, theta = frontier
   out = dict(
       member=point['member'],
@@ -497,7 +497,7 @@ def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> di
   row = next(r for r in study_rows if r.get('member') == point['member'])
   same_group = [r for r in twins if r.get('group') == row.get('group')]
   same_budget = [r for r in dense_rows if r.get('budget') and r.get('budget') == row.get('budget')]
-  candidates = same_group or same_budget
+  candidates = el_lib.seed_means(same_group or same_budget, loss_key)
   if candidates:
     dense = min(candidates, key=lambda r: r[loss_key])
     stderr = [float(r.get('eval_loss_stderr') or 0.0) for r in (row, dense)]

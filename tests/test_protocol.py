@@ -249,9 +249,13 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   # the fitted law's range, and the README quotes its numbers.
   from fitting import laws  # pylint: disable=import-outside-toplevel
 
-  lr, sequences = common.demo_hyperparameters(5e10, 'dense')
+  plenty = 1e9  # tokens: Eq. 3's batch needs no shrinking for 1,000 steps
+  lr, sequences = common.demo_hyperparameters(5e10, 'dense', plenty)
   assert lr == pytest.approx(0.5 * laws.MOE_LEARNING_RATE(5e10))
   assert sequences == round(laws.MOE_BATCH_TOKENS(5e10) / common.LOCAL_SEQ_LEN)
+  # ... and with the tokens of a 5e10-FLOP member, as few sequences as give it 1,000 steps.
+  _, sequences = common.demo_hyperparameters(5e10, 'dense', 306_000)
+  assert sequences == 2 and 306_000 / (sequences * common.LOCAL_SEQ_LEN) >= 1000
 
 
 def _cost_shapes(deep: bool = False):
@@ -515,8 +519,22 @@ def test_demo_frontier_reaches_above_every_moe_budget():
   assert min(c.train.compute_budget for _, c, _ in dense) <= min(
       c.train.compute_budget for _, c, _ in moe
   )
-  # One A = 1 member per group: the check that the arms are treated alike.
-  assert sum(arch.n_experts == arch.top_k for _, _, arch in moe) == len(common.DEMO_GROUP_BUDGETS)
+  # One A = 1 design per group, in 3 seeds as the dense runs of its budget: the check that the
+  # arms are treated alike, read on seed means.
+  a_one = [c.train.compute_budget for _, c, arch in moe if arch.n_experts == arch.top_k]
+  assert sorted(a_one) == sorted(common.DEMO_GROUP_BUDGETS * 3)
+  dense_budgets = [c.train.compute_budget for _, c, _ in dense]
+  assert all(dense_budgets.count(b) == 3 for b in common.DEMO_GROUP_BUDGETS)
+  # Both arms alike at each MoE budget: the same learning rate, batch and steps (at least 1,000).
+  for budget in common.DEMO_GROUP_BUDGETS:
+    arms = [c.train for _, c, _ in dense + moe if c.train.compute_budget == budget]
+    assert len({(t.learning_rate, t.batch_size) for t in arms}) == 1
+    steps = {
+        config_lib.num_steps(c, arch)
+        for _, c, arch in dense + moe
+        if c.train.compute_budget == budget
+    }
+    assert len(steps) == 1 and min(steps) >= 1000
 
 
 def test_demo_el_table_lists_every_run_and_the_a_equals_1_check():
@@ -551,6 +569,26 @@ def test_demo_el_table_lists_every_run_and_the_a_equals_1_check():
       'A = 1 check (g0_E2): EL 1.02 [0.93, 1.20] read off the dense runs (0.98 off the power '
       'law), interval contains 1: yes'
   )
+
+
+def test_a_failed_demo_check_names_its_measured_cause():
+  from experiments import demo  # pylint: disable=import-outside-toplevel
+
+  check = lambda gap: dict(
+      member='g1_E2',
+      n_seeds=3,
+      EL=1.3,
+      EL_read_off_dense_runs=1.29,
+      EL_read_off_dense_runs_interval=[1.2, 1.76],
+      holds=False,
+      same_budget_dense=dict(loss_difference=gap, difference_stderr=0.01, EL=1.0),
+  )
+  report = lambda c: dict(studies=dict(activation_ratio=dict(points=[], check_A_equals_1=[c])))
+  apart = demo.el_table(report(check(-0.035))).splitlines()[-1]
+  assert apart.startswith('A = 1 check (g1_E2, mean of 3 seeds): EL 1.29 [1.20, 1.76]')
+  assert 'NO: its loss is 0.0350 below the dense run of its budget (3.5 standard errors' in apart
+  near = demo.el_table(report(check(-0.015))).splitlines()[-1]
+  assert 'NO: its loss is within noise of the dense run of its budget (-0.0150 +- 0.0100)' in near
 
 
 @pytest.mark.parametrize('name', STUDIES)
