@@ -156,15 +156,19 @@ def interval_verdict(
 def sign_verdict(result: dict, param: str, bounds, sign: int) -> str:
   """A claimed sign of `param` (+1 or -1). Its profile (fitting.core.profile) must lie on one
   side of 0, even when open towards a bound (the magnitude is then not identified, the sign is),
-  and so must its bootstrap interval `bounds`: reproduced on the paper's side, not at this scale
-  on the other; inconclusive when either straddles 0; not identified without a profile."""
+  and so must its bootstrap interval `bounds`: on the paper's side, reproduced when the parameter
+  is identified and consistent with it when only its sign is (its interval runs to a bound); on
+  the other side, not at this scale; inconclusive when either straddles 0; not identified
+  without a profile."""
   profile = result.get('identification', {}).get(param)
   if profile is None:
     return NOT_IDENTIFIED
   low, high = profile['profile_interval']
   if low <= 0 <= high or bounds is None or bounds[0] <= 0 <= bounds[1]:
     return INCONCLUSIVE
-  return REPRODUCED if sign * bounds[0] > 0 else DIFFERS
+  if sign * bounds[0] < 0:
+    return DIFFERS
+  return REPRODUCED if profile['identified'] else CONSISTENT
 
 
 def combined_verdict(verdicts: list[str]) -> str:
