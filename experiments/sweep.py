@@ -14,8 +14,9 @@ import importlib.util
 import json
 import logging
 import traceback
-from typing import Any
+from typing import Any, Callable
 
+import ml_collections
 from etils import epath
 
 from ling_jax import config as config_lib
@@ -131,31 +132,68 @@ def study_members(study: str, scale: str) -> list[tuple[Member, Any, flops.Archi
 
 
 def run(
-    base,
+    base: ml_collections.ConfigDict,
     members: list[Member],
     workdir: str,
     index: int | None = None,
     retry_failed: bool = False,
-    train_fn=None,
+    train_fn: Callable[[ml_collections.ConfigDict, str], dict] | None = None,
     allow_provisional: bool = False,
 ) -> dict[str, str]:
   """Runs the members (all, or the one at `index`) in order; returns member -> status.
 
-  Members whose design is provisional (a law of an earlier protocol step is not fitted yet) are
-  refused unless `allow_provisional`: their results would not answer the study's question.
+  Args:
+    base: the study's base config (its `name` names the study's folder under `workdir`).
+    members: the study's sweep (`load_members`), each a set of overrides of `base`.
+    workdir: the local folder or gs:// path holding `<study>/<member>/` run directories.
+    index: train only the member at this index (a TPU job array's task), else all in order.
+    retry_failed: train members whose last run failed again (else they are skipped).
+    train_fn: what trains one member, `(config, directory) -> summary`; `ling_jax.train.train`
+      by default (tests pass a stand-in).
+    allow_provisional: train members whose design is provisional (a law of an earlier protocol
+      step is not fitted yet); refused otherwise, as their results would not answer the study's
+      question.
+
+  Returns:
+    {member name: 'finished' | 'failed' | 'preempted' | 'stopped' | ...}: a preempted member
+    ends the pass (it checkpointed; rerunning the same command resumes it).
   """
   if train_fn is None:
     from ling_jax import train as train_lib  # JAX only when something trains
 
     train_fn = train_lib.train
+  validated = _selected(base, members, index)
+  _refuse_unrunnable(base, validated, workdir, allow_provisional)
+  outcome = {}
+  for member, c, _ in validated:
+    directory = member_dir(workdir, base, member)
+    state = status(directory)
+    if state == 'finished' or (state == 'failed' and not retry_failed):
+      log.info('%s: %s, skipped', member.name, state)
+      outcome[member.name] = state
+      continue
+    outcome[member.name] = _train_member(base, member, c, directory, state, train_fn)
+    if outcome[member.name] == 'preempted':  # checkpointed; the rest waits for the rerun
+      break
+  return outcome
+
+
+def _selected(base, members: list[Member], index: int | None) -> list:
+  """Every member validated (`validate_all`), then the one at `index` if given."""
   validated = validate_all(base, members)
-  if index is not None:
-    if not 0 <= index < len(members):
-      raise config_lib.ConfigError(
-          f'--sweep_index={index}: the study has {len(members)} members '
-          f'(0..{len(members) - 1}); see --list.'
-      )
-    validated = [validated[index]]
+  if index is None:
+    return validated
+  if not 0 <= index < len(members):
+    raise config_lib.ConfigError(
+        f'--sweep_index={index}: the study has {len(members)} members '
+        f'(0..{len(members) - 1}); see --list.'
+    )
+  return [validated[index]]
+
+
+def _refuse_unrunnable(base, validated: list, workdir: str, allow_provisional: bool) -> None:
+  """Stops before any training when a member's design is provisional (unless allowed) or when
+  its directory ran an earlier design of the study."""
   provisional = [m for m, _, _ in validated if m.provisional]
   if provisional and not allow_provisional:
     raise config_lib.ConfigError(
@@ -176,51 +214,44 @@ def run(
         f'{member_dir(workdir, base, member).parent} (or pass a new --workdir) to train the '
         'current design. Nothing was deleted.'
     )
-  outcome = {}
-  for member, c, _ in validated:
-    directory = member_dir(workdir, base, member)
-    state = status(directory)
-    if state == 'finished' or (state == 'failed' and not retry_failed):
-      log.info('%s: %s, skipped', member.name, state)
-      outcome[member.name] = state
-      continue
-    directory.mkdir(parents=True, exist_ok=True)
+
+
+def _train_member(base, member: Member, c, directory, state: str, train_fn) -> str:
+  """Trains one member in `directory` (recording its design first), returns its status; a
+  failure is written to FAILURE_FILE with its traceback, not raised."""
+  directory.mkdir(parents=True, exist_ok=True)
+  metrics_lib.write_whole(
+      directory / MEMBER_FILE,
+      json.dumps(
+          dict(study=base.name, member=member.name, group=member.group, overrides=member.overrides),
+          indent=2,
+      ),
+  )
+  if (directory / FAILURE_FILE).exists():
+    (directory / FAILURE_FILE).unlink()
+  log.info('%s: %s', member.name, 'resuming' if state == 'interrupted' else 'starting')
+  try:
+    summary = train_fn(c, str(directory))
+  except Exception as error:  # pylint: disable=broad-except
+    reason = f'{type(error).__name__}: {error}'
+    log.error('%s failed: %s', member.name, reason)
     metrics_lib.write_whole(
-        directory / MEMBER_FILE,
+        directory / FAILURE_FILE,
         json.dumps(
             dict(
-                study=base.name, member=member.name, group=member.group, overrides=member.overrides
+                study=base.name,
+                member=member.name,
+                reason=reason,
+                traceback=traceback.format_exc()[-4000:],
             ),
             indent=2,
         ),
     )
-    if (directory / FAILURE_FILE).exists():
-      (directory / FAILURE_FILE).unlink()
-    log.info('%s: %s', member.name, 'resuming' if state == 'interrupted' else 'starting')
-    try:
-      summary = train_fn(c, str(directory))
-      outcome[member.name] = summary['status']
-      if summary['status'] == 'preempted':  # checkpointed; the rest waits for the rerun
-        log.warning(
-            '%s: preempted at step %d; rerun the same command to resume',
-            member.name,
-            summary['final_step'],
-        )
-        break
-    except Exception as error:  # pylint: disable=broad-except
-      reason = f'{type(error).__name__}: {error}'
-      log.error('%s failed: %s', member.name, reason)
-      metrics_lib.write_whole(
-          directory / FAILURE_FILE,
-          json.dumps(
-              dict(
-                  study=base.name,
-                  member=member.name,
-                  reason=reason,
-                  traceback=traceback.format_exc()[-4000:],
-              ),
-              indent=2,
-          ),
-      )
-      outcome[member.name] = 'failed'
-  return outcome
+    return 'failed'
+  if summary['status'] == 'preempted':
+    log.warning(
+        '%s: preempted at step %d; rerun the same command to resume',
+        member.name,
+        summary['final_step'],
+    )
+  return summary['status']
