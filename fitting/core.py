@@ -60,10 +60,6 @@ class FitResult:
   # {param: {'identified': bool, 'why': str, 'profile_interval': [low, high]}}, see `profile`
   identification: dict[str, dict] = dataclasses.field(default_factory=dict)
 
-  def identified(self, param: str) -> bool:
-    """Whether `param` was shown identified (False when identification was not computed)."""
-    return bool(self.identification.get(param, {}).get('identified'))
-
   @property
   def theta(self) -> np.ndarray:
     return np.array(list(self.params.values()), float)
@@ -195,8 +191,8 @@ def profile_threshold(result: FitResult, n_params: int, level: float = PROFILE_L
 def profile(law: laws_lib.Law, f, result: FitResult, bounds) -> dict[str, dict]:
   """Walks each parameter from the optimum towards each bound (PROFILE_STEPS), refitting the others
   warm-started from the previous step, until the objective `f` passes `profile_threshold`. The
-  crossing points (linearly interpolated) are the profile-likelihood interval; a side that reaches
-  its bound below the threshold leaves the parameter not identified."""
+  crossing points (_profile_side) are the profile-likelihood interval; a side that reaches its
+  bound below the threshold leaves the parameter not identified."""
   threshold = profile_threshold(result, len(law.params))
   theta = result.theta
   out = {}

@@ -374,8 +374,8 @@ def fit_el_study(
       ],
   )
   starts = {}
-  if studies_lib.single_factor(study):
-    law, covariate = studies_lib.single_factor(study)
+  if single := studies_lib.single_factor(study):
+    law, covariate = single
     fits = single_factor_fits(fittable, law, covariate)
     entry[law.name] = {g: r.to_json() for g, r in fits.items()}
     starts['single'] = {g: r.theta for g, r in fits.items()}
@@ -622,8 +622,9 @@ def _fit_el(name, c: Context) -> dict:
   if all(r.get('wall_time_s') for r in rows + dense):
     _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
     entry['wall_clock_EL'] = [dict(member=p['member'], EL=p['EL']) for p in wall]
-  for figure in studies_lib.EL_STUDIES[name].figures:
-    _draw(figure, studies_lib.EL_STUDIES[name], rows, entry, c)
+  study = studies_lib.EL_STUDIES[name]
+  for figure in study.figures:
+    _draw(figure, study, rows, entry, c)
   return entry
 
 
@@ -697,13 +698,12 @@ def run(
   return report
 
 
-def measured_seed_sd(rows: list[dict], loss_key: str, source: str) -> dict:
-  """{'dense': SD, 'moe': SD, 'source': where} from a table's `seeds` runs, or {} without any."""
+def measured_seed_sd(rows: list[dict], loss_key: str) -> dict[str, float]:
+  """{'dense': SD, 'moe': SD} of one run's final loss from a table's `seeds` runs, or {}."""
   seeds = [r for r in rows if r.get('study') == 'seeds']
   if not seeds:
     return {}
-  spread = seed_spread(seeds, loss_key)
-  return dict({kind: spread[kind]['sd'] for kind in spread}, source=source)
+  return {kind: spread['sd'] for kind, spread in seed_spread(seeds, loss_key).items()}
 
 
 def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out_dir) -> dict:
@@ -739,21 +739,18 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
       ],
       studies={},
   )
-  seed_sd = measured_seed_sd(rows, loss_key, str(results_path))
+  seed_sd, source = measured_seed_sd(rows, loss_key), str(results_path)
   if not seed_sd and seeds_from:
     seeds_rows, _ = results_lib.clean(results_lib.load(seeds_from), loss_key)
-    seed_sd = measured_seed_sd(seeds_rows, loss_key, str(seeds_from))
+    seed_sd, source = measured_seed_sd(seeds_rows, loss_key), str(seeds_from)
     if not seed_sd:
       raise core.FitError(f'--seeds_from={seeds_from}: no run of the seeds study in it.')
-  report['seed_sd'] = seed_sd or dict(source='not measured: intervals omit the seed spread')
-  context = Context(
-      by_study,
-      loss_key,
-      out_dir,
-      n_bootstrap,
-      activation,
-      {k: v for k, v in seed_sd.items() if k != 'source'},
+  report['seed_sd'] = (
+      dict(seed_sd, source=source)
+      if seed_sd
+      else dict(source='not measured: intervals omit the seed spread')
   )
+  context = Context(by_study, loss_key, out_dir, n_bootstrap, activation, seed_sd)
   el_all = []
   for name in wanted:
     if not by_study.get(name):

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from fitting import core
+from fitting import el as el_lib
 from fitting import laws
 
 BAND = 0.0025
@@ -29,13 +30,23 @@ def law_at(fit: dict, C: float) -> float:
   return float(np.exp(p['log_coefficient']) * C ** p['exponent_C'])
 
 
-def near_optimal(rows, group_keys, loss_key, band: float = BAND) -> list[dict]:
-  """The rows within `band` (relative) of the lowest loss of their group."""
+def groups_of(rows, group_keys) -> dict[tuple, list[dict]]:
+  """The rows by group (budget): {their `group_keys` values: rows}, in first-seen order."""
   groups = collections.defaultdict(list)
   for row in rows:
     groups[tuple(row[k] for k in group_keys)].append(row)
+  return groups
+
+
+def group_label(group: tuple) -> str:
+  """A group's key as the report names it, e.g. '1e+11'."""
+  return '/'.join(f'{float(v):g}' for v in group)
+
+
+def near_optimal(rows, group_keys, loss_key, band: float = BAND) -> list[dict]:
+  """The rows within `band` (relative) of the lowest loss of their group."""
   out = []
-  for members in groups.values():
+  for members in groups_of(rows, group_keys).values():
     best = min(r[loss_key] for r in members)
     out += [r for r in members if r[loss_key] <= best * (1 + band)]
   return out
@@ -60,19 +71,12 @@ def _json(law: core.FitResult | str) -> dict:
   return dict(error=law) if isinstance(law, str) else law.to_json()
 
 
-def _label(group: tuple) -> str:
-  return '/'.join(f'{float(v):g}' for v in group)
-
-
 def unbracketed(rows, group_keys, loss_key, target) -> dict[tuple, str]:
   """The groups (budgets) whose grid does not locate an optimum of `target`, with the reason: one
   value tried, or the lowest-loss run at the smallest or largest value tried. Their best run is
   where the grid stopped, not an optimum, so a law of the optimum leaves them out."""
-  groups = collections.defaultdict(list)
-  for row in rows:
-    groups[tuple(row[k] for k in group_keys)].append(row)
   out = {}
-  for key, members in groups.items():
+  for key, members in groups_of(rows, group_keys).items():
     tried = sorted({float(r[target]) for r in members})
     best = float(min(members, key=lambda r: r[loss_key])[target])
     if len(tried) == 1:
@@ -121,9 +125,7 @@ def fit_laws(
   objective 'ls' is ordinary least squares in log space (as Step Law and DeepSeek); 'huber' the
   robust alternative.
   """
-  groups = collections.defaultdict(list)
-  for row in rows:
-    groups[tuple(row[k] for k in group_keys)].append(row)
+  groups = groups_of(rows, group_keys)
   if len(groups) < 2:
     raise core.FitError(f'{what}: {len(groups)} budget(s); a power law in C needs at least 2.')
   chosen = near_optimal(rows, group_keys, loss_key)
@@ -141,7 +143,7 @@ def fit_laws(
   for law, (target, covariates) in zip(laws_, targets):
     located = len(groups) - len(left_out[target])
     if located < 2:
-      why = '; '.join(f'{_label(k)}: {v}' for k, v in left_out[target].items())
+      why = '; '.join(f'{group_label(k)}: {v}' for k, v in left_out[target].items())
       results.append(
           f'{what}: the {target} optimum is located at {located} budget(s) ({why}); a power '
           'law in C needs at least 2.'
@@ -160,7 +162,7 @@ def fit_laws(
     sample = []
     for members in groups.values():
       for i in rng.integers(0, len(members), len(members)):
-        noise = np.hypot(float(members[i].get(stderr_key) or 0.0), seed_sd) * rng.normal()
+        noise = el_lib.loss_noise_sd(members[i], seed_sd, stderr_key) * rng.normal()
         sample.append(dict(members[i], **{loss_key: members[i][loss_key] + noise}))
     picked = near_optimal(sample, group_keys, loss_key)
     try:
@@ -178,5 +180,5 @@ def fit_laws(
     if len(draw):
       result.intervals = {p: core.interval(result.draws[:, i]) for i, p in enumerate(law.params)}
     result.bootstrap_failures = failures
-  left_out = {t: {_label(k): v for k, v in by.items()} for t, by in left_out.items()}
+  left_out = {t: {group_label(k): v for k, v in by.items()} for t, by in left_out.items()}
   return HyperparameterLaws(results[0], results[1], len(chosen), len(groups), left_out)

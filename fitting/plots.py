@@ -10,6 +10,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from fitting import el as el_lib
+from fitting import hparams
 from fitting import laws
 
 
@@ -72,12 +74,7 @@ def loss_vs_granularity(rows, loss_key, path, noise_sd=0.0):
     color = f'C{i % 10}'
     g = np.array([m['G'] for m in members], float)
     loss = np.array([m[loss_key] for m in members], float)
-    sd = [
-        float(
-            np.hypot(m.get('eval_loss_stderr') or 0.0, noise_sd if m.get('n_seeds', 1) == 1 else 0)
-        )
-        for m in members
-    ]
+    sd = [el_lib.loss_noise_sd(m, noise_sd) for m in members]
     ax.errorbar(
         g,
         loss,
@@ -270,8 +267,8 @@ def hyperparameter_bands(rows, near, law_fits, path, left_out=None):
     rest = [r for r in rows if id(r) not in chosen]
     ax.scatter([r['C'] for r in rest], [r[key] for r in rest], s=8, color='0.7', label='other runs')
     out = (left_out or {}).get(key, {})
-    kept = [r for r in near if f"{float(r['budget']):g}" not in out]
-    dropped = [r for r in near if f"{float(r['budget']):g}" in out]
+    kept = [r for r in near if hparams.group_label((r['budget'],)) not in out]
+    dropped = [r for r in near if hparams.group_label((r['budget'],)) in out]
     ax.scatter([r['C'] for r in kept], [r[key] for r in kept], s=14, label='within 0.25% of best')
     if dropped:
       ax.scatter(

@@ -122,10 +122,14 @@ def alternatives(paper_value: float) -> tuple[float, ...]:
   return (0.0, paper_value / 2, paper_value * 2)
 
 
+def _identification(result: dict, param: str) -> dict | None:
+  """A fit's report of `param`'s profile (fitting.core.profile), or None where not computed."""
+  return result.get('identification', {}).get(param)
+
+
 def identified(result: dict, param: str) -> bool:
-  """Whether a fit's report shows `param` identified (fitting.core.profile); a report without
-  the profile has not shown it."""
-  return bool(result.get('identification', {}).get(param, {}).get('identified'))
+  """Whether a fit's report shows `param` identified; a report without the profile has not."""
+  return bool((_identification(result, param) or {}).get('identified'))
 
 
 def interval_verdict(
@@ -160,7 +164,7 @@ def sign_verdict(result: dict, param: str, bounds, sign: int) -> str:
   is identified and consistent with it when only its sign is (its interval runs to a bound); on
   the other side, not at this scale; inconclusive when either straddles 0; not identified
   without a profile."""
-  profile = result.get('identification', {}).get(param)
+  profile = _identification(result, param)
   if profile is None:
     return NOT_IDENTIFIED
   low, high = profile['profile_interval']
@@ -187,27 +191,26 @@ def combined_verdict(verdicts: list[str]) -> str:
 
 
 def _magnitude(result: dict, param: str) -> str:
-  """How a parameter is written: its value, or why it is not one."""
-  profile = result.get('identification', {}).get(param)
+  """Why a parameter is not written as a number ('' where it is one)."""
+  profile = _identification(result, param)
   if profile is None:
     return 'identification not computed'
   return '' if profile['identified'] else f'not identified: {profile["why"]}'
 
 
-def _fmt_param(result: dict, param: str, bounds, digits: int = 2) -> str:
-  """`param` with its interval when identified, else the sign its bootstrap shows and why its
-  magnitude is not a measurement."""
+def _fmt_param(result: dict, param: str, bounds, digits: int = 2, name: str = '') -> str:
+  """`param` (written as `name`, default its own) with its interval when identified, else the
+  sign its bootstrap shows and why its magnitude is not a measurement."""
+  name = name or param
   why = _magnitude(result, param)
   if not why:
-    return f'{param} = {_fmt_bounds(result["params"][param], bounds, digits)}'
+    return f'{name} = {_fmt_bounds(result["params"][param], bounds, digits)}'
   side = ''
-  if bounds and (bounds[0] > 0 or bounds[1] < 0):
-    side = (
-        f' < 0 (bootstrap up to {bounds[1]:.2f})'
-        if bounds[1] < 0
-        else (f' > 0 (bootstrap from {bounds[0]:.2f})')
-    )
-  return f'{param}{side} ({why})'
+  if bounds and bounds[1] < 0:
+    side = f' < 0 (bootstrap up to {bounds[1]:.2f})'
+  elif bounds and bounds[0] > 0:
+    side = f' > 0 (bootstrap from {bounds[0]:.2f})'
+  return f'{name}{side} ({why})'
 
 
 def _study(reports: dict, study: str) -> dict | None:
@@ -227,18 +230,18 @@ def hparams_exponent(target: str, paper_law: laws.PowerLaw, label: str) -> Calla
     if entry is None or 'moe' not in entry:
       return _pending(finding, paper, 'hparams')
     result = entry['moe'][target]
+    if 'error' in result:
+      return Row(finding, paper, f'not fitted: {result["error"]}', INCONCLUSIVE)
     left_out = entry['moe'].get('left_out', {}).get(target, {})
     note = ''.join(
         f'; {budget} FLOPs left out (its grid locates no optimum): {why}'
         for budget, why in left_out.items()
     )
-    if 'error' in result:
-      return Row(finding, paper, f'not fitted: {result["error"]}', INCONCLUSIVE)
     bounds = _interval(result, 'exponent_C')
     return Row(
         finding,
         paper,
-        f'{_fmt_param(result, "exponent_C", bounds, 3).replace("exponent_C", "b")}, from '
+        f'{_fmt_param(result, "exponent_C", bounds, 3, name="b")}, from '
         f'{entry["moe"]["n_near_optimal"]} near-optimal runs at {entry["moe"]["n_groups"]} '
         f'budgets{note}',
         interval_verdict(
@@ -323,7 +326,7 @@ def allocation_exponent(kind: str, paper_law: laws.PowerLaw) -> Callable:
     return Row(
         finding,
         paper,
-        f'{_fmt_param(result, "exponent_C", bounds, 3).replace("exponent_C", "a")} over '
+        f'{_fmt_param(result, "exponent_C", bounds, 3, name="a")} over '
         f'{len(arm["budgets"])} budgets'
         + (
             f'; {failed} of {failed + result["n_bootstrap"]} bootstrap draws put a budget\'s '
@@ -396,7 +399,7 @@ def lowest_activation_best(reports: dict) -> Row:
         f'best other ({best_other["family"]}, A = {best_other["A"]:.1%}; EL '
         f'{lowest["EL"]:.2f} against {best_other["EL"]:.2f})'
     )
-    verdicts.append(DIFFERS if gap > 2 * sd else REPRODUCED if gap < -2 * sd else INCONCLUSIVE)
+    verdicts.append(_gap_verdict(gap, sd))
   ours = '; '.join(parts) + f' ({_noise_note(seed_sd)})'
   return Row(finding, paper, ours, combined_verdict(verdicts))
 
@@ -519,6 +522,15 @@ def loss_gap(p: dict, q: dict, seed_sd: float | None) -> tuple[float, float]:
   return p['loss'] - q['loss'], math.sqrt(variance + 2 * (seed_sd or 0.0) ** 2)
 
 
+def _gap_verdict(gap: float, sd: float) -> str:
+  """A loss difference (the paper's choice minus its rival: below 0 is the paper's side) against
+  2 SD of a difference of two runs (loss_gap): reproduced or not at this scale beyond it, else
+  inconclusive."""
+  if gap < -2 * sd:
+    return REPRODUCED
+  return DIFFERS if gap > 2 * sd else INCONCLUSIVE
+
+
 def _noise_note(seed_sd: float | None) -> str:
   spread = f'and the MoE seed SD {seed_sd:.4f}' if seed_sd else '(no seed spread measured yet)'
   return f'loss differences +- 1 SD of two single runs: both eval errors {spread}'
@@ -555,10 +567,8 @@ def shared_expert_ratio(reports: dict) -> Row:
       high_gap, high_sd = loss_gap(best, best_low, seed_sd)
       text += f', S = {best["S"]:.1%} {high_gap:+.4f} +- {high_sd:.4f} against it'
       verdicts.append(DIFFERS if high_gap < -2 * high_sd else INCONCLUSIVE)
-    elif gap < -2 * sd:
-      verdicts.append(REPRODUCED)
     else:
-      verdicts.append(DIFFERS if gap > 2 * sd else INCONCLUSIVE)
+      verdicts.append(_gap_verdict(gap, sd))
     parts.append(text)
   ours = '; '.join(parts) + f' ({_noise_note(seed_sd)})'
   return Row(finding, paper, ours, combined_verdict(verdicts))
