@@ -20,13 +20,14 @@ from ling_jax import config as config_lib
 from ling_jax import dispatch as dispatch_lib
 from ling_jax import expert_parallel
 from ling_jax import moe as moe_lib
+from ling_jax import spec as spec_lib
 
 
 def main():
   c = config_lib.base_config()
   c.model.update(d_model=256, n_experts=64, top_k=4, n_shared=0, d_expert=64)
   c.moe.capacity_factor = 1.25
-  layer = moe_lib.MoE(c.model, c.moe, 64, rngs=nnx.Rngs(0))
+  layer = moe_lib.MoE(spec_lib.build(c), rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (16 * 256, 256))
   routing = layer.route(x)
   weights = (layer.wi_gate[...], layer.wi_up[...], layer.wo[...])

@@ -27,6 +27,7 @@ from configs import ling_mini_beta
 from ling_jax import flops
 from ling_jax import grouped_matmul
 from ling_jax import metrics as metrics_lib
+from ling_jax import spec as spec_lib
 from ling_jax import train as train_lib
 
 
@@ -126,7 +127,7 @@ def main(argv=None):
           f'{type(error).__name__}: {str(error)[:200]}'
       )
       continue
-    arch = train_lib.config_lib.architecture(c)
+    arch = spec_lib.architecture(c)
     model_flops = flops.hardware_flops_per_token(arch) * batch * seq_len / seconds
     mfu = f'{model_flops / (peak * n):.1%}' if peak else 'n/a (no peak on CPU)'
     print(

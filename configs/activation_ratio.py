@@ -16,6 +16,7 @@ EL growing as A falls and as C grows (Eq. 10).
 
 from configs import common
 from configs import paper_tables as tables
+from experiments import member as member_lib
 
 EXPERTS = {
     'paper': tables.TABLE_7_EXPERTS,
@@ -45,7 +46,7 @@ def get_sweep(arg=None):
       members.append(dense_twin(group))
   if scale in ('local', common.DEMO):  # after the rest, so sweep indices 0-26 keep their members
     a_one = [m for m in members if m.name.endswith(f'_E{A_EQUALS_1_EXPERTS}')]
-    members += [common.seed_replicate(m, seed) for seed in (1, 2) for m in a_one]
+    members += [member_lib.seed_replicate(m, seed) for seed in (1, 2) for m in a_one]
   return members
 
 
@@ -56,7 +57,7 @@ def get_sweep(arg=None):
 A_EQUALS_1_EXPERTS = 2
 
 
-def dense_twin(group: common.Group) -> common.Member:
+def dense_twin(group: member_lib.Group) -> member_lib.Member:
   """The A = 1 member without its router: a dense model of the group's backbone, budget,
   learning rate and batch, d_ffn = 3 d_model (the A = 1 member's 2 routed + 1 shared experts of
   width d_model). The protocol's fairness check compares the two; both against the dense

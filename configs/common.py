@@ -1,17 +1,14 @@
 """Scales shared by the config files: the paper's TPU setting, a CPU setting, a test setting."""
 
-import csv
 import dataclasses
-import importlib
 import math
-import os
 
 from configs import paper_tables as tables
-from experiments.sweep import Member
-from fitting import hparams as hparams_lib
+from experiments import protocol
+from experiments.member import Group
+from experiments.member import Member
 from fitting import laws
 from fitting import model_design as design_lib
-from fitting import replication
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import hardware
@@ -126,9 +123,10 @@ def smoke_training(c):
 #  * every member trains at least LOCAL_MIN_STEPS optimizer steps: where a law's batch would give
 #    fewer, the batch shrinks (never the steps);
 #  * models come from this scale's own allocation law, learning rates and batches from this
-#    scale's own hyperparameter law, both read from the fits committed under results/local/;
-#    before those fits exist the paper's laws (Eq. 3, Table 1) stand in, the members are marked
-#    provisional, and `experiments.run` refuses to train them;
+#    scale's own hyperparameter law, both read from the fits committed under results/local/
+#    (experiments.protocol, the one module that reads them); before those fits exist the
+#    paper's laws (Eq. 3, Table 1) stand in, the members are marked provisional, and
+#    `experiments.run` refuses to train them;
 #  * each arm (dense, MoE) trains at its own compute-optimal allocation, D = C / M_opt(C);
 #  * the loss every fit uses is the held-out loss on one fixed set of LOCAL_EVAL_SEQUENCES
 #    sequences, the same for every member.
@@ -189,7 +187,6 @@ LOCAL_FITTED_LADDER = LOCAL_ONE_LAYER_RUNGS + LOCAL_LADDER
 # must be whole for every G of Table 8 (2 .. 16): d_model a multiple of 24.
 LOCAL_GROUP_LADDER = [b for b in LOCAL_FITTED_LADDER if b[1] % 24 == 0]
 LOCAL_HEAD_DIM = 24
-RESULTS_DIR = replication.RESULTS_DIR
 SMOKE_BACKBONES = [(2, 48, 4, 2), (2, 96, 4, 2)]
 # Local studies train 128-byte sequences: at d_model 32-320 the attention scores (4 s d per
 # layer) would otherwise dominate M, and shorter sequences leave more optimizer steps per budget.
@@ -232,25 +229,6 @@ SCALE = {
 SCALE[DEMO] = SCALE['local']  # the local protocol in miniature: the same data and designs
 
 
-def fitted_report(study: str) -> dict | None:
-  """The committed fit of a local study (results/local/<study>/report.json), or None: also when
-  one of its arms could not be fitted (its report says why), so no law is half taken."""
-  report = replication.committed_report(study, RESULTS_DIR)
-  entry = None if report is None else report['studies'].get(study)
-  if entry and any(isinstance(arm, dict) and 'error' in arm for arm in entry.values()):
-    return None
-  return entry
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalLaw:
-  """A value of a local law and where it came from."""
-
-  value: float
-  source: str
-  provisional: bool
-
-
 # --- The demo scale ---------------------------------------------------------------------------
 #
 # The local protocol shrunk to minutes: five dense budgets (a frontier reaching 4x above the
@@ -277,84 +255,11 @@ def demo_hyperparameters(C: float, kind: str, tokens: float) -> tuple[float, int
   return lr, local_batch_sequences(laws.MOE_BATCH_TOKENS(C), tokens)
 
 
-def local_hyperparameters(C: float, kind: str) -> tuple[LocalLaw, LocalLaw]:
-  """(peak learning rate, batch in tokens) at C FLOPs for 'moe' or 'dense' at local scale."""
-  report = fitted_report('hparams')
-  if report and kind in report:  # the design laws (fitting.hparams.design_laws), not the measured
-    laws_ = report[kind]['design_laws']
-    source = f'results/local/hparams ({kind} design law)'
-    return (
-        LocalLaw(hparams_lib.law_at(laws_['learning_rate'], C), source, False),
-        LocalLaw(hparams_lib.law_at(laws_['batch_tokens'], C), source, False),
-    )
-  source = 'provisional: arXiv 2507.17702 Eq. 3 (hparams:local not fitted yet)'
-  return (
-      LocalLaw(laws.MOE_LEARNING_RATE(C), source, True),
-      LocalLaw(laws.MOE_BATCH_TOKENS(C), source, True),
-  )
-
-
-def local_optimal_m(C: float, kind: str) -> LocalLaw:
-  """Compute-optimal M (FLOPs/token) at C for 'moe' (64/4/1, G = 2) or 'dense' at local scale."""
-  report = fitted_report('allocation')
-  if report and kind in report:
-    law = report[kind]['M_opt']
-    return LocalLaw(
-        law['coefficient'] * C ** law['exponent'],
-        f'results/local/allocation ({kind} M_opt law)',
-        False,
-    )
-  law = laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M
-  return LocalLaw(
-      law(C), 'provisional: arXiv 2507.17702 Table 1 (allocation:local not fitted ' 'yet)', True
-  )
-
-
 def local_batch_sequences(batch_tokens: float, tokens: float) -> int:
   """The law's batch in sequences, shrunk where needed so the run takes LOCAL_MIN_STEPS steps."""
   wanted = max(1, round(batch_tokens / LOCAL_SEQ_LEN))
   most = max(1, int(tokens / (LOCAL_MIN_STEPS * LOCAL_SEQ_LEN)))
   return min(wanted, most)
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-  """A backbone and its training budget and hyperparameters: one row of Tables 7-11."""
-
-  index: int
-  n_layers: int
-  d_model: int
-  n_heads: int
-  n_kv_heads: int
-  budget: float  # FLOPs; 0 at smoke scale, which trains a fixed number of tokens
-  learning_rate: float
-  batch_size: int  # sequences
-  provisional: str = ''  # why the design is not final (a local law it needs is not fitted)
-  slice: str = ''  # paper scale: the slice its runs are laid out for (paper_slice)
-
-  @property
-  def name(self) -> str:
-    return f'g{self.index}'
-
-  def member(self, suffix: str, **model) -> Member:
-    """The member `<group>_<suffix>` of this group with these model fields."""
-    return Member(f'{self.name}_{suffix}', self.overrides(**model), self.name, self.provisional)
-
-  def overrides(self, **model) -> dict:
-    out = {
-        'model.n_layers': self.n_layers,
-        'model.d_model': self.d_model,
-        'model.n_heads': self.n_heads,
-        'model.n_kv_heads': self.n_kv_heads,
-        'train.learning_rate': self.learning_rate,
-        'train.batch_size': self.batch_size,
-    }
-    if self.budget:
-      out['train.compute_budget'] = self.budget
-    if self.slice:
-      out['mesh.slice'] = self.slice
-    out.update({f'model.{k}': v for k, v in model.items()})
-    return out
 
 
 def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
@@ -368,13 +273,14 @@ def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
         )
     ]
   if scale == 'local':
-    return [local_group(i, c) for i, c in enumerate(LOCAL_BUDGETS)]
+    evidence = protocol.committed()
+    return [local_group(i, c, evidence) for i, c in enumerate(LOCAL_BUDGETS)]
   if scale == DEMO:
     return [demo_group(i, c) for i, c in enumerate(DEMO_GROUP_BUDGETS)]
   return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
 
 
-def local_group(index: int, budget: float) -> Group:
+def local_group(index: int, budget: float, evidence: protocol.Evidence) -> Group:
   """The group of a local budget: the backbone on which a dense model (the A = 1 member without
   its router) is compute-optimal by the local dense law, and the local MoE laws' learning rate
   and batch (shrunk to keep LOCAL_MIN_STEPS steps).
@@ -387,29 +293,11 @@ def local_group(index: int, budget: float) -> Group:
   """
   options = dict(local_design_options(), ladder=tuple(LOCAL_GROUP_LADDER))
   d = design_lib.design(
-      budget, design_lib.MoEShape(), m_target=local_optimal_m(budget, 'dense').value, **options
+      budget, design_lib.MoEShape(), m_target=evidence.optimal_m(budget, 'dense').value, **options
   )
-  lr, batch = local_hyperparameters(budget, 'moe')
+  lr, batch = evidence.hyperparameters(budget, 'moe')
   sequences = local_batch_sequences(batch.value, d.tokens)
-  return _design_group(index, d, lr.value, sequences, local_provisional())
-
-
-def _design_group(
-    index: int, d: design_lib.Design, lr: float, sequences: int, provisional: str = ''
-) -> Group:
-  """A group with the backbone of design `d` at its budget."""
-  f = d.model
-  return Group(
-      index,
-      f['n_layers'],
-      f['d_model'],
-      f['n_heads'],
-      f['n_kv_heads'],
-      d.compute_budget,
-      lr,
-      sequences,
-      provisional,
-  )
+  return Group.of_design(index, d, lr.value, sequences, evidence.provisional())
 
 
 def demo_group(index: int, budget: float) -> Group:
@@ -426,71 +314,7 @@ def demo_group(index: int, budget: float) -> Group:
       budget, design_lib.MoEShape(), **dict(local_design_options(), ladder=(backbone,))
   )
   lr, sequences = demo_hyperparameters(budget, 'moe', dense.tokens)
-  return _design_group(index, d, lr, sequences)
-
-
-_UNRUN = {}  # (results table, its mtime and size) -> unrun members: each sweep designed once
-
-
-def unrun_members(study: str) -> list[str]:
-  """The members of `configs/<study>.py:local` that its committed results table
-  (results/local/<study>/results.csv) does not hold as finished: a fit of part of a study, or of
-  an earlier version of its sweep, must not design the next step."""
-  path = os.path.join(RESULTS_DIR, study, 'results.csv')
-  if not os.path.exists(path):
-    return ['(no results table)']
-  stat = os.stat(path)
-  key = (path, stat.st_mtime_ns, stat.st_size)
-  if key not in _UNRUN:
-    wanted = importlib.import_module(f'configs.{study}').get_sweep('local')
-    with open(path, newline='') as f:
-      finished = {
-          row['member']: row
-          for row in csv.DictReader(f)
-          if row['status'] == 'finished' and row['study'] == study
-      }
-    _UNRUN[key] = [
-        m.name for m in wanted if m.name not in finished or _redesigned(m, finished[m.name])
-    ]
-  return _UNRUN[key]
-
-
-# Results-table columns of the overrides that are not model fields of the same name.
-_RESULT_COLUMNS = {
-    'train.compute_budget': 'budget',
-    'train.learning_rate': 'learning_rate',
-    'train.batch_size': 'batch_size',
-}
-
-
-def _redesigned(member: Member, row: dict) -> bool:
-  """Whether a results row ran another design than `member` (a field both hold differs)."""
-  for key, value in member.overrides.items():
-    column = _RESULT_COLUMNS.get(key, key.removeprefix('model.'))
-    if column in row and row[column] not in ('', None):
-      if not math.isclose(float(row[column]), float(value), rel_tol=1e-9):
-        return True
-  return False
-
-
-def local_provisional(needs=('hparams', 'allocation')) -> str:
-  """Why local designs are provisional ('' once the local laws they need are fitted on every
-  member of their study)."""
-  reasons = []
-  missing = [s for s in needs if fitted_report(s) is None]
-  if missing:
-    reasons.append(
-        f'the local {" and ".join(missing)} law(s) are not fitted yet, or not for every arm '
-        f'(results/local/{{{",".join(missing)}}}/report.json)'
-    )
-  for study in needs:
-    unrun = [] if study in missing else unrun_members(study)
-    if unrun:
-      reasons.append(
-          f'{len(unrun)} member(s) of configs/{study}.py:local are not in its committed results '
-          f'(e.g. {unrun[0]}); run them, then collect and fit the study again'
-      )
-  return '; '.join(reasons)
+  return Group.of_design(index, d, lr, sequences)
 
 
 def study_config(name: str, scale: str, source: str, designed: bool = False):
@@ -563,7 +387,7 @@ def optimal_m(compute: float, scale: str, kind: str) -> float:
   if scale == 'paper':
     return law(compute)
   if scale == 'local':
-    return local_optimal_m(compute, kind).value
+    return protocol.committed().optimal_m(compute, kind).value
   if scale == DEMO:
     return law(compute)
   shape = BASELINE_MOE if moe else design_lib.MoEShape()
@@ -589,10 +413,11 @@ def design_member(
   overrides = {f'model.{k}': v for k, v in d.model.items()}
   provisional = ''
   if scale == 'local':
-    lr, batch = local_hyperparameters(d.compute_budget, kind)
+    evidence = protocol.committed()
+    lr, batch = evidence.hyperparameters(d.compute_budget, kind)
     batch_sequences = batch_sequences or local_batch_sequences(batch.value, d.tokens)
     learning_rate = learning_rate or lr.value
-    provisional = local_provisional(needs_local_laws)
+    provisional = evidence.provisional(needs_local_laws)
   elif scale == DEMO:
     lr, batch = demo_hyperparameters(d.compute_budget, kind, d.tokens)
     batch_sequences, learning_rate = batch_sequences or batch, learning_rate or lr
@@ -608,10 +433,3 @@ def design_member(
   if scale == 'paper':
     overrides['mesh.slice'] = paper_slice(overrides['train.batch_size'])
   return Member(name, overrides, group, provisional)
-
-
-def seed_replicate(member: Member, seed: int) -> Member:
-  """`member` trained again with another initialisation and data order: `<name>_seed<seed>` in
-  the same group. Fits treat runs that differ only in seed as one design (fitting.el)."""
-  overrides = dict(member.overrides, **{'train.seed': seed, 'data.seed': seed})
-  return dataclasses.replace(member, name=f'{member.name}_seed{seed}', overrides=overrides)

@@ -22,6 +22,7 @@ FLOPs. `smoke`: 2 members.
 
 from configs import common
 from configs import paper_tables as tables
+from experiments import member as member_lib
 from fitting import model_design as design_lib
 
 BUDGETS = {
@@ -72,5 +73,5 @@ def get_sweep(arg=None):
   low, high = SEEDED_RANGE.get(scale, (0.0, -1.0))
   seeded = [m for m in members if low <= m.overrides['train.compute_budget'] <= high]
   for seed in range(1, SEEDS.get(scale, 1)):
-    members += [common.seed_replicate(m, seed) for m in seeded]
+    members += [member_lib.seed_replicate(m, seed) for m in seeded]
   return members

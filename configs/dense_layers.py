@@ -18,6 +18,7 @@ import dataclasses
 
 from configs import common
 from configs import paper_tables as tables
+from experiments import member as member_lib
 from fitting import model_design as design_lib
 from ling_jax import config as config_lib
 from ling_jax import flops
@@ -25,7 +26,7 @@ from ling_jax import flops
 LAYERS = {'paper': 60, 'local': 12, 'smoke': 4}
 
 
-def local_layers(group: common.Group) -> tuple[int, int]:
+def local_layers(group: member_lib.Group) -> tuple[int, int]:
   """(layers, batch in sequences) of a local group's members: the deepest stack, at most
   LAYERS['local'], whose tokens at the group's budget fill LOCAL_MIN_STEPS steps of one
   sequence, and the group's batch shrunk to keep those steps."""

@@ -14,6 +14,7 @@ member with --config.train.seed and --config.data.seed.
 
 from configs import common
 from configs import hparams
+from experiments import member as member_lib
 from fitting import model_design as design_lib
 from ling_jax import config as config_lib
 
@@ -47,5 +48,5 @@ def get_sweep(arg=None):
         **common.fitted_design_options(scale),
     )
     one = common.design_member(kind, kind, d, scale, kind)
-    members += [common.seed_replicate(one, seed) for seed in range(SEEDS[scale])]
+    members += [member_lib.seed_replicate(one, seed) for seed in range(SEEDS[scale])]
   return members

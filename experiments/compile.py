@@ -146,7 +146,7 @@ def compile_member(config, slice_name: str, compile_eval: bool = True) -> dict:
 
   slice_ = hardware.parse(slice_name)
   c = for_slice(config, slice_name)
-  arch = config_lib.validate(c)
+  arch = config_lib.validate(c).arch
   c = layout_lib.resolve(c, slice_.chips)
   tokens_per_step = c.train.batch_size * c.train.seq_len
   steps = config_lib.num_steps(c, arch)
@@ -181,7 +181,7 @@ def compile_member(config, slice_name: str, compile_eval: bool = True) -> dict:
   eval_batch = jax.ShapeDtypeStruct(
       (config_lib.eval_batch_size(t), t.seq_len + 1),
       jax.numpy.int32,
-      sharding=jax.sharding.NamedSharding(trainer.mesh, sharding_lib.batch_spec(c)),
+      sharding=jax.sharding.NamedSharding(trainer.mesh, sharding_lib.batch_spec(trainer.spec)),
   )
   try:
     with jax.set_mesh(trainer.mesh):
@@ -299,10 +299,10 @@ HEADER = (
 
 
 def _parameters(config) -> int:
-  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import flops  # pylint: disable=import-outside-toplevel
+  from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
 
-  return flops.total_params(config_lib.architecture(config))
+  return flops.total_params(spec_lib.architecture(config))
 
 
 def main(argv):

@@ -76,7 +76,7 @@ def features(
       else assignments
   )
   hardware = flops.hardware_flops_per_token(arch)
-  scores = 3 * arch.n_layers * 4 * seq_len * arch.n_heads * arch.resolved_head_dim / 2
+  scores = 3 * arch.n_layers * 4 * seq_len * arch.n_heads * arch.head_dim / 2
   active_experts = 3 * arch.num_moe_layers * 6 * arch.d_model * arch.top_k * arch.d_expert
   per_row = 3 * arch.num_moe_layers * 6 * arch.d_model * arch.d_expert
   return dict(

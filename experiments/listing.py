@@ -10,13 +10,14 @@ import json
 from etils import epath
 
 from experiments import cost
+from experiments import member as member_lib
 from experiments import sweep
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
 
 
-def table(base, members: list[sweep.Member], workdir: str | None = None) -> str:
+def table(base, members: list[member_lib.Member], workdir: str | None = None) -> str:
   """One line per member: N, N_a, M, D, C, A, G, S, learning rate, batch, cost here, status."""
   header = (
       f'{"#":>3} {"member":<28} {"N":>9} {"N_a":>9} {"M":>9} {"D":>9} {"C":>9} {"A":>6} '

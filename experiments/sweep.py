@@ -8,7 +8,6 @@ that fails is recorded in failure.json with its reason while the sweep goes on.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -19,6 +18,7 @@ from typing import Any, Callable
 import ml_collections
 from etils import epath
 
+from experiments.member import Member
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import layout
@@ -28,16 +28,6 @@ log = logging.getLogger('ling_jax')
 
 MEMBER_FILE = 'member.json'
 FAILURE_FILE = 'failure.json'
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One run of a study: config overrides (dotted keys) on top of the study's base config."""
-
-  name: str
-  overrides: dict[str, Any]
-  group: str = ''  # members of a group share a budget (and, by design, M)
-  provisional: str = ''  # why its design is not final yet (a law it needs is not fitted)
 
 
 def load_members(config) -> list[Member] | None:
@@ -116,7 +106,7 @@ def validate_all(
     if not read_data:
       c = config_lib.without_data(c)
     try:
-      arch = config_lib.validate(c)
+      arch = config_lib.validate(c).arch
       if c.mesh.slice:  # laid out for a named slice: the batch as run
         c = layout.resolve(c)
       out.append((member, c, arch))

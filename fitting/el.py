@@ -28,7 +28,7 @@ def budget_of(row: dict, cost_key: str = 'C') -> float:
 
 
 # What makes two runs the same design: all but their seeds. Runs that differ only in seed
-# (configs/common.seed_replicate names them `<member>_seed<s>`) are one point of a frontier, at
+# (experiments.member.seed_replicate names them `<member>_seed<s>`) are one point of a frontier, at
 # their mean loss.
 DESIGN_FIELDS = (
     'n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ffn', 'n_experts', 'top_k', 'n_shared',

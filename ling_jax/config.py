@@ -7,6 +7,7 @@ field and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -16,6 +17,7 @@ from ling_jax import flops
 from ling_jax import grouped_matmul
 from ling_jax import hardware
 from ling_jax import metrics as metrics_lib
+from ling_jax import spec as spec_lib
 
 # The device mesh's axes, in the order jax.make_mesh gets them (ling_jax.sharding).
 MESH_AXES = ('data', 'fsdp', 'expert', 'tensor')
@@ -191,33 +193,269 @@ def base_config() -> ml_collections.ConfigDict:
 # --- Validation ----------------------------------------------------------------------------------
 
 
-# Every enumerated field and its legal values: the one list that validation checks and that the
-# modules implementing each choice are tested against (tests/test_config.py).
-CHOICES = {
-    'model.compute_dtype': ('float32', 'bfloat16'),
-    'model.param_dtype': ('float32', 'bfloat16'),
-    'model.remat': ('none', 'full', 'dots', 'dots_no_batch'),  # model.REMAT_POLICIES + 'none'
-    'model.attention_impl': ('', 'xla', 'cudnn'),
-    'moe.router': ('softmax', 'sigmoid_bias'),
-    'moe.router_loss_reduction': ('sum', 'mean'),
-    'moe.dispatch': ('einsum', 'blocks') + grouped_matmul.BACKENDS,
-    'moe.tokamax_implementation': grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
-    'moe.transport': ('a2a', 'ring', 'ragged_a2a'),  # expert_parallel.TRANSPORTS less 'local'
-    'train.decay_shape': ('exponential', 'linear', 'cosine'),
-    'data.source': ('stdlib', 'synthetic', 'tokens', 'array_record'),
-    'mesh.plan': ('manual', 'auto'),
-    'train.batch_rule': ('exact', 'round'),
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """The rule of one config field: its kind, the bound its value keeps, and what it means.
+
+  kind: 'int' (a whole number), 'number' (a finite real number), 'bool', 'choice' (one of
+  `choices`), 'text', 'paths' (a tuple of file names), 'tiles' (() or three whole numbers > 0)
+  or 'rules' (the sharding rules' pairs).
+  """
+
+  kind: str
+  help: str
+  bound: str = ''  # a key of BOUNDS; '' for none
+  choices: tuple = ()
+
+
+# A numeric field's bound: its text (as the field reference and the error print it) and its test.
+BOUNDS = {
+    '> 0': lambda v: v > 0,
+    '>= 0': lambda v: v >= 0,
+    '>= 1, or -1': lambda v: v >= 1 or v == -1,
+    'in [0, 1]': lambda v: 0 <= v <= 1,
+    'in [0, 1)': lambda v: 0 <= v < 1,
+    'in (0, 1]': lambda v: 0 < v <= 1,
+    'in (0, 1)': lambda v: 0 < v < 1,
+}
+_KINDS = {
+    'int': ('a whole number', lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    'number': ('a finite number', lambda v: _finite(v)),
+    'bool': ('True or False', lambda v: isinstance(v, bool)),
+    'text': ('a string', lambda v: isinstance(v, str)),
+    'paths': ('a tuple of file names', lambda v: all(isinstance(p, str) for p in v)),
+    'rules': (
+        'pairs (logical axis, mesh axes: None, one of MESH_AXES or a tuple of them)',
+        lambda v: all(len(r) == 2 and isinstance(r[0], str) and _mesh_axes(r[1]) for r in v),
+    ),
+    'tiles': (
+        '() or three whole numbers > 0 (tile_m, tile_k, tile_n)',
+        lambda v: tuple(v) == ()
+        or (
+            len(v) == 3 and all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in v)
+        ),
+    ),
 }
 
+# Every field of base_config() and its rule: the one table that validation checks field by field
+# (the checks after it are rules between fields) and that docs/config.md prints
+# (`python -m ling_jax.config`). Enumerated fields list their legal values here, and the modules
+# implementing each choice are tested against them (tests/test_config.py).
+FIELDS = {
+    'name': Field('text', 'the run (or study/member) name, in paths and logs'),
+    # --- model
+    'model.n_layers': Field('int', 'transformer layers, dense and MoE', '> 0'),
+    'model.d_model': Field('int', 'residual width', '> 0'),
+    'model.n_heads': Field('int', 'query heads', '> 0'),
+    'model.n_kv_heads': Field('int', 'key/value heads (grouped-query attention)', '> 0'),
+    'model.head_dim': Field('int', 'width of one head; 0: d_model / n_heads', '>= 0'),
+    'model.d_ffn': Field(
+        'int', 'dense FFN width: every layer of a dense model, the first-k of an MoE', '>= 0'
+    ),
+    'model.num_dense_layers': Field('int', 'first-k dense layers of an MoE model', '>= 0'),
+    'model.n_experts': Field('int', 'E, routed experts; 0 makes a dense model', '>= 0'),
+    'model.top_k': Field('int', 'E_a, routed experts each token activates', '>= 0'),
+    'model.n_shared': Field('int', 'E_s, shared experts', '>= 0'),
+    'model.d_expert': Field('int', 'routed expert width; 0: 2 d_model / granularity', '>= 0'),
+    'model.granularity': Field(
+        'number', 'G = 2 d_model / d_expert, used where d_expert is 0', '>= 0'
+    ),
+    'model.vocab_size': Field('int', 'token ids', '> 0'),
+    'model.tie_embeddings': Field('bool', 'the logits reuse the input embedding'),
+    'model.qk_norm': Field('bool', 'RMSNorm on each head of q and k'),
+    'model.rope_base': Field('number', 'rotary embedding base (10000 is usual)', '> 0'),
+    'model.rope_fraction': Field(
+        'number', "share of each head's dims that are rotated (Ling 2.0: 0.5)", 'in [0, 1]'
+    ),
+    'model.norm_eps': Field('number', 'RMSNorm epsilon (1e-6)', '> 0'),
+    'model.init_std': Field('number', 'initial weights N(0, init_std^2) (the paper: 0.006)', '> 0'),
+    'model.compute_dtype': Field(
+        'choice', 'activations and matmuls', choices=('float32', 'bfloat16')
+    ),
+    'model.param_dtype': Field('choice', 'parameters', choices=('float32', 'bfloat16')),
+    'model.scan_layers': Field('bool', 'False: an unrolled loop over the same stacked parameters'),
+    'model.remat': Field(
+        'choice',
+        "what each layer keeps for the backward pass (model.REMAT_POLICIES, or 'none')",
+        choices=('none', 'full', 'dots', 'dots_no_batch'),
+    ),
+    'model.attention_impl': Field('choice', "'' lets JAX choose", choices=('', 'xla', 'cudnn')),
+    # --- moe
+    'moe.router': Field(
+        'choice',
+        "'softmax' (the paper, App. B) or 'sigmoid_bias' (Ling 2.0, aux-loss-free)",
+        choices=('softmax', 'sigmoid_bias'),
+    ),
+    'moe.renormalize': Field('bool', 'softmax router: top-k weights renormalised to sum to 1'),
+    'moe.load_balance_coef': Field('number', 'GShard load-balance loss (the paper: 0.01)', '>= 0'),
+    'moe.z_loss_coef': Field('number', 'router z-loss (the paper: 0.001)', '>= 0'),
+    'moe.router_loss_reduction': Field(
+        'choice',
+        "the MoE layers' router losses: 'sum' (each layer's weighted by the coefficient) or "
+        "'mean'",
+        choices=('sum', 'mean'),
+    ),
+    'moe.routed_scaling': Field(
+        'number', 'sigmoid_bias router: multiplies the normalised weights (Ling 2.0: 2.5)', '> 0'
+    ),
+    'moe.bias_update_rate': Field(
+        'number', 'sigmoid_bias router: u of the sign rule, per optimizer step', '>= 0'
+    ),
+    'moe.n_groups': Field(
+        'int', 'sigmoid_bias router: expert groups of group-limited top-k', '> 0'
+    ),
+    'moe.top_groups': Field('int', 'sigmoid_bias router: groups each token keeps', '> 0'),
+    'moe.dispatch': Field(
+        'choice',
+        "'einsum' (capacity-padded), 'blocks' (dropless, static shapes), 'ragged_dot' or "
+        "'tokamax' (dropless grouped matmuls)",
+        choices=('einsum', 'blocks') + grouped_matmul.BACKENDS,
+    ),
+    'moe.block_rows': Field('int', "'blocks' dispatch: rows per expert block", '> 0'),
+    'moe.tokamax_implementation': Field(
+        'choice',
+        "tokamax's kernel; '' lets tokamax choose",
+        choices=grouped_matmul.TOKAMAX_IMPLEMENTATIONS,
+    ),
+    'moe.tokamax_tiles': Field('tiles', "the TPU kernel's tiles; () for its defaults"),
+    'moe.capacity_factor': Field(
+        'number', 'einsum dispatch: slots per expert = cf x tokens x top_k / E; <= 0 is dropless'
+    ),
+    'moe.transport': Field(
+        'choice',
+        "between the expert axis's devices: 'a2a', 'ring' or 'ragged_a2a' (dropless, GPU/TPU)",
+        choices=('a2a', 'ring', 'ragged_a2a'),  # expert_parallel.TRANSPORTS less 'local'
+    ),
+    # --- data
+    'data.source': Field(
+        'choice',
+        "'stdlib' (built-in bytes), 'synthetic', 'tokens' (.bin/.npy) or 'array_record'",
+        choices=('stdlib', 'synthetic', 'tokens', 'array_record'),
+    ),
+    'data.paths': Field('paths', "training files of 'tokens' / 'array_record' (local or gs://)"),
+    'data.eval_paths': Field('paths', "held-out files of 'tokens' / 'array_record'"),
+    'data.token_dtype': Field(
+        'choice', 'dtype of token files and records', choices=('uint16', 'uint32', 'int32')
+    ),
+    'data.eval_fraction': Field('number', "'stdlib' / 'synthetic': share held out", 'in (0, 1)'),
+    'data.seed': Field('int', 'data order', '>= 0'),
+    # --- train
+    'train.seq_len': Field('int', 'tokens per sequence', '> 0'),
+    'train.batch_size': Field('int', 'global batch, sequences per optimizer step', '> 0'),
+    'train.grad_accum_steps': Field('int', 'microbatches per optimizer step', '> 0'),
+    'train.batch_rule': Field(
+        'choice',
+        "'exact' refuses a batch the batch shards x microbatches do not split; 'round' runs the "
+        'nearest multiple (ling_jax.layout)',
+        choices=('exact', 'round'),
+    ),
+    'train.requested_batch_size': Field(
+        'int', 'set by ling_jax.layout: the batch asked for, where it was rounded; leave 0', '>= 0'
+    ),
+    'train.steps_per_call': Field('int', 'optimizer steps per jitted call', '> 0'),
+    'train.tokens': Field('int', 'training length in tokens D (or set compute_budget)', '>= 0'),
+    'train.compute_budget': Field(
+        'number', 'training length in FLOPs C, D = C / M (or set tokens)', '>= 0'
+    ),
+    'train.learning_rate': Field('number', 'peak learning rate', '> 0'),
+    'train.warmup_fraction': Field('number', 'share of the steps warming up', 'in [0, 1]'),
+    'train.decay_fraction': Field('number', 'share of the steps in the final decay', 'in [0, 1]'),
+    'train.decay_shape': Field(
+        'choice', 'the final decay', choices=('exponential', 'linear', 'cosine')
+    ),
+    'train.final_lr_fraction': Field(
+        'number', 'learning rate at the end, as a share of the peak', 'in (0, 1]'
+    ),
+    'train.b1': Field('number', "AdamW's first-moment decay (the paper: 0.9)", 'in [0, 1)'),
+    'train.b2': Field('number', "AdamW's second-moment decay (the paper: 0.95)", 'in [0, 1)'),
+    'train.eps': Field('number', "AdamW's epsilon (1e-8)", '> 0'),
+    'train.weight_decay': Field('number', 'decoupled weight decay (the paper: 0.1)', '>= 0'),
+    'train.clip_norm': Field('number', 'global-norm gradient clipping; 0 disables', '>= 0'),
+    'train.seed': Field('int', 'parameter initialisation', '>= 0'),
+    'train.eval_every': Field('int', 'steps between evaluations (one runs at the end too)', '> 0'),
+    'train.eval_batches': Field('int', 'batches of each periodic evaluation', '> 0'),
+    'train.eval_sequences': Field(
+        'int', "the final evaluation's fixed held-out set; 0: eval_batches batches", '>= 0'
+    ),
+    'train.eval_batch_size': Field('int', 'sequences per eval batch; 0: batch_size', '>= 0'),
+    'train.log_every': Field('int', 'steps between logged metrics', '> 0'),
+    'train.checkpoint_every': Field('int', 'steps between checkpoints', '> 0'),
+    'train.keep_checkpoints': Field('int', 'checkpoints kept', '> 0'),
+    'train.async_checkpoint': Field('bool', 'checkpoints written while training goes on'),
+    # --- mesh
+    'mesh.data': Field('int', 'devices on the data axis; -1: the devices left', '>= 1, or -1'),
+    'mesh.fsdp': Field('int', 'devices on the fsdp axis; -1: the devices left', '>= 1, or -1'),
+    'mesh.expert': Field('int', 'devices on the expert axis; -1: the devices left', '>= 1, or -1'),
+    'mesh.tensor': Field('int', 'devices on the tensor axis; -1: the devices left', '>= 1, or -1'),
+    'mesh.num_devices': Field('int', 'the first n devices; 0: every device', '>= 0'),
+    'mesh.slice': Field(
+        'text', "the slice laid out for ('v5p-128', 'h100x8'); '' for the devices there are"
+    ),
+    'mesh.plan': Field(
+        'choice',
+        "'manual': the sizes above; 'auto': ling_jax.layout plans them for mesh.slice",
+        choices=('manual', 'auto'),
+    ),
+    # --- sweep, metrics
+    'sweep.source': Field('text', "a study's config file (defines get_sweep); '' for one run"),
+    'sweep.arg': Field('text', "the study config's argument (its scale)"),
+    'sharding_rules': Field(
+        'rules', "logical axis -> mesh axes: every parameter's and the batch's layout"
+    ),
+    'metrics.tensorboard': Field('bool', 'also write TensorBoard event files'),
+    'metrics.flush_every': Field('int', 'records per chunk file on gs:// workdirs', '> 0'),
+    'metrics.remote_retry_s': Field(
+        'number', 'seconds a gs:// write is retried through an outage; 0: no retries', '>= 0'
+    ),
+    'metrics.peak_flops_per_device': Field(
+        'number', 'FLOP/s for MFU; 0 looks it up from the device kind', '>= 0'
+    ),
+}
+CHOICES = {key: field.choices for key, field in FIELDS.items() if field.kind == 'choice'}
 
-def _validate_choices(config) -> None:
-  for key, allowed in CHOICES.items():
-    section, field = key.split('.')
-    value = config[section][field]
+
+def _mesh_axes(axes) -> bool:
+  named = axes if isinstance(axes, (tuple, list)) else (axes,)
+  return axes is None or all(a in MESH_AXES for a in named)
+
+
+def _value(config, key: str):
+  section, _, name = key.rpartition('.')
+  return config[section][name] if section else config[name]
+
+
+def _validate_fields(config) -> None:
+  """Each field of FIELDS against its kind and bound, in table order."""
+  for key, field in FIELDS.items():
+    value = _value(config, key)
+    if field.kind == 'choice':
+      _require(
+          value in field.choices,
+          f'config.{key}={value!r}: use one of {", ".join(repr(a) for a in field.choices)}.',
+      )
+      continue
+    what, is_kind = _KINDS[field.kind]
+    bound = BOUNDS.get(field.bound, lambda v: True)
     _require(
-        value in allowed,
-        f'config.{key}={value!r}: use one of {", ".join(repr(a) for a in allowed)}.',
+        is_kind(value) and bound(value),
+        f'config.{key}={value!r}: must be {what}{" " + field.bound if field.bound else ""} '
+        f'({field.help}).',
     )
+
+
+def field_reference() -> str:
+  """FIELDS as the Markdown table of docs/config.md."""
+  lines = [
+      '| field | kind | bound or values | default | what it is |',
+      '| --- | --- | --- | --- | --- |',
+  ]
+  defaults = base_config()
+  for key, field in FIELDS.items():
+    allowed = ', '.join(f'`{a!r}`' for a in field.choices) if field.choices else field.bound
+    lines.append(
+        f'| `{key}` | {field.kind} | {allowed} | `{_value(defaults, key)!r}` | {field.help} |'
+    )
+  return '\n'.join(lines) + '\n'
 
 
 def _finite(value) -> bool:
@@ -230,62 +468,11 @@ def _require(ok: bool, message: str) -> None:
     raise ConfigError(message)
 
 
-def _positive_int(value, field: str) -> None:
-  _require(
-      isinstance(value, int) and not isinstance(value, bool) and value > 0,
-      f'config.{field}={value!r}: must be a positive whole number.',
-  )
-
-
-def resolve_d_expert(model) -> int:
-  """d_expert as configured, or 2 d_model / G; refuses non-whole widths."""
-  if model.d_expert:
-    return model.d_expert
-  _require(
-      model.granularity > 0,
-      'config.model.d_expert=0 and config.model.granularity=0: an MoE model needs one of '
-      'them; set d_expert, or granularity G = 2*d_model/d_expert.',
-  )
-  width = 2 * model.d_model / model.granularity
-  _require(
-      width == int(width),
-      f'config.model.granularity={model.granularity}: gives d_expert = 2*{model.d_model}/'
-      f'{model.granularity} = {width:g}, not a whole number; choose G dividing '
-      f'2*d_model or set d_expert directly.',
-  )
-  return int(width)
-
-
-def architecture(config) -> flops.Architecture:
-  """The validated architecture of a config (d_expert resolved)."""
-  m = config.model
-  fields = dict(m)
-  if m.n_experts:
-    fields['d_expert'] = resolve_d_expert(m)
-  fields['head_dim'] = m.head_dim or None
-  return flops.Architecture.from_config(fields, seq_len=config.train.seq_len)
+# --- Rules between fields (each field's own kind and bound: FIELDS) ---------------------------
 
 
 def _validate_model(config) -> None:
   m = config.model
-  for field in ('n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'vocab_size'):
-    _positive_int(m[field], f'model.{field}')
-  _require(
-      _finite(m.init_std) and m.init_std > 0,
-      f'config.model.init_std={m.init_std!r}: must be a positive number (the paper: 0.006).',
-  )
-  _require(
-      isinstance(m.head_dim, int) and m.head_dim >= 0,
-      f'config.model.head_dim={m.head_dim!r}: must be a whole number >= 0 (0: d_model // n_heads).',
-  )
-  _require(
-      _finite(m.rope_base) and m.rope_base > 0,
-      f'config.model.rope_base={m.rope_base!r}: must be a positive number (10000 is usual).',
-  )
-  _require(
-      _finite(m.norm_eps) and m.norm_eps > 0,
-      f'config.model.norm_eps={m.norm_eps!r}: must be a small positive number (1e-6).',
-  )
   if not m.head_dim:
     _require(
         m.d_model % m.n_heads == 0,
@@ -297,26 +484,13 @@ def _validate_model(config) -> None:
       f'config.model.n_kv_heads={m.n_kv_heads}: does not divide n_heads={m.n_heads}; '
       'choose n_kv_heads dividing n_heads.',
   )
-  head_dim = m.head_dim or m.d_model // m.n_heads
+  head_dim = spec_lib.architecture(config).head_dim
   rotated = head_dim * m.rope_fraction
   _require(
-      0 <= m.rope_fraction <= 1 and rotated == int(rotated) and int(rotated) % 2 == 0,
+      rotated == int(rotated) and int(rotated) % 2 == 0,
       f'config.model.rope_fraction={m.rope_fraction}: rotates {rotated:g} of {head_dim} head '
-      'dims; needs a fraction in [0, 1] giving an even whole number of dims.',
+      'dims; needs a fraction giving an even whole number of dims.',
   )
-  for field in (
-      'd_ffn',
-      'd_expert',
-      'head_dim',
-      'n_experts',
-      'top_k',
-      'n_shared',
-      'num_dense_layers',
-  ):
-    _require(
-        isinstance(m[field], int) and m[field] >= 0,
-        f'config.model.{field}={m[field]!r}: widths and counts must be whole numbers >= 0.',
-    )
   if not m.n_experts:
     _require(m.d_ffn > 0, 'config.model.d_ffn=0: a dense model needs a positive FFN width.')
     _require(
@@ -326,12 +500,9 @@ def _validate_model(config) -> None:
     )
     return
   _require(
-      m.top_k >= 1,
-      f'config.model.top_k={m.top_k}: an MoE model activates at least one routed expert.',
-  )
-  _require(
-      m.top_k <= m.n_experts,
-      f'config.model.top_k={m.top_k}: exceeds n_experts={m.n_experts}; set top_k <= ' 'n_experts.',
+      1 <= m.top_k <= m.n_experts,
+      f'config.model.top_k={m.top_k}: an MoE model activates at least one routed expert and '
+      f'at most n_experts={m.n_experts}.',
   )
   _require(
       m.num_dense_layers < m.n_layers,
@@ -342,36 +513,26 @@ def _validate_model(config) -> None:
       m.num_dense_layers == 0 or m.d_ffn > 0,
       f'config.model.d_ffn=0: the {m.num_dense_layers} first dense layers need a width.',
   )
-  resolve_d_expert(m)
+  if not m.d_expert:
+    _require(
+        m.granularity > 0,
+        'config.model.d_expert=0 and config.model.granularity=0: an MoE model needs one of '
+        'them; set d_expert, or granularity G = 2*d_model/d_expert.',
+    )
+    _require(
+        spec_lib.d_expert(m) * m.granularity == 2 * m.d_model,
+        f'config.model.granularity={m.granularity}: gives d_expert = 2*{m.d_model}/'
+        f'{m.granularity} = {2 * m.d_model / m.granularity:g}, not a whole number; '
+        'choose G dividing 2*d_model or set d_expert directly.',
+    )
 
 
 def _validate_moe(config) -> None:
   moe, m = config.moe, config.model
   _require(
-      _finite(moe.capacity_factor),
-      f'config.moe.capacity_factor={moe.capacity_factor!r}: must be a finite number (slots per '
-      'expert = capacity_factor x tokens x top_k / n_experts; <= 0 is dropless).',
-  )
-  _require(
       moe.dispatch == 'einsum' or moe.capacity_factor <= 0,
       f'config.moe.capacity_factor={moe.capacity_factor}: {moe.dispatch} dispatch is '
       'dropless; set capacity_factor=0, or use dispatch=einsum for capacity-limited routing.',
-  )
-  _require(
-      isinstance(moe.block_rows, int)
-      and not isinstance(moe.block_rows, bool)
-      and moe.block_rows > 0,
-      f'config.moe.block_rows={moe.block_rows!r}: must be a positive whole number.',
-  )
-  tiles = tuple(moe.tokamax_tiles)
-  _require(
-      tiles == ()
-      or (
-          len(tiles) == 3
-          and all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tiles)
-      ),
-      f'config.moe.tokamax_tiles={moe.tokamax_tiles!r}: give three positive whole numbers '
-      '(tile_m, tile_k, tile_n), or () for the kernel defaults.',
   )
   if moe.dispatch == 'tokamax' and m.n_experts:
     _require(
@@ -379,23 +540,13 @@ def _validate_moe(config) -> None:
         "config.moe.dispatch='tokamax': tokamax is not installed; pip install -e '.[gpu]' "
         "(or '.[tpu]'), or use dispatch=ragged_dot.",
     )
-  for field in ('load_balance_coef', 'z_loss_coef', 'bias_update_rate'):
-    _require(
-        _finite(moe[field]) and moe[field] >= 0,
-        f'config.moe.{field}={moe[field]!r}: must be a finite number >= 0.',
-    )
-  _require(
-      _finite(moe.routed_scaling) and moe.routed_scaling > 0,
-      f'config.moe.routed_scaling={moe.routed_scaling!r}: must be a finite number > 0 (1.0: '
-      'the normalised weights as they are; Ling 2.0 uses 2.5).',
-  )
   if m.n_experts and moe.router == 'sigmoid_bias':
     _require(
-        moe.n_groups >= 1 and m.n_experts % moe.n_groups == 0,
+        m.n_experts % moe.n_groups == 0,
         f'config.moe.n_groups={moe.n_groups}: must divide n_experts={m.n_experts}.',
     )
     _require(
-        1 <= moe.top_groups <= moe.n_groups,
+        moe.top_groups <= moe.n_groups,
         f'config.moe.top_groups={moe.top_groups}: must be in [1, n_groups={moe.n_groups}].',
     )
     per_group = m.n_experts // moe.n_groups
@@ -408,65 +559,37 @@ def _validate_moe(config) -> None:
 
 def _validate_data(config) -> None:
   d = config.data
-  _require(
-      isinstance(d.seed, int) and d.seed >= 0,
-      f'config.data.seed={d.seed!r}: must be a whole number >= 0.',
-  )
-  if d.source in ('stdlib', 'synthetic'):
-    _require(
-        0 < d.eval_fraction < 1, f'config.data.eval_fraction={d.eval_fraction}: must be in (0, 1).'
-    )
   if d.source == 'stdlib':
     _require(
         config.model.vocab_size >= 256,
         f'config.model.vocab_size={config.model.vocab_size}: the stdlib corpus is byte-level;'
         ' needs vocab_size >= 256.',
     )
-  if d.source in ('tokens', 'array_record'):
-    _require(
-        bool(d.paths),
-        f'config.data.paths is empty: data.source={d.source!r} needs files; pass '
-        '--config.data.paths=/path/a.bin,/path/b.bin or use data.source=stdlib.',
-    )
-    for field in ('paths', 'eval_paths'):
-      for path in d[field]:
-        _require(
-            path.startswith('gs://') or os.path.exists(path),
-            f'config.data.{field}: {path!r} does not exist; fix the path.',
-        )
-        # array_record's reader opens local files only (on gs:// it waits on Google's
-        # credentials); token files are read where they lie.
-        _require(
-            d.source != 'array_record' or '://' not in path,
-            f'config.data.{field}: {path!r}: array_record files are read from a local or '
-            'mounted disk (gcsfuse); copy them there, or store the corpus as .bin/.npy token '
-            "files (data.source='tokens'), which are read from gs:// by ranged reads.",
-        )
-    _require(
-        d.token_dtype in ('uint16', 'uint32', 'int32'),
-        f"config.data.token_dtype={d.token_dtype!r}: use 'uint16', 'uint32' or 'int32'.",
-    )
+  if d.source not in ('tokens', 'array_record'):
+    return
+  _require(
+      bool(d.paths),
+      f'config.data.paths is empty: data.source={d.source!r} needs files; pass '
+      '--config.data.paths=/path/a.bin,/path/b.bin or use data.source=stdlib.',
+  )
+  for field in ('paths', 'eval_paths'):
+    for path in d[field]:
+      _require(
+          path.startswith('gs://') or os.path.exists(path),
+          f'config.data.{field}: {path!r} does not exist; fix the path.',
+      )
+      # array_record's reader opens local files only (on gs:// it waits on Google's
+      # credentials); token files are read where they lie.
+      _require(
+          d.source != 'array_record' or '://' not in path,
+          f'config.data.{field}: {path!r}: array_record files are read from a local or '
+          'mounted disk (gcsfuse); copy them there, or store the corpus as .bin/.npy token '
+          "files (data.source='tokens'), which are read from gs:// by ranged reads.",
+      )
 
 
 def _validate_train(config, arch: flops.Architecture) -> None:
   t = config.train
-  for field in (
-      'seq_len',
-      'batch_size',
-      'grad_accum_steps',
-      'steps_per_call',
-      'eval_every',
-      'eval_batches',
-      'log_every',
-      'checkpoint_every',
-      'keep_checkpoints',
-  ):
-    _positive_int(t[field], f'train.{field}')
-  for field in ('eval_sequences', 'eval_batch_size'):
-    _require(
-        isinstance(t[field], int) and not isinstance(t[field], bool) and t[field] >= 0,
-        f'config.train.{field}={t[field]!r}: must be a whole number >= 0 (0: the default).',
-    )
   if t.eval_sequences:
     size = eval_batch_size(t)
     _require(
@@ -475,28 +598,9 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'batch ({size} sequences, train.eval_batch_size or batch_size).',
     )
   _require(
-      isinstance(t.requested_batch_size, int) and t.requested_batch_size >= 0,
-      f'config.train.requested_batch_size={t.requested_batch_size!r}: a whole number >= 0, set '
-      'by ling_jax.layout; leave it 0.',
-  )
-  _require(
       t.batch_rule == 'round' or t.batch_size % t.grad_accum_steps == 0,
       f'config.train.grad_accum_steps={t.grad_accum_steps}: must divide batch_size='
       f'{t.batch_size}.',
-  )
-  _require(
-      isinstance(t.seed, int) and t.seed >= 0,
-      f'config.train.seed={t.seed!r}: must be a whole number >= 0.',
-  )
-  _require(
-      isinstance(t.tokens, int) and t.tokens >= 0,
-      f'config.train.tokens={t.tokens!r}: must be a whole number of tokens >= 0 (0: use '
-      'train.compute_budget).',
-  )
-  _require(
-      _finite(t.compute_budget) and t.compute_budget >= 0,
-      f'config.train.compute_budget={t.compute_budget!r}: must be a number of FLOPs >= 0 (0: use '
-      'train.tokens).',
   )
   _require(
       bool(t.tokens) != bool(t.compute_budget),
@@ -511,40 +615,10 @@ def _validate_train(config, arch: flops.Architecture) -> None:
         f'config.train.{field}={t[field]:g}: gives {tokens:.3g} tokens, less than one step of '
         f'{tokens_per_step} tokens (batch_size x seq_len); raise the budget or shrink the batch.'
     )
-  for field in ('warmup_fraction', 'decay_fraction'):
-    _require(
-        _finite(t[field]) and 0 <= t[field] <= 1,
-        f'config.train.{field}={t[field]!r}: must be a share of the steps in [0, 1].',
-    )
   _require(
       t.warmup_fraction + t.decay_fraction <= 1,
       f'config.train.warmup_fraction={t.warmup_fraction} + config.train.decay_fraction='
       f'{t.decay_fraction}: together at most 1 (the rest is the stable phase).',
-  )
-  _require(
-      0 < t.final_lr_fraction <= 1,
-      f'config.train.final_lr_fraction={t.final_lr_fraction}: must be in (0, 1].',
-  )
-  _require(
-      _finite(t.learning_rate) and t.learning_rate > 0,
-      f'config.train.learning_rate={t.learning_rate}: must be a positive number.',
-  )
-  for field in ('b1', 'b2'):  # AdamW's moment decays: 1 never forgets, above 1 diverges
-    _require(
-        _finite(t[field]) and 0 <= t[field] < 1,
-        f'config.train.{field}={t[field]!r}: must be in [0, 1) (the paper: b1 0.9, b2 0.95).',
-    )
-  _require(
-      _finite(t.eps) and t.eps > 0,
-      f'config.train.eps={t.eps!r}: must be a small positive number (AdamW: 1e-8).',
-  )
-  _require(
-      _finite(t.weight_decay) and t.weight_decay >= 0,
-      f'config.train.weight_decay={t.weight_decay!r}: must be >= 0 (the paper: 0.1).',
-  )
-  _require(
-      _finite(t.clip_norm) and t.clip_norm >= 0,
-      f'config.train.clip_norm={t.clip_norm!r}: must be >= 0 (0 disables clipping).',
   )
 
 
@@ -552,12 +626,6 @@ def _validate_mesh(config) -> None:
   """The mesh's shape as far as it can be checked without devices (sharding.make_mesh checks
   it against the devices there are)."""
   m = config.mesh
-  for axis in MESH_AXES:
-    _require(
-        isinstance(m[axis], int) and (m[axis] >= 1 or m[axis] == -1),
-        f'config.mesh.{axis}={m[axis]!r}: devices per axis must be a whole number >= 1, or -1 '
-        'for the devices left.',
-    )
   free = [a for a in MESH_AXES if m[a] == -1]
   _require(
       len(free) <= 1,
@@ -569,39 +637,19 @@ def _validate_mesh(config) -> None:
       hardware.parse(m.slice)
     except hardware.UnknownSlice as error:
       raise ConfigError(f'config.mesh.slice: {error}') from error
-  _require(
-      isinstance(m.num_devices, int) and m.num_devices >= 0,
-      f'config.mesh.num_devices={m.num_devices!r}: must be a whole number >= 0 (0: every '
-      'device).',
-  )
 
 
-def _validate_metrics(config) -> None:
-  m = config.metrics
-  _positive_int(m.flush_every, 'metrics.flush_every')
-  _require(
-      _finite(m.remote_retry_s) and m.remote_retry_s >= 0,
-      f'config.metrics.remote_retry_s={m.remote_retry_s!r}: must be a number of seconds >= 0 '
-      '(0: no retries; default 600).',
-  )
-  _require(
-      _finite(m.peak_flops_per_device) and m.peak_flops_per_device >= 0,
-      f'config.metrics.peak_flops_per_device={m.peak_flops_per_device!r}: must be FLOP/s >= 0 '
-      '(0 looks it up from the device kind).',
-  )
-
-
-def validate(config) -> flops.Architecture:
-  """Checks the whole config; returns its architecture, or raises one ConfigError."""
-  _validate_choices(config)
+def validate(config) -> spec_lib.ModelSpec:
+  """Checks the whole config; returns its model spec (every default resolved: the one form of
+  the model the rest of ling_jax takes), or raises one ConfigError."""
+  _validate_fields(config)
   _validate_model(config)
   _validate_moe(config)
-  arch = architecture(config)
+  spec = spec_lib.build(config)
   _validate_data(config)
-  _validate_train(config, arch)
+  _validate_train(config, spec.arch)
   _validate_mesh(config)
-  _validate_metrics(config)
-  return arch
+  return spec
 
 
 def without_data(config):
@@ -625,3 +673,7 @@ def num_steps(config, arch: flops.Architecture) -> int:
   t = config.train
   tokens = t.tokens or flops.tokens_for_budget(arch, t.compute_budget)
   return flops.steps_for_tokens(tokens, t.batch_size * t.seq_len)
+
+
+if __name__ == '__main__':
+  print(field_reference(), end='')

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from ling_jax import flops
 from ling_jax import grouped_matmul
+from ling_jax.spec import MoEOptions
 
 # --- Row permutation with a gather-only backward pass ---------------------------------------------
 
@@ -214,27 +215,3 @@ def dispatch_local(x_TxD, experts_TxK, weights_TxK, wg_ExDxF, wu_ExDxF, wo_ExFxD
     y_RxD = swiglu_capacity(rows_RxD, wg_ExDxF, wu_ExDxF, wo_ExFxD)
   y_AxD = permute_rows(y_RxD, plan.row_of_assignment, plan.assignment_of_row[:, None])
   return combine(y_AxD, weights_TxK), jnp.sum(~plan.kept)
-
-
-class MoEOptions(NamedTuple):
-  """The routing and dispatch fields of `config.moe`, as static hashable values."""
-
-  router: str
-  renormalize: bool
-  routed_scaling: float
-  n_groups: int
-  top_groups: int
-  dispatch: str
-  capacity_factor: float
-  transport: str
-  tokamax_implementation: str = ''
-  tokamax_tiles: tuple = ()
-  block_rows: int = 16
-  batch_axes: tuple = ('data', 'fsdp', 'expert')
-
-  @property
-  def dropless(self) -> bool:
-    return self.dispatch == 'blocks' or self.dispatch in grouped_matmul.BACKENDS
-
-  def matmul(self) -> grouped_matmul.GroupedMatmul:
-    return grouped_matmul.make(self.dispatch, self.tokamax_implementation, self.tokamax_tiles)

@@ -34,7 +34,7 @@ class Architecture:
   seq_len: int
   vocab_size: int
   d_ffn: int = 0  # width of dense FFN layers (all layers of a dense model, the first-k of an MoE)
-  head_dim: int | None = None  # defaults to d_model // n_heads
+  head_dim: int = 0  # 0 (or None): d_model // n_heads, filled in when built
   num_dense_layers: int = 0  # first-k dense layers of an MoE model
   n_experts: int = 0  # E, routed experts
   top_k: int = 0  # E_a, activated routed experts per token
@@ -49,14 +49,14 @@ class Architecture:
     names = {f.name for f in dataclasses.fields(cls)} - {'seq_len'}
     return cls(seq_len=seq_len, **{k: model[k] for k in names if k in model})
 
+  def __post_init__(self):
+    # The one place the default head width is worked out: every reader sees it resolved.
+    if not self.head_dim:
+      object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
+
   @property
   def is_moe(self) -> bool:
     return self.n_experts > 0
-
-  @property
-  def resolved_head_dim(self) -> int:
-    """head_dim, or d_model / n_heads where it is 0 (the default)."""
-    return self.head_dim or self.d_model // self.n_heads
 
   @property
   def num_moe_layers(self) -> int:
@@ -96,7 +96,7 @@ def shared_ratio(arch: Architecture) -> float:
 
 
 def _attention_params(arch: Architecture) -> int:
-  d, hd = arch.d_model, arch.resolved_head_dim
+  d, hd = arch.d_model, arch.head_dim
   projections = 2 * d * arch.n_heads * hd + 2 * d * arch.n_kv_heads * hd
   return projections + (2 * hd if arch.qk_norm else 0)
 
@@ -135,7 +135,7 @@ def total_params(arch: Architecture) -> int:
 
 def _attention_projection_forward_flops(arch: Architecture) -> int:
   # q and o: 2 * d * (n_heads * hd) each; k and v: 2 * d * (n_kv_heads * hd) each.
-  return 4 * arch.d_model * arch.resolved_head_dim * (arch.n_heads + arch.n_kv_heads)
+  return 4 * arch.d_model * arch.head_dim * (arch.n_heads + arch.n_kv_heads)
 
 
 def _ffn_forward_flops(arch: Architecture, moe: bool) -> int:
@@ -145,7 +145,7 @@ def _ffn_forward_flops(arch: Architecture, moe: bool) -> int:
 
 def paper_forward_flops_per_token(arch: Architecture) -> int:
   """Non-embedding forward FLOPs per token in the paper's convention (M / 3)."""
-  scores = 4 * arch.seq_len * arch.n_heads * arch.resolved_head_dim  # = 4 s d when n_heads * hd = d
+  scores = 4 * arch.seq_len * arch.n_heads * arch.head_dim  # = 4 s d when n_heads * hd = d
   attention = _attention_projection_forward_flops(arch) + scores
   return (
       arch.n_layers * attention
@@ -170,7 +170,7 @@ def hardware_flops_per_token(arch: Architecture) -> float:
   Counts the router matmul, causal attention scores (half of s x s), and the logit projection;
   excludes remat recomputation, dispatch gathers and capacity padding.
   """
-  scores = 4 * arch.seq_len * arch.n_heads * arch.resolved_head_dim / 2
+  scores = 4 * arch.seq_len * arch.n_heads * arch.head_dim / 2
   router = 2 * arch.d_model * arch.n_experts if arch.is_moe else 0
   per_layer_attention = _attention_projection_forward_flops(arch) + scores
   forward = (

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ling_jax.spec import ModelSpec
+
 # Logical axis names as flax's `out_sharding` metadata, which config.sharding_rules maps to mesh
 # axes. Not applied at creation (no mesh is set then): jit's out_shardings places the arrays.
 _LAYOUT = dict(eager_sharding=False)
@@ -25,36 +27,38 @@ def annotated_variable(kind, value, *axes):
   return kind(value, out_sharding=axes, **_LAYOUT)
 
 
-def linear(d_in: int, d_out: int, cfg, rngs: nnx.Rngs, axes: tuple[str, str]) -> nnx.Linear:
+def linear(
+    d_in: int, d_out: int, spec: ModelSpec, rngs: nnx.Rngs, axes: tuple[str, str]
+) -> nnx.Linear:
   return nnx.Linear(
       d_in,
       d_out,
       use_bias=False,
       rngs=rngs,
-      kernel_init=annotated(nnx.initializers.normal(cfg.init_std), *axes),
-      dtype=jnp.dtype(cfg.compute_dtype),
-      param_dtype=jnp.dtype(cfg.param_dtype),
+      kernel_init=annotated(nnx.initializers.normal(spec.init_std), *axes),
+      dtype=jnp.dtype(spec.compute_dtype),
+      param_dtype=jnp.dtype(spec.param_dtype),
   )
 
 
-def rms_norm(dim: int, cfg, rngs: nnx.Rngs) -> nnx.RMSNorm:
+def rms_norm(dim: int, spec: ModelSpec, rngs: nnx.Rngs) -> nnx.RMSNorm:
   return nnx.RMSNorm(
       dim,
-      epsilon=cfg.norm_eps,
+      epsilon=spec.norm_eps,
       rngs=rngs,
       scale_init=annotated(nnx.initializers.ones, None),
-      dtype=jnp.dtype(cfg.compute_dtype),
-      param_dtype=jnp.dtype(cfg.param_dtype),
+      dtype=jnp.dtype(spec.compute_dtype),
+      param_dtype=jnp.dtype(spec.param_dtype),
   )
 
 
 class SwiGLU(nnx.Module):
   """silu(x W_gate) * (x W_up) W_out: the FFN of dense layers and of shared experts."""
 
-  def __init__(self, d_model: int, width: int, cfg, *, rngs: nnx.Rngs):
-    self.gate = linear(d_model, width, cfg, rngs, ('embed', 'mlp'))
-    self.up = linear(d_model, width, cfg, rngs, ('embed', 'mlp'))
-    self.out = linear(width, d_model, cfg, rngs, ('mlp', 'embed'))
+  def __init__(self, d_model: int, width: int, spec: ModelSpec, *, rngs: nnx.Rngs):
+    self.gate = linear(d_model, width, spec, rngs, ('embed', 'mlp'))
+    self.up = linear(d_model, width, spec, rngs, ('embed', 'mlp'))
+    self.out = linear(width, d_model, spec, rngs, ('mlp', 'embed'))
 
   def __call__(self, x_BxLxD):
     # Matmuls on 2-D [tokens, features]: XLA:CPU runs the 3-D backward passes 1.5-2x slower.
@@ -81,19 +85,19 @@ def apply_rope(x_BxLxNxH, base: float, rotated_dims: int):
 class Attention(nnx.Module):
   """Causal grouped-query attention with RoPE and optional QK-norm."""
 
-  def __init__(self, cfg, *, rngs: nnx.Rngs):
-    self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
-    self.head_dim = cfg.head_dim or cfg.d_model // cfg.n_heads
-    self.rope_base = cfg.rope_base
-    self.rotated_dims = int(self.head_dim * cfg.rope_fraction)
-    self.impl = cfg.attention_impl or None
-    D, H = cfg.d_model, self.head_dim
-    self.q = linear(D, self.n_heads * H, cfg, rngs, ('embed', 'heads'))
-    self.k = linear(D, self.n_kv_heads * H, cfg, rngs, ('embed', 'heads'))
-    self.v = linear(D, self.n_kv_heads * H, cfg, rngs, ('embed', 'heads'))
-    self.o = linear(self.n_heads * H, D, cfg, rngs, ('heads', 'embed'))
-    self.q_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
-    self.k_norm = nnx.data(rms_norm(H, cfg, rngs) if cfg.qk_norm else None)
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    arch = spec.arch
+    self.n_heads, self.n_kv_heads, self.head_dim = arch.n_heads, arch.n_kv_heads, arch.head_dim
+    self.rope_base = spec.rope_base
+    self.rotated_dims = spec.rotated_dims
+    self.impl = spec.attention_impl or None
+    D, H = arch.d_model, self.head_dim
+    self.q = linear(D, self.n_heads * H, spec, rngs, ('embed', 'heads'))
+    self.k = linear(D, self.n_kv_heads * H, spec, rngs, ('embed', 'heads'))
+    self.v = linear(D, self.n_kv_heads * H, spec, rngs, ('embed', 'heads'))
+    self.o = linear(self.n_heads * H, D, spec, rngs, ('heads', 'embed'))
+    self.q_norm = nnx.data(rms_norm(H, spec, rngs) if arch.qk_norm else None)
+    self.k_norm = nnx.data(rms_norm(H, spec, rngs) if arch.qk_norm else None)
 
   def __call__(self, x_BxLxD):
     B, L, D = x_BxLxD.shape

@@ -34,6 +34,7 @@ import math
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import hardware
+from ling_jax import spec as spec_lib
 
 ConfigError = config_lib.ConfigError
 MESH_AXES = config_lib.MESH_AXES
@@ -142,7 +143,7 @@ def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, 
   gathered = 2 * compute * (experts / max(arch.num_moe_layers, 1) / (expert * tensor))
   sequences = layout.batch_size / layout.microbatches / layout.batch_shards
   tokens = sequences * t.seq_len
-  d, hd = arch.d_model, arch.resolved_head_dim
+  d, hd = arch.d_model, arch.head_dim
   # Heads and widths split over the tensor axis; the model's width d and the router do not.
   attention = (2 * arch.n_heads * hd + 2 * arch.n_kv_heads * hd) / tensor + d
   if arch.is_moe:
@@ -356,7 +357,7 @@ def slice_of(config) -> hardware.Slice | None:
 def choose(config, num_devices: int | None = None) -> Layout:
   """The layout of a validated config: planned (mesh.plan='auto') or its own mesh, on its slice
   (mesh.slice) or on `num_devices`; refused when the mesh breaks the slice's torus."""
-  arch = config_lib.architecture(config)
+  arch = spec_lib.architecture(config)
   slice_ = slice_of(config)
   if slice_ is not None and num_devices is not None and num_devices != slice_.chips:
     raise ConfigError(

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ling_jax import config as config_lib
 from ling_jax import layers
 from ling_jax import moe as moe_lib
 from ling_jax import sharding
+from ling_jax.spec import ModelSpec
 
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,
@@ -26,23 +26,15 @@ REMAT_POLICIES = {
 class Block(nnx.Module):
   """Pre-norm residual block: attention, then a dense SwiGLU or an MoE FFN."""
 
-  def __init__(
-      self,
-      model_cfg,
-      moe_cfg,
-      moe: bool,
-      d_expert: int,
-      *,
-      rngs: nnx.Rngs,
-      batch_axes=('data', 'fsdp', 'expert'),
-  ):
-    self.attn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
-    self.attn = layers.Attention(model_cfg, rngs=rngs)
-    self.ffn_norm = layers.rms_norm(model_cfg.d_model, model_cfg, rngs)
+  def __init__(self, spec: ModelSpec, moe: bool, *, rngs: nnx.Rngs):
+    d_model = spec.arch.d_model
+    self.attn_norm = layers.rms_norm(d_model, spec, rngs)
+    self.attn = layers.Attention(spec, rngs=rngs)
+    self.ffn_norm = layers.rms_norm(d_model, spec, rngs)
     if moe:
-      self.ffn = moe_lib.MoE(model_cfg, moe_cfg, d_expert, rngs=rngs, batch_axes=batch_axes)
+      self.ffn = moe_lib.MoE(spec, rngs=rngs)
     else:
-      self.ffn = layers.SwiGLU(model_cfg.d_model, model_cfg.d_ffn, model_cfg, rngs=rngs)
+      self.ffn = layers.SwiGLU(d_model, spec.arch.d_ffn, spec, rngs=rngs)
 
   def __call__(self, x_BxLxD):
     h_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
@@ -61,43 +53,39 @@ def _stack(n: int, make, rngs: nnx.Rngs):
 
 
 class Transformer(nnx.Module):
-  """Token ids [B, L] -> (logits [B, L, V] in f32, per-MoE-layer statistics stacked on axis 0)."""
+  """Token ids [B, L] -> (logits [B, L, V] in f32, per-MoE-layer statistics stacked on axis 0).
 
-  def __init__(self, config, *, rngs: nnx.Rngs):
-    m = config.model
-    self.scan_layers = m.scan_layers
-    self.remat = m.remat
-    self.compute_dtype = jnp.dtype(m.compute_dtype)
+  Takes only the resolved model spec (`ling_jax.config.validate` returns it)."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    arch = spec.arch
+    self.scan_layers = spec.scan_layers
+    self.remat = spec.remat
+    self.compute_dtype = jnp.dtype(spec.compute_dtype)
+    self.batch_axes = spec.batch_axes
     self.embed = nnx.Embed(
-        m.vocab_size,
-        m.d_model,
+        arch.vocab_size,
+        arch.d_model,
         rngs=rngs,
-        embedding_init=layers.annotated(nnx.initializers.normal(m.init_std), 'vocab', 'embed'),
-        param_dtype=jnp.dtype(m.param_dtype),
+        embedding_init=layers.annotated(nnx.initializers.normal(spec.init_std), 'vocab', 'embed'),
+        param_dtype=jnp.dtype(spec.param_dtype),
         dtype=self.compute_dtype,
     )
-    n_moe = m.n_layers - m.num_dense_layers if m.n_experts else 0
-    d_expert = config_lib.resolve_d_expert(m) if n_moe else 0
     self.dense_layers = nnx.data(
-        None
-        if m.n_layers == n_moe
-        else _stack(m.n_layers - n_moe, lambda r: Block(m, config.moe, False, 0, rngs=r), rngs)
+        _stack(arch.num_ffn_dense_layers, lambda r: Block(spec, False, rngs=r), rngs)
+        if arch.num_ffn_dense_layers
+        else None
     )
-    batch_axes = self.batch_axes = sharding.batch_axes(config)
     self.moe_layers = nnx.data(
-        None
-        if not n_moe
-        else _stack(
-            n_moe,
-            lambda r: Block(m, config.moe, True, d_expert, rngs=r, batch_axes=batch_axes),
-            rngs,
-        )
+        _stack(arch.num_moe_layers, lambda r: Block(spec, True, rngs=r), rngs)
+        if arch.num_moe_layers
+        else None
     )
-    self.final_norm = layers.rms_norm(m.d_model, m, rngs)
+    self.final_norm = layers.rms_norm(arch.d_model, spec, rngs)
     self.unembed = nnx.data(
         None
-        if m.tie_embeddings
-        else layers.linear(m.d_model, m.vocab_size, m, rngs, ('embed', 'vocab'))
+        if arch.tie_embeddings
+        else layers.linear(arch.d_model, arch.vocab_size, spec, rngs, ('embed', 'vocab'))
     )
 
   def _run_stack(self, stack, x_BxLxD):

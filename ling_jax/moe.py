@@ -16,6 +16,7 @@ from flax import nnx
 from ling_jax import dispatch as dispatch_lib
 from ling_jax import expert_parallel
 from ling_jax import layers
+from ling_jax.spec import ModelSpec
 
 
 class RouterBias(nnx.Variable):
@@ -121,23 +122,14 @@ def logged_statistics(stats) -> dict:
 class MoE(nnx.Module):
   """Routed experts + shared experts. Returns (y_BxLxD, per-layer statistics)."""
 
-  def __init__(
-      self,
-      model_cfg,
-      moe_cfg,
-      d_expert: int,
-      *,
-      rngs: nnx.Rngs,
-      batch_axes=('data', 'fsdp', 'expert'),
-  ):
-    D, E, F = model_cfg.d_model, model_cfg.n_experts, d_expert
-    self.top_k = model_cfg.top_k
-    fields = {k: moe_cfg[k] for k in dispatch_lib.MoEOptions._fields if k != 'batch_axes'}
-    fields['tokamax_tiles'] = tuple(fields['tokamax_tiles'])
-    self.cfg = dispatch_lib.MoEOptions(**fields, batch_axes=tuple(batch_axes))
-    self.compute_dtype = jnp.dtype(model_cfg.compute_dtype)
-    init = nnx.initializers.normal(model_cfg.init_std)
-    dtype = jnp.dtype(model_cfg.param_dtype)
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    arch = spec.arch
+    D, E, F = arch.d_model, arch.n_experts, arch.d_expert
+    self.top_k = arch.top_k
+    self.cfg = spec.moe
+    self.compute_dtype = jnp.dtype(spec.compute_dtype)
+    init = nnx.initializers.normal(spec.init_std)
+    dtype = jnp.dtype(spec.param_dtype)
     param = lambda shape, *axes: layers.annotated_variable(
         nnx.Param, init(rngs.params(), shape, dtype), *axes
     )
@@ -145,12 +137,10 @@ class MoE(nnx.Module):
     self.wi_gate = param((E, D, F), 'exp', 'embed', 'exp_mlp')
     self.wi_up = param((E, D, F), 'exp', 'embed', 'exp_mlp')
     self.wo = param((E, F, D), 'exp', 'exp_mlp', 'embed')
-    if moe_cfg.router == 'sigmoid_bias':
+    if spec.moe.router == 'sigmoid_bias':
       self.router_bias = layers.annotated_variable(RouterBias, jnp.zeros((E,), jnp.float32), 'exp')
     self.shared = nnx.data(
-        layers.SwiGLU(D, model_cfg.n_shared * F, model_cfg, rngs=rngs)
-        if model_cfg.n_shared
-        else None
+        layers.SwiGLU(D, arch.n_shared * F, spec, rngs=rngs) if arch.n_shared else None
     )
 
   @jax.named_scope('router')

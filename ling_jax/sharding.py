@@ -2,8 +2,9 @@
 
 Every parameter carries logical axis names where its layer creates it (flax's `out_sharding`
 metadata: `layers.annotated`, `layers.annotated_variable`; stacked layers add `layers`);
-`config.sharding_rules` maps logical names to mesh axes. Changing a sweep's layout is a config
-change: `config.mesh` (sizes of data, fsdp, expert, tensor) and `config.sharding_rules`.
+`config.sharding_rules` (resolved into the model spec, `ModelSpec.sharding_rules`) maps logical
+names to mesh axes. Changing a sweep's layout is a config change: `config.mesh` (sizes of data,
+fsdp, expert, tensor) and `config.sharding_rules`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 from ling_jax import layout as layout_lib
 from ling_jax.config import MESH_AXES
 from ling_jax.config import ConfigError
+from ling_jax.spec import ModelSpec
 
 
 def make_mesh(config, devices=None) -> jax.sharding.Mesh:
@@ -41,10 +43,6 @@ def make_mesh(config, devices=None) -> jax.sharding.Mesh:
     grid = mesh_utils.create_hybrid_device_mesh(within, (slices, 1, 1, 1), devices)
     return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
   return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=axis_types, devices=devices)
-
-
-def _rules(config) -> dict:
-  return {name: axes for name, axes in config.sharding_rules}
 
 
 def parameter_axes(*states: nnx.State) -> dict[tuple[str, ...], tuple]:
@@ -85,8 +83,9 @@ def logical_axes(path: tuple[str, ...], ndim: int, axes: dict[tuple[str, ...], t
   return names
 
 
-def spec(config, names: tuple) -> P:
-  rules = _rules(config)
+def partition_spec(spec: ModelSpec, names: tuple) -> P:
+  """The mesh axes of each logical axis name, by the spec's sharding rules."""
+  rules = spec.rules
   return P(*[rules.get(n) if n else None for n in names])
 
 
@@ -94,15 +93,15 @@ def _keys(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
 
 
-def state_shardings(config, mesh, state, axes: dict[tuple[str, ...], tuple]):
+def state_shardings(spec: ModelSpec, mesh, state, axes: dict[tuple[str, ...], tuple]):
   """NamedShardings of a train-state pytree (parameters, router bias, optimizer moments), each
   leaf laid out as the parameter of `axes` (`parameter_axes`) it belongs to."""
 
   def one(path, leaf):
     ndim = len(getattr(leaf, 'shape', ()))
     names = logical_axes(_keys(path), ndim, axes) if ndim else ()
-    s = spec(config, names)
-    for dim, mesh_axes in zip(leaf.shape, s):
+    leaf_spec = partition_spec(spec, names)
+    for dim, mesh_axes in zip(leaf.shape, leaf_spec):
       if not mesh_axes:
         continue
       mesh_axes = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
@@ -113,19 +112,14 @@ def state_shardings(config, mesh, state, axes: dict[tuple[str, ...], tuple]):
             f'axes {mesh_axes} ({size} devices); change config.mesh or '
             'config.sharding_rules.'
         )
-    return NamedSharding(mesh, s)
+    return NamedSharding(mesh, leaf_spec)
 
   return jax.tree_util.tree_map_with_path(one, state)
 
 
-def batch_axes(config) -> tuple[str, ...]:
-  axes = _rules(config)['batch']
-  return tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
-
-
-def batch_spec(config, leading: int = 0) -> P:
+def batch_spec(spec: ModelSpec, leading: int = 0) -> P:
   """The layout of a batch [B, ...]; with `leading` unsharded axes in front ([S, B, ...])."""
-  return P(*(None,) * leading, batch_axes(config))
+  return P(*(None,) * leading, spec.batch_axes)
 
 
 def keep_batch_sharded(x, batch_axes: tuple[str, ...]):
@@ -144,12 +138,8 @@ def keep_batch_sharded(x, batch_axes: tuple[str, ...]):
   return jax.lax.with_sharding_constraint(x, P(axes, *rest))
 
 
-def batch_shards(config, mesh) -> int:
-  return math.prod(mesh.shape[a] for a in batch_axes(config))
-
-
-def global_batch(config, mesh, local_batch: np.ndarray) -> jax.Array:
+def global_batch(spec: ModelSpec, mesh, local_batch: np.ndarray) -> jax.Array:
   """This process's rows of a batch [b, L] (or of S stacked batches [S, b, L]), assembled into
   one global array whose batch axis is sharded over the mesh's batch axes."""
-  spec = batch_spec(config, leading=local_batch.ndim - 2)
-  return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local_batch)
+  layout = batch_spec(spec, leading=local_batch.ndim - 2)
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, layout), local_batch)

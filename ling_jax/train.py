@@ -31,6 +31,7 @@ from ling_jax import moe as moe_lib
 from ling_jax import optim
 from ling_jax import preemption
 from ling_jax import sharding as sharding_lib
+from ling_jax.spec import ModelSpec
 
 log = logging.getLogger('ling_jax')
 
@@ -52,7 +53,7 @@ class Trainer:
   mesh) and the jitted steps built from them."""
 
   config: Any
-  arch: flops.Architecture
+  spec: ModelSpec  # the model as validation resolved it
   graphdef: Any
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
@@ -64,24 +65,28 @@ class Trainer:
   def build(cls, config, devices=None) -> 'Trainer':
     """The trainer of `config`, its layout resolved (ling_jax.layout), on `devices`: by default
     the devices there are; a slice's deviceless devices to compile for it (experiments.compile)."""
-    arch = config_lib.validate(config)
+    spec = config_lib.validate(config)
     devices = list(jax.devices() if devices is None else devices)
     count = config.mesh.num_devices or len(devices)
     config = layout_lib.resolve(config, count)  # the mesh, microbatches and batch as run
     mesh = sharding_lib.make_mesh(config, devices)
-    total_steps = config_lib.num_steps(config, arch)
+    total_steps = config_lib.num_steps(config, spec.arch)
     optimizer, schedule = optim.make_optimizer(config.train, total_steps)
-    abstract = nnx.eval_shape(lambda: model_lib.Transformer(config, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: model_lib.Transformer(spec, rngs=nnx.Rngs(0)))
     axes = sharding_lib.parameter_axes(*nnx.state(abstract, nnx.Param, moe_lib.RouterBias))
     graphdef = nnx.graphdef(abstract)
-    return cls(config, arch, graphdef, optimizer, schedule, total_steps, mesh, axes)
+    return cls(config, spec, graphdef, optimizer, schedule, total_steps, mesh, axes)
+
+  @property
+  def arch(self) -> flops.Architecture:
+    return self.spec.arch
 
   @property
   def tokens_per_step(self) -> int:
     return self.config.train.batch_size * self.config.train.seq_len
 
   def _init(self) -> TrainState:
-    model = model_lib.Transformer(self.config, rngs=nnx.Rngs(params=self.config.train.seed))
+    model = model_lib.Transformer(self.spec, rngs=nnx.Rngs(params=self.config.train.seed))
     _, params, router_bias = nnx.split(model, nnx.Param, moe_lib.RouterBias)
     params, router_bias = nnx.to_pure_dict(params), nnx.to_pure_dict(router_bias)
     return TrainState(
@@ -93,7 +98,7 @@ class Trainer:
 
   def state_shardings(self):
     state = jax.eval_shape(self._init)
-    return sharding_lib.state_shardings(self.config, self.mesh, state, self.parameter_axes)
+    return sharding_lib.state_shardings(self.spec, self.mesh, state, self.parameter_axes)
 
   def init_state(self) -> TrainState:
     """The initial state, created already sharded over the mesh."""
@@ -103,7 +108,7 @@ class Trainer:
   def batch(self, local_tokens) -> jax.Array:
     """This process's rows of a batch [b, L+1], or of S batches [S, b, L+1], as one global array
     sharded over the batch axes."""
-    return sharding_lib.global_batch(self.config, self.mesh, np.asarray(local_tokens))
+    return sharding_lib.global_batch(self.spec, self.mesh, np.asarray(local_tokens))
 
   def jit_steps(self):
     """(train_steps, eval_loss), each one jax.jit with explicit shardings; the state is donated.
@@ -113,8 +118,8 @@ class Trainer:
     spend most of a one-step call in dispatch and host round trips.
     """
     state = self.state_shardings()
-    batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config))
-    batches = NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1))
+    batch = NamedSharding(self.mesh, sharding_lib.batch_spec(self.spec))
+    batches = NamedSharding(self.mesh, sharding_lib.batch_spec(self.spec, leading=1))
     replicated = NamedSharding(self.mesh, P())
     train_steps = jax.jit(
         self.train_steps,
@@ -135,7 +140,7 @@ class Trainer:
     return jax.ShapeDtypeStruct(
         (steps, t.batch_size, t.seq_len + 1),
         jnp.int32,
-        sharding=NamedSharding(self.mesh, sharding_lib.batch_spec(self.config, leading=1)),
+        sharding=NamedSharding(self.mesh, sharding_lib.batch_spec(self.spec, leading=1)),
     )
 
   def model(self, params, router_bias) -> model_lib.Transformer:

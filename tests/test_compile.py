@@ -19,6 +19,7 @@ from experiments import hlo
 from ling_jax import config as config_lib
 from ling_jax import hardware
 from ling_jax import layout
+from ling_jax import spec as spec_lib
 
 
 def _smoke(**mesh):
@@ -130,7 +131,7 @@ def test_an_exact_batch_rule_refuses_an_indivisible_batch_and_round_runs_the_nea
 
 def test_the_paper_moe_is_planned_on_every_slice_it_fits_and_refused_on_one_too_small():
   c = moe_config.get_config('paper')
-  arch = config_lib.architecture(c)
+  arch = spec_lib.architecture(c)
   for name in ('v5p-128', 'v5e-256', 'h100x8'):
     s = hardware.parse(name)
     chosen = layout.plan(arch, c, s)
@@ -176,8 +177,8 @@ def test_the_planner_refuses_to_move_the_batch_past_its_tolerance():
   # and 16 or 32 are 20% or 60% away.
   c.train.batch_size = 20
   with pytest.raises(config_lib.ConfigError, match='more than 10% away.*smaller slice'):
-    layout.plan(config_lib.architecture(c), c, hardware.parse('v5p-128'))
-  assert layout.plan(config_lib.architecture(c), c, hardware.parse('v5p-8')).batch_size == 20
+    layout.plan(spec_lib.architecture(c), c, hardware.parse('v5p-128'))
+  assert layout.plan(spec_lib.architecture(c), c, hardware.parse('v5p-8')).batch_size == 20
 
 
 def test_the_planner_takes_full_remat_when_the_saved_activations_do_not_fit():

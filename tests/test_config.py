@@ -25,7 +25,7 @@ def refused(c, *words):
 
 
 def test_valid_moe_config_passes():
-  a = config_lib.validate(moe_config())
+  a = config_lib.validate(moe_config()).arch
   assert a.n_experts == 8 and a.d_expert == 32
 
 
@@ -110,7 +110,7 @@ def test_shipped_configs_validate(name, scale):
   c = importlib.import_module(f'configs.{name}').get_config(scale)
   if scale == 'paper':
     c.data.paths = ('gs://bucket/train.bin',)  # paper scale reads the user's tokens
-  a = config_lib.validate(c)
+  a = config_lib.validate(c).arch
   assert config_lib.num_steps(c, a) >= 1
 
 
@@ -123,7 +123,7 @@ def test_local_moe_and_dense_are_iso_flop():
   from ling_jax import flops
 
   moe, dense = (
-      config_lib.validate(importlib.import_module(f'configs.{n}').get_config('local'))
+      config_lib.validate(importlib.import_module(f'configs.{n}').get_config('local')).arch
       for n in ('moe', 'dense')
   )
   assert flops.paper_flops_per_token(moe) == flops.paper_flops_per_token(dense)
@@ -282,3 +282,50 @@ def test_each_enumerated_field_has_one_list_and_its_implementations_match_it():
     c[section][field] = 'no-such-choice'
     message = refused(c, f"config.{key}='no-such-choice'")
     assert all(repr(a) in message for a in allowed), (key, message)
+
+
+def _leaves(node, prefix=''):
+  for key, value in node.items():
+    if hasattr(value, 'items'):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key
+
+
+def test_every_field_has_one_rule_in_the_field_table():
+  """A new field of base_config() cannot skip validation: it needs a row of FIELDS."""
+  assert set(_leaves(config_lib.base_config())) == set(config_lib.FIELDS)
+
+
+# A value just outside each bound, chosen by hand from the bound's text.
+OUTSIDE = {
+    '> 0': 0,
+    '>= 0': -1,
+    '>= 1, or -1': 0,
+    'in [0, 1]': 1.5,
+    'in [0, 1)': 1.0,
+    'in (0, 1]': 0.0,
+    'in (0, 1)': 1.0,
+}
+
+
+@pytest.mark.parametrize(
+    'key', [k for k, f in config_lib.FIELDS.items() if f.bound], ids=lambda k: k
+)
+def test_every_bound_of_the_field_table_is_enforced(key):
+  c = moe_config()
+  c.unlock()
+  section, field = key.split('.')
+  kind = config_lib.FIELDS[key].kind
+  value = OUTSIDE[config_lib.FIELDS[key].bound]
+  c[section][field] = int(value) if kind == 'int' else float(value)
+  message = refused(c, f'config.{key}=')
+  assert config_lib.FIELDS[key].bound in message, message
+
+
+def test_the_docs_field_reference_is_the_field_table():
+  import os  # pylint: disable=import-outside-toplevel
+
+  doc = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'docs', 'config.md')
+  with open(doc) as f:
+    assert config_lib.field_reference() in f.read(), 'regenerate: python -m ling_jax.config'

@@ -195,8 +195,9 @@ def test_parameter_count_equals_instantiated_model(fields):
   c = config_lib.base_config()
   c.model.update(**fields)
   c.train.tokens = 10**6
-  a = config_lib.validate(c)
-  abstract = nnx.eval_shape(lambda: model_lib.Transformer(c, rngs=nnx.Rngs(0)))
+  spec = config_lib.validate(c)
+  a = spec.arch
+  abstract = nnx.eval_shape(lambda: model_lib.Transformer(spec, rngs=nnx.Rngs(0)))
   counted = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
   assert counted == flops.total_params(a)
   embedding = c.model.vocab_size * c.model.d_model * (1 if c.model.tie_embeddings else 2)

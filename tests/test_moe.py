@@ -10,6 +10,7 @@ from ling_jax import config as config_lib
 from ling_jax import dispatch as dispatch_lib
 from ling_jax import layers
 from ling_jax import moe as moe_lib
+from ling_jax import spec as spec_lib
 
 T_BATCH, T_LEN, D, E, K, F = 2, 8, 16, 8, 2, 12
 
@@ -41,7 +42,7 @@ def make_moe(
       top_groups=top_groups,
       **moe
   )
-  layer = moe_lib.MoE(c.model, c.moe, F, rngs=nnx.Rngs(seed))
+  layer = moe_lib.MoE(spec_lib.build(c), rngs=nnx.Rngs(seed))
   if router == 'sigmoid_bias':  # a non-zero bias, so that selection and weights differ
     layer.router_bias[...] = jax.random.normal(jax.random.key(seed + 1), (n_experts,)) * 0.2
   return layer
@@ -123,7 +124,7 @@ def test_matches_naive_loop_forward_and_gradients(router, dispatch, renormalize)
 def test_one_expert_top1_equals_dense_ffn(dispatch):
   layer = make_moe(dispatch=dispatch, n_experts=1, top_k=1, n_shared=0)
   c = config_lib.base_config()
-  dense = layers.SwiGLU(D, F, c.model, rngs=nnx.Rngs(0))
+  dense = layers.SwiGLU(D, F, spec_lib.build(c), rngs=nnx.Rngs(0))
   dense.gate.kernel[...] = layer.wi_gate[0]
   dense.up.kernel[...] = layer.wi_up[0]
   dense.out.kernel[...] = layer.wo[0]

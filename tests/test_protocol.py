@@ -11,6 +11,8 @@ import pytest
 from configs import allocation
 from configs import common
 from configs import shared_experts
+from experiments import member as member_lib
+from experiments import protocol
 from experiments import sweep
 from fitting import model_design as design_lib
 from fitting import results as results_lib
@@ -87,7 +89,7 @@ def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   # flops.paper_flops_per_token. The A = 1 member has that M too.
   groups = common.groups('local')
   for group, budget in zip(groups, common.LOCAL_BUDGETS):
-    target = common.local_optimal_m(budget, 'dense').value
+    target = protocol.committed().optimal_m(budget, 'dense').value
     distances = {}
     for backbone in common.LOCAL_FITTED_LADDER:
       if backbone[1] % 24:
@@ -121,7 +123,7 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
   _, validated = members_of('dense_baseline')
   sides = collections.defaultdict(set)
   for member, c, arch in validated:
-    target = common.local_optimal_m(c.train.compute_budget, 'dense').value
+    target = protocol.committed().optimal_m(c.train.compute_budget, 'dense').value
     m_chosen = flops.paper_flops_per_token(arch)
     name = re.sub(r'_seed\d+$', '', member.name)
     side = name.rpartition('_')[2] if name.endswith(('_above', '_below')) else ''
@@ -184,7 +186,7 @@ def test_the_a_equals_1_members_train_three_seeds_after_the_rest_of_the_sweep():
 
 
 def test_provisional_members_are_refused_until_their_laws_are_fitted(tmp_path, monkeypatch):
-  monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path / 'none'))
+  monkeypatch.setattr(protocol, 'RESULTS_DIR', str(tmp_path / 'none'))
   base, members = members_of('dense_baseline')[0], sweep.load_members(
       members_of('dense_baseline')[0]
   )
@@ -199,7 +201,8 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   import json
   import os
 
-  monkeypatch.setattr(common, 'RESULTS_DIR', str(tmp_path))
+  monkeypatch.setattr(protocol, 'RESULTS_DIR', str(tmp_path))  # what the sweeps design from
+  evidence = protocol.Evidence(str(tmp_path))
   law = lambda c, e: dict(params=dict(log_coefficient=math.log(c), exponent_C=e))
   # The protocol places runs with the design laws (every budget), not the measured ones, which
   # leave out budgets whose grid located no optimum and may have no law at all.
@@ -233,18 +236,18 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
         f.write(f'hparams,{name},finished,{lr_of[name] * lr_scale.get(name, 1.0)!r}\n')
 
   write_results(hparams_members[1:])  # a fit of part of the study designs nothing
-  assert '1 member(s) of configs/hparams.py:local' in common.local_provisional(('hparams',))
-  assert hparams_members[0] in common.local_provisional(('hparams',))
+  assert '1 member(s) of configs/hparams.py:local' in evidence.provisional(('hparams',))
+  assert hparams_members[0] in evidence.provisional(('hparams',))
   # Nor does a table of an earlier design: a member whose row ran another learning rate.
   write_results(hparams_members, {hparams_members[2]: 1.5})
-  assert hparams_members[2] in common.local_provisional(('hparams',))
+  assert hparams_members[2] in evidence.provisional(('hparams',))
   write_results(hparams_members)
-  lr, batch = common.local_hyperparameters(1e12, 'dense')
+  lr, batch = evidence.hyperparameters(1e12, 'dense')
   assert lr.value == pytest.approx(3.0 * 1e12**-0.2) and not lr.provisional
   assert batch.value == pytest.approx(0.5 * 1e12**0.3)
-  assert common.local_optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
-  assert common.local_provisional(('hparams',)) == ''
-  assert 'allocation' in common.local_provisional() and 'hparams' not in common.local_provisional()
+  assert evidence.optimal_m(1e12, 'dense').provisional  # allocation not fitted yet
+  assert evidence.provisional(('hparams',)) == ''
+  assert 'allocation' in evidence.provisional() and 'hparams' not in evidence.provisional()
   # The demo keeps Eq. 3 at half its learning rate whatever is committed: its budgets lie below
   # the fitted law's range, and the README quotes its numbers.
   from fitting import laws  # pylint: disable=import-outside-toplevel
@@ -633,6 +636,6 @@ def test_each_activation_ratio_group_has_a_dense_twin_of_its_a_equals_1_member()
 def test_a_budget_too_small_for_any_dense_layers_stack_names_the_field():
   from configs import dense_layers  # pylint: disable=import-outside-toplevel
 
-  tiny = common.Group(0, 1, 24, 1, 1, budget=1e9, learning_rate=1e-2, batch_size=3)
+  tiny = member_lib.Group(0, 1, 24, 1, 1, budget=1e9, learning_rate=1e-2, batch_size=3)
   with pytest.raises(config_lib.ConfigError, match='model.n_layers: .*train.compute_budget=1e'):
     dense_layers.local_layers(tiny)

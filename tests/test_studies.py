@@ -17,6 +17,7 @@ from configs import common
 from configs import paper_tables as tables
 from experiments import collect
 from experiments import listing
+from experiments import member as member_lib
 from experiments import sweep
 from fitting import laws
 from fitting import model_design as design_lib
@@ -142,7 +143,9 @@ def test_smoke_study_end_to_end(tmp_path):
 
   base, members = study('granularity', 'smoke')
   members = members[:3] + [
-      sweep.Member('diverges', dict(members[0].overrides, **{'train.learning_rate': 1e30}), 'g0')
+      member_lib.Member(
+          'diverges', dict(members[0].overrides, **{'train.learning_rate': 1e30}), 'g0'
+      )
   ]
   workdir = str(tmp_path)
   # An interrupted member: stopped after 2 of its 4 steps.
