@@ -332,107 +332,31 @@ def fit_el_study(
       activation_definition=activation_definition,
       seed_sd=seed_sd,
   )
-  dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
-  per_arch = el_lib.el_per_architecture(
+  entry = _el_points_entry(
       study_rows,
-      frontier_law,
-      frontier.theta,
-      dense_loss,
+      dense_rows,
+      points,
+      (frontier_law, frontier.theta),
       loss_key,
-      activation_definition=activation_definition,
+      activation_definition,
   )
   fittable = _fittable(points)
-  entry = dict(
-      activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation_definition],
-      definition="per_run: C_dense(L_run) / C_run; per_architecture: each family's own "
-      'L = alpha C^-beta at each of its budgets, C_dense(L_arch(C)) / C; dense frontier '
-      'L = alpha C^-beta fitted to dense_baseline',
-      dense_frontier_range=dict(
-          C=[float(dense_cost.min()), float(dense_cost.max())],
-          loss=[float(dense_loss.min()), float(dense_loss.max())],
-      ),
-      points=points,
-      per_architecture=per_arch,
-      **(
-          {}
-          if per_arch
-          else dict(
-              per_architecture_note='no architecture ran 3 budgets, the fewest its own L(C) '
-              f'needs: budgets per architecture {el_lib.budgets_per_family(study_rows)}'
-          )
-      ),
-      excluded_points=[
-          dict(
-              member=p['member'],
-              loss=p['loss'],
-              EL=p['EL'],
-              reason="loss outside the dense frontier's fitted losses: EL would "
-              'extrapolate the frontier',
-          )
-          for p in points
-          if p['extrapolated']
-      ],
-  )
-  starts = {}
-  if single := studies_lib.single_factor(study):
-    law, covariate = single
-    fits = single_factor_fits(fittable, law, covariate)
-    entry[law.name] = {g: r.to_json() for g, r in fits.items()}
-    starts['single'] = {g: r.theta for g, r in fits.items()}
-    for g, r in fits.items():
-      entry[law.name][g].update(law.derived(r.theta))
-  fits = compute_fits(fittable)
-  entry['el_compute'] = {name: r.to_json() for name, r in fits.items()}
-  starts['compute'] = {name: r.theta for name, r in fits.items()}
-  boots = []
-  frontier_rows = el_lib.frontier_runs(dense_rows, loss_key)
-  if n_bootstrap and starts.get('single'):  # MoE runs resampled within their budget group
-    boots.append(
-        el_lib.joint_bootstrap(
-            frontier_rows,
-            study_rows,
-            lambda d, m: _single_factor_statistics(
-                study, d, m, loss_key, activation_definition, starts['single']
-            ),
-            n=n_bootstrap,
-            stratum=lambda r: r.get('group'),
-            noise=(loss_key, seed_sd),
-        )
+  starts = _fit_el_laws_of_study(study, fittable, entry)
+  if n_bootstrap:
+    _add_joint_intervals(
+        entry,
+        study,
+        el_lib.frontier_runs(dense_rows, loss_key),
+        study_rows,
+        starts,
+        loss_key,
+        activation_definition,
+        n_bootstrap,
+        seed_sd,
     )
-  if n_bootstrap and starts.get('compute'):  # ... and within their architecture
-    boots.append(
-        el_lib.joint_bootstrap(
-            frontier_rows,
-            study_rows,
-            lambda d, m: _compute_statistics(
-                d, m, loss_key, activation_definition, starts['compute']
-            ),
-            n=n_bootstrap,
-            seed=1,
-            stratum=el_lib.family,
-            noise=(loss_key, seed_sd),
-        )
-    )
-  if boots:
-    entry['joint_bootstrap'] = dict(
-        n=n_bootstrap,
-        failed_fraction=max(b['failed_fraction'] for b in boots),
-        resampled='dense and MoE runs together (the dense runs that make the frontier; MoE '
-        'within each budget group for Eq. 10/11, '
-        'within each architecture for Eq. 12), each MoE loss moved by its eval error and, for '
-        f'a single-seed member, the MoE seed SD ({seed_sd:.4g})',
-    )
-  for boot in boots:
-    for key, interval in boot['intervals'].items():
-      law_name, group, param = key.split('/')
-      target = entry.get(law_name, {}).get(group)
-      if target is not None:
-        target.setdefault('joint_intervals', {})[param] = interval
-        target.setdefault('joint_draws', {})[param] = boot['draws'][key]
-  frontier_theta = frontier.theta
   if twins:
     entry['dense_twins'] = dense_twin_leverage(
-        points, twins, frontier_law, frontier_theta, loss_key
+        points, twins, frontier_law, frontier.theta, loss_key
     )
     # Eq. 12 on the fixed-backbone leverage: how EL grows with C once each group's backbone
     # is divided out (point estimates; the intervals above are the paper's EL's).
@@ -446,7 +370,7 @@ def fit_el_study(
           study_rows,
           dense_rows,
           twins,
-          (frontier_law, frontier_theta),
+          (frontier_law, frontier.theta),
           loss_key,
       )
       for p in points
@@ -455,6 +379,126 @@ def fit_el_study(
   if a_one:
     entry['check_A_equals_1'] = a_one
   return entry
+
+
+def _el_points_entry(study_rows, dense_rows, points, frontier, loss_key, activation_definition):
+  """A study's report entry before its laws: the EL definition, the dense frontier's range, EL
+  per run and per architecture, and the runs whose EL would extrapolate the frontier."""
+  frontier_law, frontier_theta = frontier
+  dense_cost, dense_loss, _ = el_lib.frontier_points(dense_rows, loss_key)
+  per_arch = el_lib.el_per_architecture(
+      study_rows,
+      frontier_law,
+      frontier_theta,
+      dense_loss,
+      loss_key,
+      activation_definition=activation_definition,
+  )
+  entry = dict(
+      activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation_definition],
+      definition="per_run: C_dense(L_run) / C_run; per_architecture: each family's own "
+      'L = alpha C^-beta at each of its budgets, C_dense(L_arch(C)) / C; dense frontier '
+      'L = alpha C^-beta fitted to dense_baseline',
+      dense_frontier_range=dict(
+          C=[float(dense_cost.min()), float(dense_cost.max())],
+          loss=[float(dense_loss.min()), float(dense_loss.max())],
+      ),
+      points=points,
+      per_architecture=per_arch,
+  )
+  if not per_arch:
+    entry['per_architecture_note'] = (
+        'no architecture ran 3 budgets, the fewest its own L(C) needs: budgets per '
+        f'architecture {el_lib.budgets_per_family(study_rows)}'
+    )
+  entry['excluded_points'] = [
+      dict(
+          member=p['member'],
+          loss=p['loss'],
+          EL=p['EL'],
+          reason="loss outside the dense frontier's fitted losses: EL would "
+          'extrapolate the frontier',
+      )
+      for p in points
+      if p['extrapolated']
+  ]
+  return entry
+
+
+def _fit_el_laws_of_study(study: str, fittable: list[dict], entry: dict) -> dict:
+  """The study's single-factor law per budget group (if it has one) and Eq. 12 per
+  architecture, written into `entry`; returns their optima, the bootstrap's starting points."""
+  starts = {}
+  if single := studies_lib.single_factor(study):
+    law, covariate = single
+    fits = single_factor_fits(fittable, law, covariate)
+    entry[law.name] = {g: dict(r.to_json(), **law.derived(r.theta)) for g, r in fits.items()}
+    starts['single'] = {g: r.theta for g, r in fits.items()}
+  fits = compute_fits(fittable)
+  entry['el_compute'] = {name: r.to_json() for name, r in fits.items()}
+  starts['compute'] = {name: r.theta for name, r in fits.items()}
+  return starts
+
+
+def _add_joint_intervals(
+    entry,
+    study,
+    frontier_rows,
+    study_rows,
+    starts,
+    loss_key,
+    activation_definition,
+    n_bootstrap,
+    seed_sd,
+) -> None:
+  """95% intervals of the study's laws from a joint bootstrap of the dense frontier's runs and
+  the MoE runs (these within their budget group for the single-factor law, within their
+  architecture for Eq. 12), each law's intervals and draws written beside its fit."""
+  boots = []
+  if starts.get('single'):
+    boots.append(
+        el_lib.joint_bootstrap(
+            frontier_rows,
+            study_rows,
+            lambda d, m: _single_factor_statistics(
+                study, d, m, loss_key, activation_definition, starts['single']
+            ),
+            n=n_bootstrap,
+            stratum=lambda r: r.get('group'),
+            noise=(loss_key, seed_sd),
+        )
+    )
+  if starts.get('compute'):
+    boots.append(
+        el_lib.joint_bootstrap(
+            frontier_rows,
+            study_rows,
+            lambda d, m: _compute_statistics(
+                d, m, loss_key, activation_definition, starts['compute']
+            ),
+            n=n_bootstrap,
+            seed=1,
+            stratum=el_lib.family,
+            noise=(loss_key, seed_sd),
+        )
+    )
+  if not boots:
+    return
+  entry['joint_bootstrap'] = dict(
+      n=n_bootstrap,
+      failed_fraction=max(b['failed_fraction'] for b in boots),
+      resampled='dense and MoE runs together (the dense runs that make the frontier; MoE '
+      'within each budget group for Eq. 10/11, '
+      'within each architecture for Eq. 12), each MoE loss moved by its eval error and, for '
+      f'a single-seed member, the MoE seed SD ({seed_sd:.4g})',
+  )
+  for boot in boots:
+    for key, interval in boot['intervals'].items():
+      law_name, group, param = key.split('/')
+      target = entry.get(law_name, {}).get(group)
+      if target is not None:
+        target.setdefault('joint_intervals', {})[param] = interval
+        target.setdefault('joint_draws', {})[param] = boot['draws'][key]
 
 
 def dense_twin_leverage(points, twins, law, theta, loss_key) -> list[dict]:
@@ -708,19 +752,9 @@ def measured_seed_sd(rows: list[dict], loss_key: str) -> dict[str, float]:
 
 def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out_dir) -> dict:
   os.makedirs(out_dir, exist_ok=True)
-  rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
-  known = known_studies()
-  unknown = [r for r in rows if r.get('study') not in known]
-  excluded += [
-      dict(r, reason=f"study {r.get('study')!r} is none of {', '.join(known)}") for r in unknown
-  ]
-  rows = [r for r in rows if r.get('study') in known]
-  if not rows:
-    raise core.FitError(
-        f'--results={results_path}: no usable row of a known study ({len(excluded)} excluded, '
-        f'e.g. {excluded[0]["reason"] if excluded else "none"}).'
-    )
+  rows, excluded = _known_rows(results_path, loss_key)
   by_study = _by_study(rows)
+  known = known_studies()
   wanted = [s for s in known if s in by_study] if study == 'all' else [study]
   if study != 'all' and study not in known:
     raise core.FitError(f'--study={study}: use one of {", ".join(known)} or all.')
@@ -739,12 +773,7 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
       ],
       studies={},
   )
-  seed_sd, source = measured_seed_sd(rows, loss_key), str(results_path)
-  if not seed_sd and seeds_from:
-    seeds_rows, _ = results_lib.clean(results_lib.load(seeds_from), loss_key)
-    seed_sd, source = measured_seed_sd(seeds_rows, loss_key), str(seeds_from)
-    if not seed_sd:
-      raise core.FitError(f'--seeds_from={seeds_from}: no run of the seeds study in it.')
+  seed_sd, source = _seed_sd(rows, loss_key, results_path, seeds_from)
   report['seed_sd'] = (
       dict(seed_sd, source=source)
       if seed_sd
@@ -765,21 +794,57 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
         raise
       report['studies'][name] = dict(error=str(error))
   if el_all:
-    try:
-      report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
-    except core.FitError as error:
-      report['el_laws'] = dict(error=str(error))
-    moe_rows = [  # the activation-ratio groups' dense twins have no G
-        r
-        for s in ('activation_ratio', 'granularity')
-        for r in by_study.get(s, [])
-        if results_lib.is_moe(r)
-    ]
-    try:
-      report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
-    except core.FitError as error:
-      report['direct_loss'] = dict(error=str(error))
-  unified = report.get('el_laws', {}).get('unified_el', {})
+    _fit_across_studies(report, el_all, by_study, loss_key, n_bootstrap, out_dir)
+  _write_json(report, os.path.join(out_dir, 'report.json'))
+  return report
+
+
+def _known_rows(results_path, loss_key) -> tuple[list[dict], list[dict]]:
+  """(usable rows of known studies, excluded rows each with its reason)."""
+  rows, excluded = results_lib.clean(results_lib.load(results_path), loss_key)
+  known = known_studies()
+  unknown = [r for r in rows if r.get('study') not in known]
+  excluded += [
+      dict(r, reason=f"study {r.get('study')!r} is none of {', '.join(known)}") for r in unknown
+  ]
+  rows = [r for r in rows if r.get('study') in known]
+  if not rows:
+    raise core.FitError(
+        f'--results={results_path}: no usable row of a known study ({len(excluded)} excluded, '
+        f'e.g. {excluded[0]["reason"] if excluded else "none"}).'
+    )
+  return rows, excluded
+
+
+def _seed_sd(rows, loss_key, results_path, seeds_from) -> tuple[dict, str]:
+  """(the seed SDs measured in the fitted table, else in --seeds_from's, and their source)."""
+  seed_sd, source = measured_seed_sd(rows, loss_key), str(results_path)
+  if not seed_sd and seeds_from:
+    seeds_rows, _ = results_lib.clean(results_lib.load(seeds_from), loss_key)
+    seed_sd, source = measured_seed_sd(seeds_rows, loss_key), str(seeds_from)
+    if not seed_sd:
+      raise core.FitError(f'--seeds_from={seeds_from}: no run of the seeds study in it.')
+  return seed_sd, source
+
+
+def _fit_across_studies(report, el_all, by_study, loss_key, n_bootstrap, out_dir) -> None:
+  """The laws fitted to the EL points of several studies together (Eq. 13 and the direct loss
+  law), written into `report`, and the fitted Eq. 13's heat map."""
+  try:
+    report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
+  except core.FitError as error:
+    report['el_laws'] = dict(error=str(error))
+  moe_rows = [  # the activation-ratio groups' dense twins have no G
+      r
+      for s in ('activation_ratio', 'granularity')
+      for r in by_study.get(s, [])
+      if results_lib.is_moe(r)
+  ]
+  try:
+    report['direct_loss'] = fit_direct_loss(moe_rows, loss_key, 'direct loss law')
+  except core.FitError as error:
+    report['direct_loss'] = dict(error=str(error))
+  unified = report['el_laws'].get('unified_el', {})
   if 'params' in unified:  # the heat map of the law fitted here, titled with its source
     fitted = [(p['A'], p['C']) for p in el_all if p.get('A') and p.get('C')]
     cost = [c for _, c in fitted]
@@ -787,14 +852,17 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
         'el_heatmap',
         lambda A, G, C: laws.unified_el(A, G, C, unified['params']),
         os.path.join(out_dir, 'el_heatmap.png'),
-        f'fitted Eq. 13 ({os.path.basename(str(results_path))}): EL(A, C) at G = 12',
+        f'fitted Eq. 13 ({os.path.basename(str(report["results"]))}): EL(A, C) at G = 12',
         (min(cost), max(cost)),
         fitted,
     )
-  with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
+
+
+def _write_json(report: dict, path: str) -> None:
+  """`report` written whole or not at all (a temporary file renamed over the old one)."""
+  with open(path + '.tmp', 'w') as f:
     json.dump(report, f, indent=1, default=float)
-  os.replace(os.path.join(out_dir, 'report.json.tmp'), os.path.join(out_dir, 'report.json'))
-  return report
+  os.replace(path + '.tmp', path)
 
 
 def main(argv=None):
