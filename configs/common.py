@@ -148,10 +148,9 @@ LOCAL_STUDIES = (
 # of it at most, except the allocation study's (configs/allocation.LOCAL_MAX_EPOCHS): past one
 # epoch a run measures repetition as well as its budget.
 LOCAL_TRAIN_TOKENS = 25_255_230
-# The fixed held-out set: 32,768 sequences (4,194,304 bytes). The per-sequence standard deviation
-# is about 0.2-0.3 x the loss and grows, relative to it, as the loss falls: with 16,384 sequences
-# the standard error rose from 0.14% of the loss at 2.3 to 0.19% at 1.6. 32,768 keep it near
-# 0.14% at 1.6, under the 0.2% the fits need.
+# The fixed held-out set, in sequences: large enough that the eval's standard error stays under
+# the 0.2% of the loss the fits need down to the lowest local losses (the per-sequence spread
+# grows relative to the loss as it falls; measured in docs/replication.md, "Record").
 LOCAL_EVAL_SEQUENCES = 32_768
 LOCAL_EVAL_BATCH = 128
 # The ablations' budget groups, one backbone per budget from the allocation law: the budgets the
@@ -175,12 +174,11 @@ LOCAL_LADDER = [
     (6, 288, 12, 4),
     (7, 336, 14, 2),
 ]
-# Two one-layer rungs below LOCAL_LADDER. The allocation study added them to bracket its smallest
-# budgets, and its fitted laws put the optimum there at the ablation budgets (MoE M_opt 5.6e4 and
-# 1.3e5 FLOPs/token at 1e11 and 5.6e11, dense 5.9e4 at 1e11, against 2.05e5 and 1.64e5 for the
-# (2, 24) backbone; docs/replication.md): the designs made from the fitted local laws choose from
-# LOCAL_FITTED_LADDER. The hparams study, designed from Table 1 before any local law, and the demo
-# keep LOCAL_LADDER.
+# Two one-layer rungs below LOCAL_LADDER, so that a design whose fitted M_opt lies below the
+# smallest two-layer backbone can reach it (the allocation study brackets its smallest budgets
+# with them; its report, results/local/allocation, gives the optima): the designs made from the
+# fitted local laws choose from LOCAL_FITTED_LADDER. The hparams study, designed from Table 1
+# before any local law, and the demo keep LOCAL_LADDER.
 LOCAL_ONE_LAYER_RUNGS = [(1, 12, 1, 1), (1, 24, 1, 1)]
 LOCAL_FITTED_LADDER = LOCAL_ONE_LAYER_RUNGS + LOCAL_LADDER
 # The ablation groups' backbones serve the granularity study too, whose expert width 2 d_model / G
@@ -286,10 +284,10 @@ def local_group(index: int, budget: float, evidence: protocol.Evidence) -> Group
   and batch (shrunk to keep LOCAL_MIN_STEPS steps).
 
   The paper defines EL = 1 at A = 1 (arXiv 2507.17702 Sec. 3, Eq. 5): the A = 1 member must sit
-  on the dense frontier, which only a dense-optimal backbone allows. The baseline MoE's optimum,
-  the first local design, is 2.5x smaller at 3.2e12 FLOPs and put the A = 1 member at EL 0.35
-  (docs/replication.md, step 4). Sparser members keep this backbone: their EL is read at a
-  backbone above their own optimum, a lower bound on what their own optimum reaches.
+  on the dense frontier, which only a dense-optimal backbone allows (a backbone sized for the
+  baseline MoE's optimum puts it below; docs/replication.md, "Record"). Sparser members keep
+  this backbone: their EL is read at a backbone above their own optimum, a lower bound on what
+  their own optimum reaches.
   """
   options = dict(local_design_options(), ladder=tuple(LOCAL_GROUP_LADDER))
   d = design_lib.design(
@@ -335,9 +333,9 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
         eval_sequences=LOCAL_EVAL_SEQUENCES,
         eval_batch_size=LOCAL_EVAL_BATCH,
     )
-    c.data.eval_fraction = 0.15  # 6.3 MB held out (48,618 windows), 25.3 MB to train on
-    # Dropless: bytes route by their identity (a batch of Python source is a quarter spaces), so
-    # capacity limits drop 15-25% of assignments even at capacity factor 2.0.
+    c.data.eval_fraction = 0.15  # room for LOCAL_EVAL_SEQUENCES windows held out
+    # Dropless: bytes route by their identity (Python source is largely spaces), so capacity
+    # limits drop a large share of assignments at any practical capacity factor.
     c.moe.update(dispatch='blocks', capacity_factor=0.0)
     if scale == DEMO:
       c.train.update(eval_every=10_000, eval_sequences=DEMO_EVAL_SEQUENCES)

@@ -44,10 +44,10 @@ BRACKETED = ('local',)
 
 # Seeds per member at the budgets in SEEDED_RANGE (FLOPs), appended after the seed-0 members
 # (`<member>_seed<s>`, s >= 1) so that sweep indices 0-15 keep their members. The frontier takes
-# each size's mean over its seeds: at `local` a two-layer dense model's loss spreads by 1.7% (SD)
-# between seeds, and the lower of two single runs is a lucky draw more often than not
-# (docs/replication.md, step 3). The seeded budgets bracket every ablation budget (1e11-3.2e12),
-# where the A = 1 members' losses are read; two more seeds of 1e13 and 2e13 would cost 1.7 h.
+# each size's mean over its seeds: at `local` a small dense model's seed spread is of the size
+# of the differences the frontier resolves, and the lower of two single runs is a lucky draw
+# more often than not (measured: docs/replication.md, "Record"). The seeded budgets bracket every
+# ablation budget, where the A = 1 members' losses are read.
 # The demo seeds the budgets where its A = 1 members' losses are read, for the same reason.
 SEEDS = {'local': 3, common.DEMO: 3}
 SEEDED_RANGE = {

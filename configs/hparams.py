@@ -30,18 +30,16 @@ GRID = {
         log2_lr=[-11, -10.5, -10, -9.5, -9],
         log2_batch_tokens=[18, 19, 20, 21],
     ),
-    # Local: offsets (log2) from Eq. 3 at each budget, not absolute values.
-    # The first dense runs put the best learning rate at 1/4 of Eq. 3 (1e11 FLOPs) and 1/2 of it
-    # (5.6e11): the grid reaches down to 1/8.
+    # Local: offsets (log2) from Eq. 3 at each budget, not absolute values. The grid reaches
+    # down to 1/8 of Eq. 3's learning rate, below where the first runs put the optimum (the
+    # record: docs/replication.md), so that every optimum is bracketed.
     'local': dict(
         budgets=[1e11, 5.6e11, 3.2e12],
         log2_lr=[-3, -2, -1, 0],
         log2_batch_tokens=[-1, 0, 1],
-        # At 3.2e12 FLOPs the first MoE runs put the best loss on the grid's corner (1/8 of Eq.
-        # 3's learning rate, half its batch: 1.2947, against 1.3547 at 1/2 and 1.4111 at 1/8
-        # with twice the batch), so an optimum there would be censored. The grid at that budget
-        # leaves out Eq. 3's own learning rate and reaches past the corner: (log2 lr, log2 batch)
-        # offsets (-4, -2), (-4, -1), (-4, 0), (-3, -2), (-5, -1). Both arms get the same grid.
+        # An optimum on the grid's corner is censored: where the first runs put the best loss
+        # there (at 3.2e12 FLOPs; the record: docs/replication.md), the grid leaves out Eq. 3's
+        # own learning rate and reaches past the corner. Both arms get the same grid.
         log2_lr_at={3.2e12: [-3, -2, -1]},
         extra_at={3.2e12: [(-4, -2), (-4, -1), (-4, 0), (-3, -2), (-5, -1)]},
     ),

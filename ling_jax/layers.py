@@ -61,7 +61,8 @@ class SwiGLU(nnx.Module):
     self.out = linear(width, d_model, spec, rngs, ('mlp', 'embed'))
 
   def __call__(self, x_BxLxD):
-    # Matmuls on 2-D [tokens, features]: XLA:CPU runs the 3-D backward passes 1.5-2x slower.
+    # Matmuls on 2-D [tokens, features]: XLA:CPU runs the 3-D backward passes slower
+    # (docs/performance.md).
     x_TxD = x_BxLxD.reshape(-1, x_BxLxD.shape[-1])
     y_TxD = self.out(jax.nn.silu(self.gate(x_TxD)) * self.up(x_TxD))
     return y_TxD.reshape(x_BxLxD.shape)
