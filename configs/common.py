@@ -194,8 +194,10 @@ BASELINE_MOE = design_lib.MoEShape(64, 4, 1, granularity=2.0)  # the paper's Sec
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
-  """What a scale fixes for every config at it: the data, the sequences and vocabulary, and the
-  backbones (n_layers, d_model, n_heads, n_kv_heads) its designs choose from."""
+  """What a scale fixes for every config at it: the data, the sequences and vocabulary, the
+  backbones (n_layers, d_model, n_heads, n_kv_heads) its designs choose from, and how it sets a
+  study's training, budget groups, compute-optimal sizes and hyperparameters. One subclass per
+  scale; the functions below look the scale up in SCALE instead of branching on its name."""
 
   data_source: str
   seq_len: int  # tokens per sequence
@@ -209,22 +211,27 @@ class Scale:
         seq_len=self.seq_len, vocab_size=self.vocab_size, head_dim=self.head_dim, ladder=self.ladder
     )
 
+  def fitted_design_options(self) -> dict:
+    """design() arguments for a design made from the scale's fitted allocation law."""
+    return self.design_options()
 
-SCALE = {
-    # The paper's setting (App. B) on your pre-tokenized data.
-    'paper': Scale(
-        'tokens',
-        design_lib.PAPER_SEQ_LEN,
-        design_lib.PAPER_VOCAB_SIZE,
-        design_lib.PAPER_HEAD_DIM,
-        tuple(design_lib.PAPER_BACKBONES),
-    ),
-    # Two CPU cores: the built-in byte corpus, short sequences, the local ladder.
-    'local': Scale('stdlib', LOCAL_SEQ_LEN, 256, LOCAL_HEAD_DIM, tuple(LOCAL_LADDER)),
-    # Seconds, for tests: a synthetic Markov chain, tiny models.
-    'smoke': Scale('synthetic', 32, 64, 8, tuple(SMOKE_BACKBONES)),
-}
-SCALE[DEMO] = SCALE['local']  # the local protocol in miniature: the same data and designs
+  def train(self, c, designed: bool) -> None:
+    """A study's base training setup at this scale (`designed`: members set their budgets)."""
+    raise NotImplementedError
+
+  def groups(self, batches) -> list[Group]:
+    """The ablations' budget groups (Tables 7-11) at this scale."""
+    raise NotImplementedError
+
+  def optimal_m(self, compute: float, kind: str) -> float:
+    """M_opt(C) in FLOPs/token for 'moe' (the baseline shape) or 'dense': Table 1's law."""
+    return (laws.MOE_OPTIMAL_M if kind == 'moe' else laws.DENSE_OPTIMAL_M)(compute)
+
+  def hyperparameters(self, d: design_lib.Design, kind: str, needs: tuple) -> tuple:
+    """(learning rate, batch in sequences, why provisional) of a member designed as `d`; None
+    for a value the design itself gives (Eq. 3 at its budget)."""
+    del d, kind, needs
+    return None, None, ''
 
 
 # --- The demo scale ---------------------------------------------------------------------------
@@ -260,22 +267,129 @@ def local_batch_sequences(batch_tokens: float, tokens: float) -> int:
   return min(wanted, most)
 
 
-def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
-  """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
-  LOCAL_BUDGETS with the backbone of the dense M_opt(C) (see local_group)."""
-  if scale == 'paper':
+class PaperScale(Scale):
+  """The paper's setting (App. B) on your pre-tokenized data, on TPU pods."""
+
+  def train(self, c, designed: bool) -> None:
+    del designed
+    paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
+
+  def groups(self, batches) -> list[Group]:
+    """The paper's six groups, as printed."""
     return [
         Group(i, L, d, h, kv, c, lr, b, slice=paper_slice(b))
         for i, ((L, d, h, kv), c, lr, b) in enumerate(
             zip(design_lib.PAPER_BACKBONES, tables.GROUP_MAX_FLOPS, tables.GROUP_LR, batches)
         )
     ]
-  if scale == 'local':
+
+
+class LocalScale(Scale):
+  """Two CPU cores: the built-in byte corpus, short sequences, the local ladder, and designs
+  from this scale's own fitted laws (experiments.protocol)."""
+
+  def fitted_design_options(self) -> dict:
+    """The ladder with its one-layer rungs (LOCAL_FITTED_LADDER)."""
+    return dict(self.design_options(), ladder=tuple(LOCAL_FITTED_LADDER))
+
+  def train(self, c, designed: bool) -> None:
+    del designed
+    local_training(c, compute_budget=1e12, seq_len=LOCAL_SEQ_LEN)
+    c.train.update(
+        eval_every=1000,
+        checkpoint_every=1000,
+        log_every=100,
+        eval_batches=4,
+        eval_sequences=LOCAL_EVAL_SEQUENCES,
+        eval_batch_size=LOCAL_EVAL_BATCH,
+    )
+    c.data.eval_fraction = 0.15  # room for LOCAL_EVAL_SEQUENCES windows held out
+    # Dropless: bytes route by their identity (Python source is largely spaces), so capacity
+    # limits drop a large share of assignments at any practical capacity factor.
+    c.moe.update(dispatch='blocks', capacity_factor=0.0)
+
+  def groups(self, batches) -> list[Group]:
+    """One group per LOCAL_BUDGETS, with the backbone of the dense M_opt(C) (local_group)."""
+    del batches
     evidence = protocol.committed()
     return [local_group(i, c, evidence) for i, c in enumerate(LOCAL_BUDGETS)]
-  if scale == DEMO:
+
+  def optimal_m(self, compute: float, kind: str) -> float:
+    return protocol.committed().optimal_m(compute, kind).value
+
+  def hyperparameters(self, d: design_lib.Design, kind: str, needs: tuple) -> tuple:
+    """The local laws' learning rate and batch (shrunk to keep LOCAL_MIN_STEPS steps)."""
+    evidence = protocol.committed()
+    lr, batch = evidence.hyperparameters(d.compute_budget, kind)
+    return lr.value, local_batch_sequences(batch.value, d.tokens), evidence.provisional(needs)
+
+
+class DemoScale(LocalScale):
+  """The local protocol in miniature: the same data and designs, Table 1 and Eq. 3 in place of
+  the local laws (demo_hyperparameters), a small held-out set."""
+
+  fitted_design_options = Scale.fitted_design_options
+
+  def train(self, c, designed: bool) -> None:
+    super().train(c, designed)
+    c.train.update(eval_every=10_000, eval_sequences=DEMO_EVAL_SEQUENCES)
+
+  def groups(self, batches) -> list[Group]:
+    del batches
     return [demo_group(i, c) for i, c in enumerate(DEMO_GROUP_BUDGETS)]
-  return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
+
+  optimal_m = Scale.optimal_m
+
+  def hyperparameters(self, d: design_lib.Design, kind: str, needs: tuple) -> tuple:
+    del needs
+    return (*demo_hyperparameters(d.compute_budget, kind, d.tokens), '')
+
+
+class SmokeScale(Scale):
+  """Seconds, for tests: a synthetic Markov chain, tiny models, fixed hyperparameters."""
+
+  def train(self, c, designed: bool) -> None:
+    smoke_training(c)
+    c.train.update(tokens=0 if designed else 4 * 32 * 4, eval_every=100, checkpoint_every=2)
+
+  def groups(self, batches) -> list[Group]:
+    del batches
+    return [Group(i, L, d, h, kv, 0.0, 1e-2, 4) for i, (L, d, h, kv) in enumerate(SMOKE_BACKBONES)]
+
+  def optimal_m(self, compute: float, kind: str) -> float:
+    """Table 1's exponent with the coefficient moved so that 3e8 FLOPs picks the first smoke
+    backbone."""
+    moe = kind == 'moe'
+    law = laws.MOE_OPTIMAL_M if moe else laws.DENSE_OPTIMAL_M
+    shape = BASELINE_MOE if moe else design_lib.MoEShape()
+    reference = flops.paper_flops_per_token(
+        design_lib.architecture(design_lib.model_fields(SMOKE_BACKBONES[0], shape), 32, 64)
+    )
+    return reference * (compute / 3e8) ** law.exponent
+
+  def hyperparameters(self, d: design_lib.Design, kind: str, needs: tuple) -> tuple:
+    del d, kind, needs
+    return 1e-2, 4, ''
+
+
+SCALE = {
+    'paper': PaperScale(
+        'tokens',
+        design_lib.PAPER_SEQ_LEN,
+        design_lib.PAPER_VOCAB_SIZE,
+        design_lib.PAPER_HEAD_DIM,
+        tuple(design_lib.PAPER_BACKBONES),
+    ),
+    'local': LocalScale('stdlib', LOCAL_SEQ_LEN, 256, LOCAL_HEAD_DIM, tuple(LOCAL_LADDER)),
+    DEMO: DemoScale('stdlib', LOCAL_SEQ_LEN, 256, LOCAL_HEAD_DIM, tuple(LOCAL_LADDER)),
+    'smoke': SmokeScale('synthetic', 32, 64, 8, tuple(SMOKE_BACKBONES)),
+}
+
+
+def groups(scale: str, batches=tables.GROUP_BATCH) -> list[Group]:
+  """The budget groups of the ablations (Tables 7-11): the paper's six, or at local scale one per
+  LOCAL_BUDGETS with the backbone of the dense M_opt(C) (see local_group)."""
+  return SCALE[scale].groups(batches)
 
 
 def local_group(index: int, budget: float, evidence: protocol.Evidence) -> Group:
@@ -321,27 +435,7 @@ def study_config(name: str, scale: str, source: str, designed: bool = False):
   `designed` studies give every member a compute budget, also at smoke scale.
   """
   c = config_lib.base_config()
-  if scale == 'paper':
-    paper_training(c, learning_rate=1e-3, batch_sequences=128, compute_budget=1e18)
-  elif scale in ('local', DEMO):
-    local_training(c, compute_budget=1e12, seq_len=LOCAL_SEQ_LEN)
-    c.train.update(
-        eval_every=1000,
-        checkpoint_every=1000,
-        log_every=100,
-        eval_batches=4,
-        eval_sequences=LOCAL_EVAL_SEQUENCES,
-        eval_batch_size=LOCAL_EVAL_BATCH,
-    )
-    c.data.eval_fraction = 0.15  # room for LOCAL_EVAL_SEQUENCES windows held out
-    # Dropless: bytes route by their identity (Python source is largely spaces), so capacity
-    # limits drop a large share of assignments at any practical capacity factor.
-    c.moe.update(dispatch='blocks', capacity_factor=0.0)
-    if scale == DEMO:
-      c.train.update(eval_every=10_000, eval_sequences=DEMO_EVAL_SEQUENCES)
-  else:
-    smoke_training(c)
-    c.train.update(tokens=0 if designed else 4 * 32 * 4, eval_every=100, checkpoint_every=2)
+  SCALE[scale].train(c, designed)
   c.name = name
   c.sweep.update(source=source, arg=scale)
   return c
@@ -370,29 +464,14 @@ def local_design_options() -> dict:
 def fitted_design_options(scale: str) -> dict:
   """design() arguments for a design made from the scale's fitted allocation law: at local scale
   the ladder with its one-layer rungs (LOCAL_FITTED_LADDER), elsewhere the scale's own."""
-  options = SCALE[scale].design_options()
-  if scale == 'local':
-    options['ladder'] = tuple(LOCAL_FITTED_LADDER)
-  return options
+  return SCALE[scale].fitted_design_options()
 
 
 def optimal_m(compute: float, scale: str, kind: str) -> float:
-  """M_opt(C) in FLOPs/token: Table 1 at paper scale, the local law at local scale; at smoke
-  scale Table 1's exponent with the coefficient moved so that 3e8 FLOPs picks the first smoke
-  backbone (tests only)."""
-  moe = kind == 'moe'
-  law = laws.MOE_OPTIMAL_M if moe else laws.DENSE_OPTIMAL_M
-  if scale == 'paper':
-    return law(compute)
-  if scale == 'local':
-    return protocol.committed().optimal_m(compute, kind).value
-  if scale == DEMO:
-    return law(compute)
-  shape = BASELINE_MOE if moe else design_lib.MoEShape()
-  reference = flops.paper_flops_per_token(
-      design_lib.architecture(design_lib.model_fields(SMOKE_BACKBONES[0], shape), 32, 64)
-  )
-  return reference * (compute / 3e8) ** law.exponent
+  """M_opt(C) in FLOPs/token: Table 1 at paper and demo scale, the local law at local scale; at
+  smoke scale Table 1's exponent with the coefficient moved so that 3e8 FLOPs picks the first
+  smoke backbone (tests only)."""
+  return SCALE[scale].optimal_m(compute, kind)
 
 
 def design_member(
@@ -408,24 +487,13 @@ def design_member(
   """A member from a design. At paper scale the design's Eq. 3 learning rate and batch; at local
   scale the local laws' (batch shrunk to keep LOCAL_MIN_STEPS steps); at smoke scale fixed
   values; a grid may set either."""
+  lr, batch, provisional = SCALE[scale].hyperparameters(d, kind, needs_local_laws)
   overrides = {f'model.{k}': v for k, v in d.model.items()}
-  provisional = ''
-  if scale == 'local':
-    evidence = protocol.committed()
-    lr, batch = evidence.hyperparameters(d.compute_budget, kind)
-    batch_sequences = batch_sequences or local_batch_sequences(batch.value, d.tokens)
-    learning_rate = learning_rate or lr.value
-    provisional = evidence.provisional(needs_local_laws)
-  elif scale == DEMO:
-    lr, batch = demo_hyperparameters(d.compute_budget, kind, d.tokens)
-    batch_sequences, learning_rate = batch_sequences or batch, learning_rate or lr
-  elif scale == 'smoke':
-    batch_sequences, learning_rate = batch_sequences or 4, learning_rate or 1e-2
   overrides.update(
       {
           'train.compute_budget': d.compute_budget,
-          'train.learning_rate': learning_rate or d.learning_rate,
-          'train.batch_size': batch_sequences or d.batch_sequences,
+          'train.learning_rate': learning_rate or lr or d.learning_rate,
+          'train.batch_size': batch_sequences or batch or d.batch_sequences,
       }
   )
   if scale == 'paper':
