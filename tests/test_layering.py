@@ -117,3 +117,30 @@ def test_no_jax_on_import(package):
       [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True
   )
   assert out.stdout.strip() == '[]', (names, out.stdout)
+
+
+def test_importing_a_config_reads_no_file():
+  """A config is a pure function of its argument: importing every config module opens no file
+  (the local protocol reads its committed fits when a local sweep is designed, not before)."""
+  names = sorted(m for m in _modules() if m.startswith('configs.'))
+  code = (
+      'import builtins, importlib, os\n'
+      'opened = []\n'
+      'real_open = builtins.open\n'
+      'builtins.open = lambda *a, **k: opened.append(a[0]) or real_open(*a, **k)\n'
+      f'for name in {names!r}:\n'
+      '  importlib.import_module(name)\n'
+      'print([p for p in opened if "results" in str(p) or str(p).endswith((".csv", ".json"))])\n'
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True
+  )
+  assert out.stdout.strip() == '[]', out.stdout
+
+
+def test_configs_do_not_import_the_sweep_runner():
+  """Configs and the tools that run them share the member record, not each other's code."""
+  graph = _graph()
+  for module, targets in graph.items():
+    if module.startswith('configs.'):
+      assert 'experiments.sweep' not in targets, module
