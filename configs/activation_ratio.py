@@ -45,8 +45,8 @@ def get_sweep(arg=None):
     if scale == 'local':
       members.append(dense_twin(group))
   if scale in ('local', common.DEMO):  # after the rest, so sweep indices 0-26 keep their members
-    a_one = [m for m in members if m.name.endswith(f'_E{A_EQUALS_1_EXPERTS}')]
-    members += [member_lib.seed_replicate(m, seed) for seed in (1, 2) for m in a_one]
+    a_equals_one_members = [m for m in members if m.name.endswith(f'_E{A_EQUALS_1_EXPERTS}')]
+    members += [member_lib.seed_replicate(m, seed) for seed in (1, 2) for m in a_equals_one_members]
   return members
 
 

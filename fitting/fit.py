@@ -317,13 +317,13 @@ def fit_el_study(
     loss_key,
     n_bootstrap,
     activation_definition='stated',
-    twins=(),
+    dense_twins=(),
     seed_sd: float = 0.0,
 ) -> dict:
   """EL of one study: per-run and per-architecture points, the single-factor law per budget
   group, Eq. 12 per architecture, and 95% intervals from a joint bootstrap of both arms.
-  `twins`: the study's dense runs at its groups' backbones, for the A = 1 check only. `seed_sd`:
-  the measured MoE seed-to-seed SD, drawn into every single-seed member's loss."""
+  `dense_twins`: the study's dense runs at its groups' backbones, for the A = 1 check only.
+  `seed_sd`: the measured MoE seed-to-seed SD, drawn into every single-seed member's loss."""
   frontier_law, frontier, points = el_lib.el_bootstrap(
       dense_rows,
       study_rows,
@@ -354,9 +354,9 @@ def fit_el_study(
         n_bootstrap,
         seed_sd,
     )
-  if twins:
+  if dense_twins:
     entry['dense_twins'] = dense_twin_leverage(
-        points, twins, frontier_law, frontier.theta, loss_key
+        points, dense_twins, frontier_law, frontier.theta, loss_key
     )
     # Eq. 12 on the fixed-backbone leverage: how EL grows with C once each group's backbone
     # is divided out (point estimates; the intervals above are the paper's EL's).
@@ -364,20 +364,20 @@ def fit_el_study(
     entry['el_compute_over_dense_twin'] = {
         name: r.to_json() for name, r in compute_fits(fixed).items()
     }
-  a_one = [
+  a_equals_one_checks = [
       a_equals_one(
           p,
           study_rows,
           dense_rows,
-          twins,
+          dense_twins,
           (frontier_law, frontier.theta),
           loss_key,
       )
       for p in points
       if p['A_stated'] is not None and abs(p['A_stated'] - 1) < 1e-9
   ]
-  if a_one:
-    entry['check_A_equals_1'] = a_one
+  if a_equals_one_checks:
+    entry['check_A_equals_1'] = a_equals_one_checks
   return entry
 
 
@@ -454,9 +454,9 @@ def _add_joint_intervals(
   """95% intervals of the study's laws from a joint bootstrap of the dense frontier's runs and
   the MoE runs (these within their budget group for the single-factor law, within their
   architecture for Eq. 12), each law's intervals and draws written beside its fit."""
-  boots = []
+  bootstraps = []
   if starts.get('single'):
-    boots.append(
+    bootstraps.append(
         el_lib.joint_bootstrap(
             frontier_rows,
             study_rows,
@@ -469,7 +469,7 @@ def _add_joint_intervals(
         )
     )
   if starts.get('compute'):
-    boots.append(
+    bootstraps.append(
         el_lib.joint_bootstrap(
             frontier_rows,
             study_rows,
@@ -482,32 +482,32 @@ def _add_joint_intervals(
             noise=(loss_key, seed_sd),
         )
     )
-  if not boots:
+  if not bootstraps:
     return
   entry['joint_bootstrap'] = dict(
       n=n_bootstrap,
-      failed_fraction=max(b['failed_fraction'] for b in boots),
+      failed_fraction=max(b['failed_fraction'] for b in bootstraps),
       resampled='dense and MoE runs together (the dense runs that make the frontier; MoE '
       'within each budget group for Eq. 10/11, '
       'within each architecture for Eq. 12), each MoE loss moved by its eval error and, for '
       f'a single-seed member, the MoE seed SD ({seed_sd:.4g})',
   )
-  for boot in boots:
-    for key, interval in boot['intervals'].items():
+  for bootstrap in bootstraps:
+    for key, interval in bootstrap['intervals'].items():
       law_name, group, param = key.split('/')
       target = entry.get(law_name, {}).get(group)
       if target is not None:
         target.setdefault('joint_intervals', {})[param] = interval
-        target.setdefault('joint_draws', {})[param] = boot['draws'][key]
+        target.setdefault('joint_draws', {})[param] = bootstrap['draws'][key]
 
 
-def dense_twin_leverage(points, twins, law, theta, loss_key) -> list[dict]:
+def dense_twin_leverage(points, dense_twins, law, theta, loss_key) -> list[dict]:
   """Each group's dense twin (the group's backbone, no router) read off the dense frontier, and
   every EL point of its group divided by the twin's EL (`EL_over_dense_twin`, set on the point):
   the leverage at a fixed backbone, with what the backbone itself gains or loses against the
   compute-optimal dense models divided out."""
   out = []
-  for twin in sorted(twins, key=lambda r: str(r.get('group'))):
+  for twin in sorted(dense_twins, key=lambda r: str(r.get('group'))):
     el = float(el_lib.invert_frontier(law, theta, twin[loss_key]) / twin['C'])
     out.append(dict(member=twin.get('member'), group=twin.get('group'), loss=twin[loss_key], EL=el))
     for p in points:
@@ -520,7 +520,7 @@ def _holds(interval) -> bool:
   return bool(interval and interval[0] <= 1 <= interval[1])
 
 
-def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> dict:
+def a_equals_one(point, study_rows, dense_rows, dense_twins, frontier, loss_key) -> dict:
   """The fairness check of the protocol, for an A = 1 member (E = E_a): its EL interval must hold
   1. `holds`: read off the dense frontier's runs (their envelope, EL_envelope), where the arms
   meet without a law between them; `holds_on_power_law`: read off the fitted power law, whose
@@ -539,7 +539,7 @@ def a_equals_one(point, study_rows, dense_rows, twins, frontier, loss_key) -> di
       holds=_holds(point.get('EL_envelope_interval')),
   )
   row = next(r for r in study_rows if r.get('member') == point['member'])
-  same_group = [r for r in twins if r.get('group') == row.get('group')]
+  same_group = [r for r in dense_twins if r.get('group') == row.get('group')]
   same_budget = [r for r in dense_rows if r.get('budget') and r.get('budget') == row.get('budget')]
   candidates = el_lib.seed_means(same_group or same_budget, loss_key)
   if candidates:
@@ -657,11 +657,18 @@ def _fit_el(name, c: Context) -> dict:
   dense = c.by_study.get('dense_baseline')
   # Seeds of one design are one point, at their mean (the dense frontier's points are too).
   rows = el_lib.seed_means([r for r in c.by_study[name] if results_lib.is_moe(r)], c.loss_key)
-  twins = [r for r in c.by_study[name] if not results_lib.is_moe(r)]  # the A = 1 check's
+  dense_twins = [r for r in c.by_study[name] if not results_lib.is_moe(r)]  # the A = 1 check's
   if not dense:
     raise core.FitError(f'{name}: EL needs dense_baseline runs in the same results table.')
   entry = fit_el_study(
-      name, rows, dense, c.loss_key, c.n_bootstrap, c.activation, twins, c.seed_sd.get('moe', 0.0)
+      name,
+      rows,
+      dense,
+      c.loss_key,
+      c.n_bootstrap,
+      c.activation,
+      dense_twins,
+      c.seed_sd.get('moe', 0.0),
   )
   if all(r.get('wall_time_s') for r in rows + dense):
     _, _, wall = el_lib.el_bootstrap(dense, rows, c.loss_key, n=0, cost_key='wall_time_s')
@@ -834,7 +841,7 @@ def _fit_across_studies(report, el_all, by_study, loss_key, n_bootstrap, out_dir
     report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
   except core.FitError as error:
     report['el_laws'] = dict(error=str(error))
-  moe_rows = [  # the activation-ratio groups' dense twins have no G
+  moe_rows = [  # the activation-ratio groups' dense dense_twins have no G
       r
       for s in ('activation_ratio', 'granularity')
       for r in by_study.get(s, [])

@@ -118,12 +118,15 @@ def el_study(study: str, report: dict, rows: list[dict]) -> list[str] | None:
   ]
   for name in sorted(cells, key=lambda n: keys[n]):
     lines.append(f'| {name} | ' + ' | '.join(cells[name].get(g, '') for g in groups) + ' |')
-  twins = {t['group']: t for t in entry.get('dense_twins', [])}
-  if twins:
+  twin_of_group = {t['group']: t for t in entry.get('dense_twins', [])}
+  if twin_of_group:
     lines.append(
         '| dense twin | '
         + ' | '.join(
-            f'{twins[g]["loss"]:.4f}: EL {twins[g]["EL"]:.2f}' if g in twins else '' for g in groups
+            f'{twin_of_group[g]["loss"]:.4f}: EL {twin_of_group[g]["EL"]:.2f}'
+            if g in twin_of_group
+            else ''
+            for g in groups
         )
         + ' |'
     )

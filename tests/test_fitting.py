@@ -727,7 +727,7 @@ def test_a_dense_twin_divides_its_groups_el_and_stays_out_of_the_laws():
   )
   plain = fit_cli.fit_el_study('activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0)
   entry = fit_cli.fit_el_study(
-      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, twins=[twin]
+      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, dense_twins=[twin]
   )
   assert entry['dense_twins'] == [
       dict(member='g0_dense', group='g0', loss=twin['final_eval_loss'], EL=pytest.approx(0.5))
@@ -755,7 +755,7 @@ def test_a_dense_twin_divides_its_groups_el_and_stays_out_of_the_laws():
       for g, c in (('g0', 1e12), ('g1', 1e13), ('g2', 1e14), ('h0', 1e13))
   ]
   entry = fit_cli.fit_el_study(
-      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, twins=twins
+      'activation_ratio', moe, dense, 'final_eval_loss', n_bootstrap=0, dense_twins=twins
   )
   fixed, paper = entry['el_compute_over_dense_twin'], plain['el_compute']
   assert set(fixed) == set(paper)
