@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import common
+from experiments import protocol
 from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import train as train_lib
@@ -154,8 +155,8 @@ def main(argv=None):
   parser.add_argument('--json', default='')
   args = parser.parse_args(argv)
   # The local ladder, smallest to largest (the designs from the fitted laws add two one-layer
-  # rungs below it, common.LOCAL_ONE_LAYER_RUNGS, not timed here)
-  ladder = common.LOCAL_LADDER
+  # rungs below it, protocol.LOCAL_ONE_LAYER_RUNGS, not timed here)
+  ladder = protocol.LOCAL_LADDER
   picks = [ladder[0], ladder[len(ladder) // 2]] + ([] if args.quick else [ladder[-1]])
   print(f'JAX {jax.__version__} on {jax.devices()[0].device_kind}, {jax.device_count()} device(s)')
   matmul = matmul_flops_per_s()

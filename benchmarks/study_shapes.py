@@ -26,8 +26,8 @@ import numpy as np
 from etils import epath
 
 from benchmarks import local_shapes
-from configs import common
 from experiments import cost
+from experiments import protocol
 from experiments import sweep
 from ling_jax import config as config_lib
 from ling_jax import flops
@@ -74,7 +74,7 @@ def time_shape(config, rounds: int) -> tuple[float, float]:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--studies', default=','.join(common.LOCAL_STUDIES))
+  parser.add_argument('--studies', default=','.join(protocol.LOCAL_STUDIES))
   parser.add_argument('--scale', default='local')
   parser.add_argument('--every', type=int, default=1, help='time every n-th distinct shape')
   parser.add_argument('--rounds', type=int, default=3)

@@ -11,7 +11,7 @@ Eq. 3, 50 members. `local` (step 2 of the local protocol, docs/replication.md): 
 1e13 FLOPs (1.5 decades), M_target from Table 1 and a wider span (1/8 .. 4: byte-level optima
 need not follow the BPE law) over the local ladder and two one-layer rungs below it, learning rate
 and batch from the local hyperparameter law; a size whose D = C / M would pass 4 epochs of the
-train split (LOCAL_MAX_EPOCHS x common.LOCAL_TRAIN_TOKENS) is left out.
+train split (LOCAL_MAX_EPOCHS x protocol.LOCAL_TRAIN_TOKENS) is left out.
 `smoke`: 1 budget, 3 sizes. The paper fitted M_opt = 0.1915 C^0.5095, D_opt = 5.2232 C^0.4905
 for MoE and 0.0655 C^0.5422, 15.2582 C^0.4578 for dense: compute-optimal MoE models are smaller
 and see more data.
@@ -19,6 +19,7 @@ and see more data.
 
 from configs import common
 from configs import hparams
+from experiments import protocol
 from fitting import laws
 from fitting import model_design as design_lib
 
@@ -29,7 +30,7 @@ BUDGETS = {
 }
 SIZES = {'paper': [0.25, 0.5, 1, 2, 4], 'local': [0.125, 0.25, 0.5, 1, 2, 4], 'smoke': [0.5, 1, 2]}
 # At local scale two one-layer rungs below the ladder's smallest backbone
-# (common.LOCAL_ONE_LAYER_RUNGS): about 3x apart at the bottom, its rungs would give the smallest
+# (protocol.LOCAL_ONE_LAYER_RUNGS): about 3x apart at the bottom, its rungs would give the smallest
 # budget only two sizes, too few for a parabola, and the MoE optimum at 3e11 FLOPs lay at the
 # d_model 24 rung (results/local/allocation, first run), so a d_model 12 rung (head dim 12) lies
 # below it. The designs made from this study's laws choose from the same ladder
@@ -61,7 +62,7 @@ def get_sweep(arg=None):
         if key in chosen:  # the ladder is discrete: two targets may pick one backbone
           continue
         chosen.add(key)
-        if scale == 'local' and d.tokens > LOCAL_MAX_EPOCHS * common.LOCAL_TRAIN_TOKENS:
+        if scale == 'local' and d.tokens > LOCAL_MAX_EPOCHS * protocol.LOCAL_TRAIN_TOKENS:
           continue
         members.append(
             common.design_member(

@@ -23,13 +23,14 @@ FLOPs. `smoke`: 2 members.
 from configs import common
 from configs import paper_tables as tables
 from experiments import member as member_lib
+from experiments import protocol
 from fitting import model_design as design_lib
 
 BUDGETS = {
     'paper': [1e18] + tables.GROUP_MAX_FLOPS + [2e21],
     'local': [5e10, 1e11, 2.5e11, 6.3e11, 1.6e12, 4e12, 1e13, 2e13],
     'smoke': [3e8, 6e8],
-    common.DEMO: common.DEMO_DENSE_BUDGETS,
+    common.DEMO: protocol.DEMO_DENSE_BUDGETS,
 }
 
 
@@ -52,7 +53,7 @@ BRACKETED = ('local',)
 SEEDS = {'local': 3, common.DEMO: 3}
 SEEDED_RANGE = {
     'local': (0.0, 4e12),
-    common.DEMO: (min(common.DEMO_GROUP_BUDGETS), max(common.DEMO_GROUP_BUDGETS)),
+    common.DEMO: (min(protocol.DEMO_GROUP_BUDGETS), max(protocol.DEMO_GROUP_BUDGETS)),
 }
 
 

@@ -19,6 +19,7 @@ import dataclasses
 from configs import common
 from configs import paper_tables as tables
 from experiments import member as member_lib
+from experiments import protocol
 from fitting import model_design as design_lib
 from ling_jax import config as config_lib
 from ling_jax import flops
@@ -40,14 +41,14 @@ def local_layers(group: member_lib.Group) -> tuple[int, int]:
         design_lib.architecture(fields, local.seq_len, local.vocab_size)
     )
     tokens = group.budget / m
-    if tokens >= common.LOCAL_MIN_STEPS * common.LOCAL_SEQ_LEN:
-      batch_tokens = group.batch_size * common.LOCAL_SEQ_LEN
-      return n_layers, common.local_batch_sequences(batch_tokens, tokens)
+    if tokens >= protocol.LOCAL_MIN_STEPS * protocol.LOCAL_SEQ_LEN:
+      batch_tokens = group.batch_size * protocol.LOCAL_SEQ_LEN
+      return n_layers, protocol.local_batch_sequences(batch_tokens, tokens)
   raise config_lib.ConfigError(
       f'model.n_layers: no stack of {max(tables.TABLE_10_DENSE) + 1} to {LAYERS["local"]} layers '
-      f'at d_model {group.d_model} trains common.LOCAL_MIN_STEPS={common.LOCAL_MIN_STEPS} steps '
+      f'at d_model {group.d_model} trains LOCAL_MIN_STEPS={protocol.LOCAL_MIN_STEPS} steps '
       f'within train.compute_budget={group.budget:g} FLOPs; raise that budget in '
-      'common.LOCAL_BUDGETS or narrow the group backbone.'
+      'experiments/protocol.py:LOCAL_BUDGETS or narrow the group backbone.'
   )
 
 

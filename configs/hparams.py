@@ -21,6 +21,7 @@ batches and slightly lower learning rates than dense at large budgets.
 import math
 
 from configs import common
+from experiments import protocol
 from fitting import laws
 from fitting import model_design as design_lib
 
@@ -45,7 +46,7 @@ GRID = {
     ),
     'smoke': dict(budgets=[3e8], log2_lr=[-8, -6], log2_batch_tokens=[7, 8]),
 }
-SHAPES = {'moe': common.BASELINE_MOE, 'dense': design_lib.MoEShape()}
+SHAPES = {'moe': protocol.BASELINE_MOE, 'dense': design_lib.MoEShape()}
 
 
 def get_config(arg=None):
@@ -67,7 +68,7 @@ def _grid(scale, budget, seq_len, tokens):
         for b in grid['log2_batch_tokens']
     ]
   lr0, batch0 = laws.MOE_LEARNING_RATE(budget), laws.MOE_BATCH_TOKENS(budget)
-  batch = lambda b: common.local_batch_sequences(batch0 * 2.0**b, tokens)
+  batch = lambda b: protocol.local_batch_sequences(batch0 * 2.0**b, tokens)
   batches = sorted({batch(b) for b in grid['log2_batch_tokens']})
   log2_lrs = grid['log2_lr_at'].get(budget, grid['log2_lr'])
   pairs = [(lr0 * 2.0**lr, b) for lr in log2_lrs for b in batches]

@@ -20,7 +20,7 @@ from ling_jax import config as config_lib
 from ling_jax import data as data_lib
 from ling_jax import flops
 
-STUDIES = list(common.LOCAL_STUDIES)
+STUDIES = list(protocol.LOCAL_STUDIES)
 
 
 def members_of(name, scale='local'):
@@ -33,7 +33,7 @@ def members_of(name, scale='local'):
 def test_every_local_member_trains_at_least_1000_steps(name):
   _, validated = members_of(name)
   steps = [config_lib.num_steps(c, arch) for _, c, arch in validated]
-  assert min(steps) >= common.LOCAL_MIN_STEPS, name
+  assert min(steps) >= protocol.LOCAL_MIN_STEPS, name
 
 
 @pytest.mark.parametrize('name', STUDIES)
@@ -47,11 +47,11 @@ def test_local_budgets_span_at_least_one_and_a_half_decades(name):
 def test_every_local_member_shares_one_eval_set_and_convention(name):
   _, validated = members_of(name)
   for _, c, _ in validated:
-    assert c.train.eval_sequences == common.LOCAL_EVAL_SEQUENCES
-    assert c.train.eval_batch_size == common.LOCAL_EVAL_BATCH
+    assert c.train.eval_sequences == protocol.LOCAL_EVAL_SEQUENCES
+    assert c.train.eval_batch_size == protocol.LOCAL_EVAL_BATCH
     assert c.moe.router_loss_reduction == 'sum'
     assert c.moe.dispatch == 'blocks' and c.moe.capacity_factor <= 0  # dropless
-    assert c.train.seq_len == common.LOCAL_SEQ_LEN
+    assert c.train.seq_len == protocol.LOCAL_SEQ_LEN
 
 
 def test_the_eval_set_does_not_depend_on_the_training_batch():
@@ -60,7 +60,7 @@ def test_the_eval_set_does_not_depend_on_the_training_batch():
   small, large = batches[min(batches)], batches[max(batches)]
   assert small.train.batch_size != large.train.batch_size
   first, second = (data_lib.Dataset(c).eval_batches() for c in (small, large))
-  assert len(first) * common.LOCAL_EVAL_BATCH == common.LOCAL_EVAL_SEQUENCES
+  assert len(first) * protocol.LOCAL_EVAL_BATCH == protocol.LOCAL_EVAL_SEQUENCES
   assert all((a == b).all() for a, b in zip(first, second)) and len(first) == len(second)
   # Drawn across the held-out files, not the first few of them in file order.
   in_file_order = data_lib.Dataset(small).eval_source
@@ -88,10 +88,10 @@ def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   # ladder's rungs with d_model a multiple of 24: found here by a plain loop with M counted by
   # flops.paper_flops_per_token. The A = 1 member has that M too.
   groups = common.groups('local')
-  for group, budget in zip(groups, common.LOCAL_BUDGETS):
+  for group, budget in zip(groups, protocol.LOCAL_BUDGETS):
     target = protocol.committed().optimal_m(budget, 'dense').value
     distances = {}
-    for backbone in common.LOCAL_FITTED_LADDER:
+    for backbone in protocol.LOCAL_FITTED_LADDER:
       if backbone[1] % 24:
         continue
       m = local_rung_m(backbone, design_lib.MoEShape(dense_ffn_ratio=3.0))
@@ -109,9 +109,9 @@ def test_models_follow_the_allocation_law_and_batches_keep_the_steps():
   sizes = [(g.n_layers, g.d_model) for g in groups]
   assert sizes == sorted(sizes)  # never smaller at a larger budget
   # Shrinking the batch keeps the steps: 10 sequences wanted, 5 allowed.
-  tokens = 5 * common.LOCAL_SEQ_LEN * common.LOCAL_MIN_STEPS
-  assert common.local_batch_sequences(10 * common.LOCAL_SEQ_LEN, tokens) == 5
-  assert common.local_batch_sequences(3 * common.LOCAL_SEQ_LEN, tokens) == 3
+  tokens = 5 * protocol.LOCAL_SEQ_LEN * protocol.LOCAL_MIN_STEPS
+  assert protocol.local_batch_sequences(10 * protocol.LOCAL_SEQ_LEN, tokens) == 5
+  assert protocol.local_batch_sequences(3 * protocol.LOCAL_SEQ_LEN, tokens) == 3
 
 
 def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs():
@@ -128,7 +128,7 @@ def test_the_dense_reference_follows_the_dense_law_down_to_the_one_layer_rungs()
     name = re.sub(r'_seed\d+$', '', member.name)
     side = name.rpartition('_')[2] if name.endswith(('_above', '_below')) else ''
     sides[member.group].add(side or ('below' if m_chosen <= target else 'above'))
-    for backbone in common.LOCAL_FITTED_LADDER:
+    for backbone in protocol.LOCAL_FITTED_LADDER:
       m = local_rung_m(backbone, design_lib.MoEShape())
       if side and (m <= target) != (side == 'below'):
         continue
@@ -253,12 +253,12 @@ def test_fitted_local_laws_replace_the_provisional_ones(tmp_path, monkeypatch):
   from fitting import laws  # pylint: disable=import-outside-toplevel
 
   plenty = 1e9  # tokens: Eq. 3's batch needs no shrinking for 1,000 steps
-  lr, sequences = common.demo_hyperparameters(5e10, 'dense', plenty)
+  lr, sequences = protocol.demo_hyperparameters(5e10, 'dense', plenty)
   assert lr == pytest.approx(0.5 * laws.MOE_LEARNING_RATE(5e10))
-  assert sequences == round(laws.MOE_BATCH_TOKENS(5e10) / common.LOCAL_SEQ_LEN)
+  assert sequences == round(laws.MOE_BATCH_TOKENS(5e10) / protocol.LOCAL_SEQ_LEN)
   # ... and with the tokens of a 5e10-FLOP member, as few sequences as give it 1,000 steps.
-  _, sequences = common.demo_hyperparameters(5e10, 'dense', 306_000)
-  assert sequences == 2 and 306_000 / (sequences * common.LOCAL_SEQ_LEN) >= 1000
+  _, sequences = protocol.demo_hyperparameters(5e10, 'dense', 306_000)
+  assert sequences == 2 and 306_000 / (sequences * protocol.LOCAL_SEQ_LEN) >= 1000
 
 
 def _cost_shapes(deep: bool = False):
@@ -525,11 +525,11 @@ def test_demo_frontier_reaches_above_every_moe_budget():
   # One A = 1 design per group, in 3 seeds as the dense runs of its budget: the check that the
   # arms are treated alike, read on seed means.
   a_one = [c.train.compute_budget for _, c, arch in moe if arch.n_experts == arch.top_k]
-  assert sorted(a_one) == sorted(common.DEMO_GROUP_BUDGETS * 3)
+  assert sorted(a_one) == sorted(protocol.DEMO_GROUP_BUDGETS * 3)
   dense_budgets = [c.train.compute_budget for _, c, _ in dense]
-  assert all(dense_budgets.count(b) == 3 for b in common.DEMO_GROUP_BUDGETS)
+  assert all(dense_budgets.count(b) == 3 for b in protocol.DEMO_GROUP_BUDGETS)
   # Both arms alike at each MoE budget: the same learning rate, batch and steps (at least 1,000).
-  for budget in common.DEMO_GROUP_BUDGETS:
+  for budget in protocol.DEMO_GROUP_BUDGETS:
     arms = [c.train for _, c, _ in dense + moe if c.train.compute_budget == budget]
     assert len({(t.learning_rate, t.batch_size) for t in arms}) == 1
     steps = {
@@ -601,16 +601,16 @@ def test_no_local_member_trains_past_its_epochs(name):
   _, validated = members_of(name)
   for member, c, arch in validated:
     tokens = config_lib.num_steps(c, arch) * c.train.batch_size * c.train.seq_len
-    assert tokens <= epochs * common.LOCAL_TRAIN_TOKENS, (member.name, tokens)
+    assert tokens <= epochs * protocol.LOCAL_TRAIN_TOKENS, (member.name, tokens)
 
 
 def test_the_train_split_holds_the_tokens_the_protocol_counts_on():
   base, _ = members_of('dense_baseline')
   train, _, fingerprint = data_lib.stdlib_corpus(base.data.eval_fraction)
   if fingerprint.startswith('stdlib-py3.11-'):
-    assert len(train) == common.LOCAL_TRAIN_TOKENS
+    assert len(train) == protocol.LOCAL_TRAIN_TOKENS
   else:  # another Python's standard library: the constant must not promise more than it holds
-    assert len(train) >= common.LOCAL_TRAIN_TOKENS, (fingerprint, len(train))
+    assert len(train) >= protocol.LOCAL_TRAIN_TOKENS, (fingerprint, len(train))
 
 
 def test_each_activation_ratio_group_has_a_dense_twin_of_its_a_equals_1_member():

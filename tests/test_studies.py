@@ -18,6 +18,7 @@ from configs import paper_tables as tables
 from experiments import collect
 from experiments import listing
 from experiments import member as member_lib
+from experiments import protocol
 from experiments import sweep
 from fitting import laws
 from fitting import model_design as design_lib
@@ -25,7 +26,7 @@ from ling_jax import config as config_lib
 from ling_jax import flops
 from ling_jax import metrics as metrics_lib
 
-STUDIES = [*common.LOCAL_STUDIES, 'attention_ratio']
+STUDIES = [*protocol.LOCAL_STUDIES, 'attention_ratio']
 SINGLE_RUNS = ['ling_mini_beta', 'dense_6p1b', 'moe', 'dense']
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
