@@ -160,9 +160,17 @@ class Scale:
     del d, kind, needs
     return None, None, ''
 
+  def slice_for(self, batch_sequences: int) -> str:
+    """The slice a run of this batch is laid out for; '' for the devices there are."""
+    del batch_sequences
+    return ''
+
 
 class PaperScale(Scale):
   """The paper's setting (App. B) on your pre-tokenized data, on TPU pods."""
+
+  def slice_for(self, batch_sequences: int) -> str:
+    return paper_slice(batch_sequences)
 
   def train(self, c, designed: bool) -> None:
     del designed
@@ -353,6 +361,6 @@ def design_member(
           'train.batch_size': batch_sequences or batch or d.batch_sequences,
       }
   )
-  if scale == 'paper':
-    overrides['mesh.slice'] = paper_slice(overrides['train.batch_size'])
+  if slice_name := SCALE[scale].slice_for(overrides['train.batch_size']):
+    overrides['mesh.slice'] = slice_name
   return Member(name, overrides, group, provisional)
