@@ -166,6 +166,24 @@ class Scale:
     return ''
 
 
+def local_study_training(c) -> None:
+  """A study's training on two CPU cores under the local protocol: the byte corpus, the fixed
+  held-out set, dropless dispatch."""
+  local_training(c, compute_budget=1e12, seq_len=protocol.LOCAL_SEQ_LEN)
+  c.train.update(
+      eval_every=1000,
+      checkpoint_every=1000,
+      log_every=100,
+      eval_batches=4,
+      eval_sequences=protocol.LOCAL_EVAL_SEQUENCES,
+      eval_batch_size=protocol.LOCAL_EVAL_BATCH,
+  )
+  c.data.eval_fraction = 0.15  # room for protocol.LOCAL_EVAL_SEQUENCES windows held out
+  # Dropless: bytes route by their identity (Python source is largely spaces), so capacity
+  # limits drop a large share of assignments at any practical capacity factor.
+  c.moe.update(dispatch='blocks', capacity_factor=0.0)
+
+
 class PaperScale(Scale):
   """The paper's setting (App. B) on your pre-tokenized data, on TPU pods."""
 
@@ -196,19 +214,7 @@ class LocalScale(Scale):
 
   def train(self, c, designed: bool) -> None:
     del designed
-    local_training(c, compute_budget=1e12, seq_len=protocol.LOCAL_SEQ_LEN)
-    c.train.update(
-        eval_every=1000,
-        checkpoint_every=1000,
-        log_every=100,
-        eval_batches=4,
-        eval_sequences=protocol.LOCAL_EVAL_SEQUENCES,
-        eval_batch_size=protocol.LOCAL_EVAL_BATCH,
-    )
-    c.data.eval_fraction = 0.15  # room for protocol.LOCAL_EVAL_SEQUENCES windows held out
-    # Dropless: bytes route by their identity (Python source is largely spaces), so capacity
-    # limits drop a large share of assignments at any practical capacity factor.
-    c.moe.update(dispatch='blocks', capacity_factor=0.0)
+    local_study_training(c)
 
   def groups(self, batches) -> list[Group]:
     """One group per local budget, on the backbone of the dense M_opt(C) (protocol.local_group)."""
@@ -227,21 +233,18 @@ class LocalScale(Scale):
     return lr.value, sequences, evidence.provisional(needs)
 
 
-class DemoScale(LocalScale):
-  """The local protocol in miniature: the same data and designs, Table 1 and Eq. 3 in place of
-  the local laws (demo_hyperparameters), a small held-out set."""
-
-  fitted_design_options = Scale.fitted_design_options
+class DemoScale(Scale):
+  """The local protocol in miniature: the same data, training and designs, Table 1 and Eq. 3 in
+  place of the local laws (demo_hyperparameters), a small held-out set."""
 
   def train(self, c, designed: bool) -> None:
-    super().train(c, designed)
+    del designed
+    local_study_training(c)
     c.train.update(eval_every=10_000, eval_sequences=protocol.DEMO_EVAL_SEQUENCES)
 
   def groups(self, batches) -> list[Group]:
     del batches
     return [protocol.demo_group(i, c) for i, c in enumerate(protocol.DEMO_GROUP_BUDGETS)]
-
-  optimal_m = Scale.optimal_m
 
   def hyperparameters(self, d: design_lib.Design, kind: str, needs: tuple) -> tuple:
     del needs

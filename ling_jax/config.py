@@ -471,7 +471,7 @@ def _require(ok: bool, message: str) -> None:
 # --- Rules between fields (each field's own kind and bound: FIELDS) ---------------------------
 
 
-def _validate_model(config) -> None:
+def _validate_model(config, arch: flops.Architecture) -> None:
   m = config.model
   if not m.head_dim:
     _require(
@@ -484,7 +484,7 @@ def _validate_model(config) -> None:
       f'config.model.n_kv_heads={m.n_kv_heads}: does not divide n_heads={m.n_heads}; '
       'choose n_kv_heads dividing n_heads.',
   )
-  head_dim = spec_lib.architecture(config).head_dim
+  head_dim = arch.head_dim
   rotated = head_dim * m.rope_fraction
   _require(
       rotated == int(rotated) and int(rotated) % 2 == 0,
@@ -643,9 +643,9 @@ def validate(config) -> spec_lib.ModelSpec:
   """Checks the whole config; returns its model spec (every default resolved: the one form of
   the model the rest of ling_jax takes), or raises one ConfigError."""
   _validate_fields(config)
-  _validate_model(config)
+  spec = spec_lib.build(config)  # what the rules below check; returned only if they pass
+  _validate_model(config, spec.arch)
   _validate_moe(config)
-  spec = spec_lib.build(config)
   _validate_data(config)
   _validate_train(config, spec.arch)
   _validate_mesh(config)

@@ -75,9 +75,11 @@ def _as_axes(mesh_axes) -> tuple[str, ...]:
 
 def d_expert(model) -> int:
   """A routed expert's width: `model.d_expert`, or 2 d_model / G where it is 0; 0 for a dense
-  model. A width G does not give whole is left to validation to refuse."""
-  if not model.n_experts or model.d_expert:
-    return model.d_expert if model.n_experts else 0
+  model. A G that gives no whole width is left to validation to refuse."""
+  if not model.n_experts:
+    return 0
+  if model.d_expert:
+    return model.d_expert
   return int(2 * model.d_model / model.granularity) if model.granularity > 0 else 0
 
 

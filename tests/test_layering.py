@@ -42,6 +42,14 @@ def _imports(path: str, modules: dict[str, str]) -> set[str]:
   return found
 
 
+def _printed_by(code: str) -> str:
+  """What `code` prints, run in a fresh interpreter at the repository's root."""
+  out = subprocess.run(
+      [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True
+  )
+  return out.stdout.strip()
+
+
 def _graph():
   modules = _modules()
   return {m: _imports(path, modules) - {m} for m, path in modules.items()}
@@ -113,10 +121,8 @@ def test_no_jax_on_import(package):
       '  importlib.import_module(name)\n'
       "print(sorted(k for k in ('jax', 'flax', 'optax', 'orbax') if k in sys.modules))"
   )
-  out = subprocess.run(
-      [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True
-  )
-  assert out.stdout.strip() == '[]', (names, out.stdout)
+  printed = _printed_by(code)
+  assert printed == '[]', (names, printed)
 
 
 def test_importing_a_config_reads_no_file():
@@ -132,10 +138,8 @@ def test_importing_a_config_reads_no_file():
       '  importlib.import_module(name)\n'
       'print([p for p in opened if "results" in str(p) or str(p).endswith((".csv", ".json"))])\n'
   )
-  out = subprocess.run(
-      [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True
-  )
-  assert out.stdout.strip() == '[]', out.stdout
+  printed = _printed_by(code)
+  assert printed == '[]', printed
 
 
 def test_configs_do_not_import_the_sweep_runner():
