@@ -52,22 +52,33 @@ def is_member(row: dict) -> bool:
   return not row.get('overrides') and row['slice'] == row.get('default_slice', row['slice'])
 
 
-def distinct_shapes() -> dict[str, set[str]]:
-  """{study or single run's name: the compile keys of its members on their own slices}."""
-  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+def member_configs():
+  """(study or single run's name, config) of every paper member, as its config defines it."""
   from experiments import sweep  # pylint: disable=import-outside-toplevel
-  from ling_jax import layout  # pylint: disable=import-outside-toplevel
 
-  key = lambda c: compile_lib.shape_key(layout.resolve(compile_lib.for_slice(c, c.mesh.slice)))
-  out = {}
   for study in PAPER_STUDIES:
     module = importlib.import_module(f'configs.{study}')
     base = module.get_config('paper')
-    out[study] = {key(sweep.member_config(base, m)) for m in module.get_sweep('paper')}
+    for member in module.get_sweep('paper'):
+      yield study, sweep.member_config(base, member)
   for run in SINGLE_RUNS:
     c = importlib.import_module(f'configs.{run}').get_config('paper')
-    out[c.name] = {key(c)}
-  return out
+    yield c.name, c
+
+
+def _key(config, slice_name: str) -> str:
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import layout  # pylint: disable=import-outside-toplevel
+
+  return compile_lib.shape_key(layout.resolve(compile_lib.for_slice(config, slice_name)))
+
+
+def distinct_shapes() -> dict[str, set[str]]:
+  """{study or single run's name: the compile keys of its members on their own slices}."""
+  out = collections.defaultdict(set)
+  for study, c in member_configs():
+    out[study].add(_key(c, c.mesh.slice))
+  return dict(out)
 
 
 def _range(values, spec: str) -> str:
@@ -175,9 +186,92 @@ def wall_clock_lines(rows: list[dict]) -> list[str]:
   return lines
 
 
+def _layout_family(row: dict) -> str:
+  split = [axis for axis in ('fsdp', 'expert', 'tensor') if row['mesh'].get(axis, 1) > 1]
+  return ' + '.join(split) if split else 'data only (replicated state)'
+
+
+def _modelled_peak(config, row: dict) -> float:
+  """`layout.memory_bytes`'s total for the row's layout, in bytes."""
+  from ling_jax import layout  # pylint: disable=import-outside-toplevel
+  from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
+
+  chosen = layout.Layout(
+      mesh=tuple(row['mesh'][axis] for axis in layout.MESH_AXES),
+      microbatches=row['microbatches'],
+      batch_size=row['batch_size'],
+      requested_batch_size=row['requested_batch_size'],
+      remat=row['remat'],
+  )
+  return layout.memory_bytes(spec_lib.architecture(config), config, chosen)['total']
+
+
+def memory_model_lines(rows: list[dict]) -> list[str]:
+  """The planner's memory model against the compiled peak, per layout family, over every
+  member row compiled on its own slice or one size smaller."""
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
+
+  by_key = {
+      (r['key'], r['slice']): r for r in rows if r.get('peak_bytes') and not r.get('overrides')
+  }
+  ratios: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
+  seen = set()
+  for _, c in member_configs():
+    smaller = hardware.parse(c.mesh.slice).one_size_smaller()
+    for slice_name in [c.mesh.slice] + ([smaller.name] if smaller else []):
+      try:
+        key = _key(c, slice_name)
+      except config_lib.ConfigError:  # no layout fits the smaller slice
+        continue
+      row = by_key.get((key, slice_name))
+      if row is None or (key, slice_name) in seen:
+        continue
+      seen.add((key, slice_name))
+      modelled = _modelled_peak(compile_lib.for_slice(c, slice_name), row)
+      label = (
+          f'{c.name} on {slice_name}: {row["peak_bytes"] / GIB:.1f} GiB, model {modelled / GIB:.1f}'
+      )
+      ratios[_layout_family(row)].append((row['peak_bytes'] / modelled, label))
+  lines = [
+      '| layout family | rows | compiled peak / model: min, median, max | highest |',
+      '| --- | --- | --- | --- |',
+  ]
+  for family, values in sorted(ratios.items(), key=lambda kv: -len(kv[1])):
+    values.sort()
+    median = statistics.median(v for v, _ in values)
+    lines.append(
+        f'| {family} | {len(values)} | {values[0][0]:.2f}, {median:.2f}, {values[-1][0]:.2f} | '
+        f'{values[-1][1]} |'
+    )
+  return lines
+
+
 def report(rows: list[dict], shapes: dict[str, set[str]]) -> str:
   return '\n'.join(
-      study_lines(rows, shapes) + [''] + other_lines(rows) + [''] + wall_clock_lines(rows)
+      study_lines(rows, shapes)
+      + [
+          '',
+          "Runs off a member's own design: another slice (one size smaller: the margin; a GPU "
+          'node) or `--config.*` flags (another dispatch):',
+          '',
+      ]
+      + other_lines(rows)
+      + [
+          '',
+          'Time per FLOP, each MoE member against the dense member nearest its budget on '
+          'its slice (the factor that turns a FLOP EL into a wall-clock EL; estimates):',
+          '',
+      ]
+      + wall_clock_lines(rows)
+      + [
+          '',
+          "The planner's memory model (`layout.memory_bytes`) against the compiled peak, "
+          'per layout family, over the members compiled on their own slice or one size smaller:',
+          '',
+      ]
+      + memory_model_lines(rows)
   )
 
 
