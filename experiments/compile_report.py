@@ -47,9 +47,18 @@ def load(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+# The GPU node every paper member is also compiled for (item: where one node can hold it).
+GPU_NODE = 'h100x8'
+
+
 def is_member(row: dict) -> bool:
   """A row of a member as its study defines it: its own slice, no --config.* flags."""
   return not row.get('overrides') and row['slice'] == row.get('default_slice', row['slice'])
+
+
+def is_on_node(row: dict) -> bool:
+  """A row of a member as its study defines it, compiled for the GPU node instead of its slice."""
+  return not row.get('overrides') and row['slice'] == GPU_NODE != row.get('default_slice')
 
 
 def member_configs():
@@ -66,18 +75,34 @@ def member_configs():
     yield c.name, c
 
 
-def _key(config, slice_name: str) -> str:
+def _shape(config, slice_name: str) -> tuple[str, int]:
+  """A member's compile key on the slice and the optimizer steps it runs there."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import layout  # pylint: disable=import-outside-toplevel
+  from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
 
-  return compile_lib.shape_key(layout.resolve(compile_lib.for_slice(config, slice_name)))
+  resolved = layout.resolve(compile_lib.for_slice(config, slice_name))
+  steps = config_lib.num_steps(resolved, spec_lib.architecture(resolved))
+  return compile_lib.shape_key(resolved), steps
 
 
-def distinct_shapes() -> dict[str, set[str]]:
-  """{study or single run's name: the compile keys of its members on their own slices}."""
-  out = collections.defaultdict(set)
+def distinct_shapes(node: bool = False) -> dict[str, dict[str, list[int]]]:
+  """{study or single run's name: {compile key: the steps of each member of that shape}}, its
+  members on their own slices or on GPU_NODE (members the planner cannot place there left out).
+  Members share a shape when only their learning rate or seed differs."""
+  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+  out: dict[str, dict[str, list[int]]] = collections.defaultdict(dict)
   for study, c in member_configs():
-    out[study].add(_key(c, c.mesh.slice))
+    shapes = out[study]
+    try:
+      key, steps = _shape(c, GPU_NODE if node else c.mesh.slice)
+    except config_lib.ConfigError:
+      if not node:
+        raise
+      continue
+    shapes.setdefault(key, []).append(steps)
   return dict(out)
 
 
@@ -99,28 +124,49 @@ def _fit(rows: list[dict]) -> str:
   return f'{sum(bool(r.get("fits")) for r in rows)} of {len(rows)}'
 
 
-def study_lines(rows: list[dict], shapes: dict[str, set[str]]) -> list[str]:
+def _member_hours(row: dict, steps: list[int]) -> float:
+  """Estimated chip-hours of the members of one shape: the row's per step, at each one's steps."""
+  return row['estimate']['chip_hours'] / row['estimate']['steps'] * sum(steps)
+
+
+def study_lines(
+    rows: list[dict], shapes: dict[str, dict[str, list[int]]], node: bool = False
+) -> list[str]:
+  """Per study, its members on their own slices (or, with `node`, on GPU_NODE). A shape's
+  chip-hours count every member of that shape, each at its own steps."""
+  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
+
+  hbm = hardware.parse(GPU_NODE if node else 'v5p-128').hbm_bytes / GIB
+  unit = 'GPU' if node else 'chip'
   lines = [
-      '| study | shapes compiled | slices | layouts | peak GiB per chip (HBM 95) | fit '
-      '| MFU bound | est. chip-hours of those compiled |',
+      f'| study | shapes compiled | slices | layouts | peak GiB per {unit} (HBM {hbm:.0f}) | fit '
+      f'| MFU bound | est. {unit}-hours of the members compiled that fit |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
+  picked = is_on_node if node else is_member
   for study in shapes:
-    group = [r for r in rows if r['study'] == study and is_member(r)]
+    # By shape, not by the study a row was compiled under: studies share shapes (the paper
+    # MoE is a member of the granularity study).
+    group = [r for r in rows if picked(r) and r.get('key') in shapes.get(study, ())]
     done = [r for r in group if r.get('estimate')]
-    compiled = {r['key'] for r in group if 'key' in r} & shapes.get(study, set())
+    compiled = {r['key'] for r in group}
     slices = collections.Counter(r['slice'] for r in group)
     layouts = collections.Counter(_mesh(r) for r in done).most_common()
     shown = '; '.join(m for m, _ in layouts[:3]) + (
         f'; {len(layouts) - 3} more' if len(layouts) > 3 else ''
     )
+    if not shapes.get(study):
+      lines.append(f'| {study} | no layout the planner can place | - | - | - | - | - | - |')
+      continue
+    fitting = [r for r in done if r['fits']]
+    mfu = _range([100 * r['estimate']['mfu'] for r in done], '.0f')
     lines.append(
         f'| {study} | {len(compiled)} of {len(shapes.get(study, ()))} | '
         f'{", ".join(f"{s} ({n})" for s, n in sorted(slices.items())) or "-"} | {shown or "-"} | '
         f'{_range([r["peak_bytes"] / GIB for r in done], ".1f")} | '
         f'{_fit(group) if group else "-"} | '
-        f'{_range([100 * r["estimate"]["mfu"] for r in done], ".0f")}% | '
-        f'{sum(r["estimate"]["chip_hours"] for r in done):.4g} |'
+        f'{mfu + "%" if done else "-"} | '
+        f'{sum(_member_hours(r, shapes[study][r["key"]]) for r in fitting):.4g} |'
     )
   return lines
 
@@ -133,7 +179,7 @@ def other_lines(rows: list[dict]) -> list[str]:
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
   for r in rows:
-    if is_member(r):
+    if is_member(r) or is_on_node(r):
       continue
     flags_text = ', '.join(f'{k}={v}' for k, v in sorted(r.get('overrides', {}).items())) or '-'
     if not r.get('estimate'):
@@ -155,7 +201,10 @@ def _dense_time_per_flop(rows: list[dict], slice_name: str, budget: float) -> fl
   dense = [
       r
       for r in rows
-      if is_member(r) and r.get('estimate') and r['kind'] == 'dense' and r['slice'] == slice_name
+      if (is_member(r) or is_on_node(r))
+      and r.get('fits')
+      and r['kind'] == 'dense'
+      and r['slice'] == slice_name
   ]
   if not dense:
     return None
@@ -173,7 +222,9 @@ def wall_clock_lines(rows: list[dict]) -> list[str]:
   for study in EL_STUDIES:
     ratios: dict[str, list[float]] = {}
     for r in rows:
-      if r['study'] != study or r['kind'] != 'moe' or not is_member(r) or not r.get('estimate'):
+      if r['study'] != study or r['kind'] != 'moe' or not r.get('fits'):
+        continue
+      if not (is_member(r) or is_on_node(r)):
         continue
       dense = _dense_time_per_flop(rows, r['slice'], r['C'])
       if dense:
@@ -188,7 +239,7 @@ def wall_clock_lines(rows: list[dict]) -> list[str]:
 
 def _layout_family(row: dict) -> str:
   split = [axis for axis in ('fsdp', 'expert', 'tensor') if row['mesh'].get(axis, 1) > 1]
-  return ' + '.join(split) if split else 'data only (replicated state)'
+  return f"{row['chip']}: " + (' + '.join(split) if split else 'data only (replicated state)')
 
 
 def _modelled_peak(config, row: dict) -> float:
@@ -207,8 +258,8 @@ def _modelled_peak(config, row: dict) -> float:
 
 
 def memory_model_lines(rows: list[dict]) -> list[str]:
-  """The planner's memory model against the compiled peak, per layout family, over every
-  member row compiled on its own slice or one size smaller."""
+  """The planner's memory model against the compiled peak, per chip and layout family, over
+  every member row compiled on its own slice, one size smaller or on GPU_NODE."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import hardware  # pylint: disable=import-outside-toplevel
@@ -220,9 +271,9 @@ def memory_model_lines(rows: list[dict]) -> list[str]:
   seen = set()
   for _, c in member_configs():
     smaller = hardware.parse(c.mesh.slice).one_size_smaller()
-    for slice_name in [c.mesh.slice] + ([smaller.name] if smaller else []):
+    for slice_name in [c.mesh.slice, GPU_NODE] + ([smaller.name] if smaller else []):
       try:
-        key = _key(c, slice_name)
+        key, _ = _shape(c, slice_name)
       except config_lib.ConfigError:  # no layout fits the smaller slice
         continue
       row = by_key.get((key, slice_name))
@@ -248,13 +299,19 @@ def memory_model_lines(rows: list[dict]) -> list[str]:
   return lines
 
 
-def report(rows: list[dict], shapes: dict[str, set[str]]) -> str:
+def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str, set[str]]) -> str:
   return '\n'.join(
       study_lines(rows, shapes)
       + [
           '',
-          "Runs off a member's own design: another slice (one size smaller: the margin; a GPU "
-          'node) or `--config.*` flags (another dispatch):',
+          f'The same members compiled for one {GPU_NODE} node (8 GPUs; estimates):',
+          '',
+      ]
+      + study_lines(rows, node_shapes, node=True)
+      + [
+          '',
+          "Runs off a member's own design: another slice (one size smaller: the margin) or "
+          '`--config.*` flags (another dispatch):',
           '',
       ]
       + other_lines(rows)
@@ -268,7 +325,8 @@ def report(rows: list[dict], shapes: dict[str, set[str]]) -> str:
       + [
           '',
           "The planner's memory model (`layout.memory_bytes`) against the compiled peak, "
-          'per layout family, over the members compiled on their own slice or one size smaller:',
+          f'per chip and layout family, over the members compiled on their own slice, one size '
+          f'smaller or on {GPU_NODE}:',
           '',
       ]
       + memory_model_lines(rows)
@@ -277,7 +335,7 @@ def report(rows: list[dict], shapes: dict[str, set[str]]) -> str:
 
 def main(argv):
   del argv
-  print(report(load(_TABLE.value), distinct_shapes()))
+  print(report(load(_TABLE.value), distinct_shapes(), distinct_shapes(node=True)))
 
 
 if __name__ == '__main__':

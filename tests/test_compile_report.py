@@ -5,6 +5,7 @@ import os
 from experiments import compile as compile_lib
 from experiments import compile_report
 from ling_jax import config as config_lib
+from ling_jax import hardware
 from ling_jax import layout
 from ling_jax import spec as spec_lib
 
@@ -32,6 +33,7 @@ def _planted_row(config, peak_over_model: float) -> dict:
       key=compile_lib.shape_key(resolved),
       slice=config.mesh.slice,
       default_slice=config.mesh.slice,
+      chip=hardware.parse(config.mesh.slice).chip.name,
       mesh=dict(zip(layout.MESH_AXES, chosen.mesh)),
       microbatches=chosen.microbatches,
       batch_size=chosen.batch_size,
@@ -59,10 +61,30 @@ def test_the_memory_model_table_leaves_out_variants_and_rows_of_no_member():
 
 
 def test_a_layout_family_names_the_axes_that_split_the_state():
-  row = dict(mesh=dict(data=16, fsdp=4, expert=1, tensor=2))
-  assert compile_report._layout_family(row) == 'fsdp + tensor'  # pylint: disable=protected-access
-  row = dict(mesh=dict(data=64, fsdp=1, expert=1, tensor=1))
-  assert compile_report._layout_family(row).startswith('data only')  # pylint: disable=protected-access
+  family = compile_report._layout_family  # pylint: disable=protected-access
+  assert family(dict(chip='v5p', mesh=dict(data=16, fsdp=4, expert=1, tensor=2))) == (
+      'v5p: fsdp + tensor'
+  )
+  assert family(dict(chip='h100', mesh=dict(data=8, fsdp=1, expert=1, tensor=1))) == (
+      'h100: data only (replicated state)'
+  )
+
+
+def test_a_studys_chip_hours_count_every_member_of_a_shape_at_its_own_steps():
+  """Members that differ only in learning rate share one compiled shape; each is a run."""
+  config = _first_granularity_member()
+  row = dict(
+      _planted_row(config, 0.5),
+      fits=True,
+      estimate=dict(chip_hours=10.0, steps=100, mfu=0.5),
+  )
+  shapes = {'granularity': {row['key']: [100, 300], 'f' * 16: [50]}}
+  line = compile_report.study_lines([row], shapes)[2]
+  cells = [cell.strip() for cell in line.strip('|').split('|')]
+  assert cells[1] == '1 of 2'  # one of the study's two shapes compiled
+  assert cells[-1] == '40'  # 10 chip-hours per 100 steps, for 100 + 300 steps
+  node_line = compile_report.study_lines([row], {'granularity': {}}, node=True)[2]
+  assert 'no layout' in node_line
 
 
 def test_the_docs_tables_are_the_report_of_the_committed_table():
@@ -71,7 +93,11 @@ def test_the_docs_tables_are_the_report_of_the_committed_table():
   with open(os.path.join(ROOT, 'docs', 'paper_scale.md')) as f:
     doc = f.read()
   start = doc.index('| study | shapes compiled')
-  report = compile_report.report(compile_report.load(TABLE), compile_report.distinct_shapes())
+  report = compile_report.report(
+      compile_report.load(TABLE),
+      compile_report.distinct_shapes(),
+      compile_report.distinct_shapes(node=True),
+  )
   assert doc[start:].strip() == report.strip()
   rows = len(compile_report.load(TABLE))
   assert f'({rows} so far;' in doc or f'({rows} rows;' in doc
