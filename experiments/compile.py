@@ -217,9 +217,11 @@ def estimate(config, arch, slice_, row: dict) -> dict:
   """Estimated step time, MFU and chip-hours of a compiled member (labelled estimates).
 
   Work per chip is the project's hardware FLOP count (flops.hardware_flops_per_token) of the
-  step's tokens; HBM traffic is the train state read and written once (the program's arguments
-  and outputs) plus its temporaries written and read once per microbatch; collective bytes
-  are the compiled program's (experiments/hlo.py). They combine as layout.step_seconds says.
+  step's tokens, times what the remat policy runs again (layout.recompute_factor); the MFU
+  counts the model's FLOPs alone, so recomputation lowers it. HBM traffic is the train state
+  read and written once (the program's arguments and outputs) plus its temporaries written and
+  read once per microbatch; collective bytes are the compiled program's (experiments/hlo.py).
+  They combine as layout.step_seconds says.
   """
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import flops  # pylint: disable=import-outside-toplevel
@@ -235,12 +237,13 @@ def estimate(config, arch, slice_, row: dict) -> dict:
       + 2 * memory['temp_bytes'] * config.train.grad_accum_steps
   ) / per_call
   sent = sum(k['bytes_per_chip'] for k in row['collectives'].values()) / per_call
-  times = layout_lib.step_seconds(work, traffic, sent, slice_.chip)
+  executed = work * layout_lib.recompute_factor(config.model.remat)
+  times = layout_lib.step_seconds(executed, traffic, sent, slice_.chip)
   steps = config_lib.num_steps(config, arch)
-  compute_s = work / slice_.chip.peak_bf16_flops_per_s
+  model_compute_s = work / slice_.chip.peak_bf16_flops_per_s
   return dict(
       **times,
-      mfu=compute_s / times['step_s'],
+      mfu=model_compute_s / times['step_s'],
       steps=steps,
       seconds_per_flop_of_C=times['step_s'] / (flops.paper_flops_per_token(arch) * tokens),
       chip_hours=steps * times['step_s'] * slice_.chips / 3600,

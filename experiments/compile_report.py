@@ -19,13 +19,22 @@ import importlib
 import json
 import math
 import statistics
+import sys
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from fitting import studies as studies_lib
 
 _TABLE = flags.DEFINE_string('table', 'results/paper/compile.jsonl', 'JSON-lines compile table.')
+_REESTIMATE = flags.DEFINE_bool(
+    'reestimate',
+    False,
+    "Recompute every member row's estimate from its compiled facts (memory, collectives) with "
+    'the current estimate (experiments/compile.py:estimate) and rewrite the table whole, '
+    'before the report. Stop any job appending to the table first.',
+)
 
 GIB = 2**30
 PAPER_STUDIES = (
@@ -299,6 +308,51 @@ def memory_model_lines(rows: list[dict]) -> list[str]:
   return lines
 
 
+def _row_config(row: dict, members: dict):
+  """The resolved config a row was compiled from (its member, --config.* flags and slice), or
+  None when no paper member gives the row's shape any more."""
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import layout  # pylint: disable=import-outside-toplevel
+
+  config = members.get(row['name'])
+  if config is None:
+    return None
+  if row.get('overrides'):
+    config = config.copy_and_resolve_references()
+    config.unlock()
+    config.update_from_flattened_dict(row['overrides'])
+    config.lock()
+  resolved = layout.resolve(compile_lib.for_slice(config, row['slice']))
+  return resolved if compile_lib.shape_key(resolved) == row['key'] else None
+
+
+def reestimate(path: str) -> tuple[int, list[str]]:
+  """Rewrites the table at `path` whole with every row's estimate recomputed: (rows
+  re-estimated, names of the rows whose member no longer gives their shape, left as they were)."""
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
+  from ling_jax import metrics  # pylint: disable=import-outside-toplevel
+  from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
+
+  rows = load(path)
+  members = {c.name: c for _, c in member_configs()}
+  done, stale = 0, []
+  for row in rows:
+    if not row.get('estimate'):
+      continue
+    config = _row_config(row, members)
+    if config is None:
+      stale.append(f'{row["name"]} on {row["slice"]}')
+      continue
+    row['estimate'] = compile_lib.estimate(
+        config, spec_lib.architecture(config), hardware.parse(row['slice']), row
+    )
+    done += 1
+  text = ''.join(json.dumps(row, sort_keys=True) + '\n' for row in rows)
+  metrics.write_whole(epath.Path(path), text)
+  return done, stale
+
+
 def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str, set[str]]) -> str:
   return '\n'.join(
       study_lines(rows, shapes)
@@ -335,6 +389,13 @@ def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str,
 
 def main(argv):
   del argv
+  if _REESTIMATE.value:
+    done, stale = reestimate(_TABLE.value)
+    print(
+        f'{done} rows re-estimated; left as they were (no member gives their shape): '
+        f'{", ".join(stale) or "none"}',
+        file=sys.stderr,
+    )
   print(report(load(_TABLE.value), distinct_shapes(), distinct_shapes(node=True)))
 
 

@@ -208,12 +208,18 @@ def _modelled_collective_bytes(arch: flops.Architecture, config, layout: Layout)
   return fsdp_bytes + data_bytes + a2a + tensor_bytes
 
 
+def recompute_factor(remat: str) -> float:
+  """The FLOPs a chip executes per FLOP of the model under a remat policy: 'full' runs each
+  layer's forward pass again in the backward (forward 1 + backward 2, plus 1). The other
+  policies keep every matmul's output and recompute only elementwise work, counted as none."""
+  return 4 / 3 if remat == 'full' else 1.0
+
+
 def modelled_seconds(arch: flops.Architecture, config, layout: Layout, chip) -> float:
   tokens = layout.batch_size * config.train.seq_len
   chips = math.prod(layout.mesh)
   work = flops.hardware_flops_per_token(arch) * tokens / chips
-  if (layout.remat or config.model.remat) == 'full':
-    work *= 4 / 3  # the forward pass again, in the backward
+  work *= recompute_factor(layout.remat or config.model.remat)
   state = memory_bytes(arch, config, layout)['state']
   return step_seconds(work, 2 * state, _modelled_collective_bytes(arch, config, layout), chip)[
       'step_s'

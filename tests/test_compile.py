@@ -17,6 +17,7 @@ from configs import moe as moe_config
 from experiments import compile as compile_lib
 from experiments import hlo
 from ling_jax import config as config_lib
+from ling_jax import flops
 from ling_jax import hardware
 from ling_jax import layout
 from ling_jax import spec as spec_lib
@@ -273,6 +274,26 @@ def test_collectives_count_loop_trips_and_ring_bytes_by_hand():
   summary = hlo.summarize(list(found.values()))
   assert summary['all-reduce']['bytes_per_chip'] == 5 * 2 * 3 / 4 * 512
   assert summary['all-gather']['bytes_per_chip'] == 3 / 4 * 1024
+
+
+def test_the_estimate_runs_full_remats_forward_again_and_counts_only_the_models_flops_in_mfu():
+  """By hand: the smoke MoE on v5e-4, compute-bound (no memory traffic, no collectives)."""
+  c = layout.resolve(compile_lib.for_slice(_smoke(plan='auto', slice='v5e-4'), 'v5e-4'))
+  arch = spec_lib.architecture(c)
+  slice_ = hardware.parse('v5e-4')
+  row = dict(memory=dict(argument_bytes=0, output_bytes=0, temp_bytes=0), collectives={})
+  work = flops.hardware_flops_per_token(arch) * c.train.batch_size * c.train.seq_len / 4
+  peak = slice_.chip.peak_bf16_flops_per_s
+  estimates = {}
+  for remat in ('dots_no_batch', 'full'):
+    c.unlock()
+    c.model.remat = remat
+    c.lock()
+    estimates[remat] = compile_lib.estimate(c, arch, slice_, row)
+  assert estimates['dots_no_batch']['step_s'] == pytest.approx(work / peak)
+  assert estimates['dots_no_batch']['mfu'] == pytest.approx(1.0)
+  assert estimates['full']['step_s'] == pytest.approx(4 / 3 * work / peak)
+  assert estimates['full']['mfu'] == pytest.approx(3 / 4)
 
 
 # --- Compiling for a TPU slice and an 8-GPU node ------------------------------------------------

@@ -1,10 +1,14 @@
 """The compile table's report (experiments/compile_report.py) and the docs generated from it."""
 
+import json
 import os
+
+import pytest
 
 from experiments import compile as compile_lib
 from experiments import compile_report
 from ling_jax import config as config_lib
+from ling_jax import flops
 from ling_jax import hardware
 from ling_jax import layout
 from ling_jax import spec as spec_lib
@@ -112,3 +116,37 @@ def test_every_row_of_the_committed_table_is_whole():
       assert row['peak_bytes'] <= row['hbm_bytes'], row['name']
       assert row['estimate']['chip_hours'] > 0, row['name']
       assert set(row['mesh']) == set(layout.MESH_AXES), row['name']
+
+
+def _committed_row(name: str, slice_name: str, flagged: bool = False) -> dict:
+  for row in compile_report.load(TABLE):
+    if row['name'] == name and row['slice'] == slice_name and bool(row.get('overrides')) == flagged:
+      return row
+  raise AssertionError(f'{name} on {slice_name} is not in the committed table')
+
+
+def test_reestimate_recomputes_member_rows_from_their_compiled_facts_and_keeps_the_rest(tmp_path):
+  remat = dict(_committed_row('granularity/g5_G16', 'v5p-128'), estimate={'mfu': 5.0})
+  flagged = dict(_committed_row('moe_paper', 'v5p-128', flagged=True), estimate={'mfu': 5.0})
+  stale = dict(remat, key='0' * 16, name='granularity/g5_G16')
+  table = tmp_path / 'compile.jsonl'
+  table.write_text(''.join(json.dumps(r) + '\n' for r in (remat, flagged, stale)))
+
+  done, left = compile_report.reestimate(str(table))
+
+  assert (done, left) == (2, ['granularity/g5_G16 on v5p-128'])
+  rows = compile_report.load(str(table))
+  assert rows[2] == stale  # untouched, as it was
+  assert rows[1]['estimate']['mfu'] < 1
+  # The full-remat member by hand: the model's FLOPs per chip at peak, run 4/3 times.
+  assert remat['remat'] == 'full'
+  config = next(c for _, c in compile_report.member_configs() if c.name == remat['name'])
+  arch = spec_lib.architecture(config)
+  slice_ = hardware.parse('v5p-128')
+  tokens = remat['batch_size'] * config.train.seq_len
+  model_s = flops.hardware_flops_per_token(arch) * tokens / slice_.chips
+  model_s /= slice_.chip.peak_bf16_flops_per_s
+  got = rows[0]['estimate']
+  assert got['compute_s'] == pytest.approx(4 / 3 * model_s)
+  assert got['step_s'] == pytest.approx(max(got['compute_s'], got['hbm_s']) + got['collective_s'])
+  assert got['mfu'] == pytest.approx(model_s / got['step_s'])
