@@ -18,6 +18,7 @@ import collections
 import importlib
 import json
 import math
+import re
 import statistics
 import sys
 
@@ -26,8 +27,15 @@ from absl import flags
 from etils import epath
 
 from fitting import studies as studies_lib
+from ling_jax import metrics
 
 _TABLE = flags.DEFINE_string('table', 'results/paper/compile.jsonl', 'JSON-lines compile table.')
+_DOCS = flags.DEFINE_string(
+    'docs',
+    None,
+    'A Markdown file whose generated part (from its first study table to the end, and the '
+    "'(N so far;' row count) to rewrite with the report, e.g. docs/paper_scale.md.",
+)
 _REESTIMATE = flags.DEFINE_bool(
     'reestimate',
     False,
@@ -331,7 +339,6 @@ def reestimate(path: str) -> tuple[int, list[str]]:
   re-estimated, names of the rows whose member no longer gives their shape, left as they were)."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import hardware  # pylint: disable=import-outside-toplevel
-  from ling_jax import metrics  # pylint: disable=import-outside-toplevel
   from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
 
   rows = load(path)
@@ -387,6 +394,17 @@ def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str,
   )
 
 
+GENERATED_FROM = '| study | shapes compiled'  # where a doc's generated part begins
+
+
+def with_report(doc: str, report_text: str, rows: int) -> str:
+  """`doc` with its generated part replaced by `report_text` and its row count set to `rows`."""
+  if GENERATED_FROM not in doc:
+    raise ValueError(f'the doc has no generated part: no line starts with {GENERATED_FROM!r}')
+  doc = doc[: doc.index(GENERATED_FROM)] + report_text.strip() + '\n'
+  return re.sub(r'\((\d+) so far;', f'({rows} so far;', doc, count=1)
+
+
 def main(argv):
   del argv
   if _REESTIMATE.value:
@@ -396,7 +414,12 @@ def main(argv):
         f'{", ".join(stale) or "none"}',
         file=sys.stderr,
     )
-  print(report(load(_TABLE.value), distinct_shapes(), distinct_shapes(node=True)))
+  rows = load(_TABLE.value)
+  text = report(rows, distinct_shapes(), distinct_shapes(node=True))
+  if _DOCS.value:
+    path = epath.Path(_DOCS.value)
+    metrics.write_whole(path, with_report(path.read_text(), text, len(rows)))
+  print(text)
 
 
 if __name__ == '__main__':

@@ -92,19 +92,25 @@ def test_a_studys_chip_hours_count_every_member_of_a_shape_at_its_own_steps():
 
 
 def test_the_docs_tables_are_the_report_of_the_committed_table():
-  """docs/paper_scale.md ends with the report of results/paper/compile.jsonl: regenerate it
-  (`python -m experiments.compile_report`) whenever the table grows."""
   with open(os.path.join(ROOT, 'docs', 'paper_scale.md')) as f:
     doc = f.read()
-  start = doc.index('| study | shapes compiled')
+  rows = compile_report.load(TABLE)
   report = compile_report.report(
-      compile_report.load(TABLE),
-      compile_report.distinct_shapes(),
-      compile_report.distinct_shapes(node=True),
+      rows, compile_report.distinct_shapes(), compile_report.distinct_shapes(node=True)
   )
-  assert doc[start:].strip() == report.strip()
-  rows = len(compile_report.load(TABLE))
-  assert f'({rows} so far;' in doc or f'({rows} rows;' in doc
+  assert compile_report.with_report(doc, report, len(rows)) == doc, (
+      'docs/paper_scale.md is not the report of results/paper/compile.jsonl: regenerate it with '
+      'python -m experiments.compile_report --docs=docs/paper_scale.md'
+  )
+
+
+def test_with_report_replaces_the_generated_part_and_the_row_count_only():
+  doc = 'Intro (7 so far; JAX).\n\n| study | shapes compiled |\n| old |\n'
+  assert compile_report.with_report(doc, '| study | shapes compiled |\n| new |', 9) == (
+      'Intro (9 so far; JAX).\n\n| study | shapes compiled |\n| new |\n'
+  )
+  with pytest.raises(ValueError, match='no generated part'):
+    compile_report.with_report('no tables here', '| study | shapes compiled |', 1)
 
 
 def test_every_row_of_the_committed_table_is_whole():
