@@ -60,6 +60,10 @@ _LARGEST = flags.DEFINE_bool(
 )
 
 GIB = 2**30
+# JAX's default GPU memory pool is this share of each GPU's memory (JAX's "GPU memory
+# allocation" page); versions that do not grow the pool past it need XLA_PYTHON_CLIENT_MEM_FRACTION
+# raised for a program above it. TPUs have no such pool.
+GPU_DEFAULT_POOL_FRACTION = 0.75
 
 
 def for_slice(config, slice_name: str):
@@ -273,6 +277,19 @@ def _append(path: str, row: dict) -> None:
     os.fsync(f.fileno())
 
 
+def past_gpu_default_pool(rows: list[dict]) -> list[dict]:
+  """The fitting GPU rows whose peak is above JAX's default GPU memory pool."""
+  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
+
+  return [
+      r
+      for r in rows
+      if r.get('fits')
+      and hardware.parse(r['slice']).chip.platform == 'cuda'
+      and r['peak_bytes'] > GPU_DEFAULT_POOL_FRACTION * r['hbm_bytes']
+  ]
+
+
 def line(row: dict) -> str:
   mesh = ','.join(f'{a[0]}{n}' for a, n in row['mesh'].items() if n > 1) or '1'
   batch = f'{row["batch_size"]}' + (
@@ -365,6 +382,13 @@ def main(argv):
   hours = sum(r['estimate']['chip_hours'] for r in rows if r.get('estimate'))
   slices = ', '.join(sorted({r['slice'] for r in rows}))
   print(f'{len(rows)} member(s) on {slices}: {hours:.4g} chip-hours estimated in all.')
+  crowded = past_gpu_default_pool(rows)
+  if crowded:
+    print(
+        f'{", ".join(r["name"] for r in crowded)}: above {GPU_DEFAULT_POOL_FRACTION:.0%} of GPU '
+        "memory, JAX's default pool; run with XLA_PYTHON_CLIENT_MEM_FRACTION=.95 unless your JAX "
+        'grows the pool past it (docs/paper_scale.md).'
+    )
   unfit = [r for r in rows if not r.get('fits')]
   if unfit:
     names = '; '.join(

@@ -296,6 +296,17 @@ def test_the_estimate_runs_full_remats_forward_again_and_counts_only_the_models_
   assert estimates['full']['mfu'] == pytest.approx(3 / 4)
 
 
+def test_gpu_rows_past_jaxs_default_memory_pool_are_named_and_tpu_rows_never():
+  gib = 2**30
+  rows = [
+      dict(name='low', slice='h100x8', fits=True, peak_bytes=59 * gib, hbm_bytes=80 * gib),
+      dict(name='high', slice='h100x8', fits=True, peak_bytes=61 * gib, hbm_bytes=80 * gib),
+      dict(name='unfit', slice='h100x8', fits=False, peak_bytes=90 * gib, hbm_bytes=80 * gib),
+      dict(name='tpu', slice='v5p-128', fits=True, peak_bytes=93 * gib, hbm_bytes=95 * gib),
+  ]
+  assert [r['name'] for r in compile_lib.past_gpu_default_pool(rows)] == ['high']
+
+
 # --- Compiling for a TPU slice and an 8-GPU node ------------------------------------------------
 
 
