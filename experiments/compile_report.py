@@ -285,8 +285,12 @@ def memory_model_lines(rows: list[dict]) -> list[str]:
       (r['key'], r['slice']): r for r in rows if r.get('peak_bytes') and not r.get('overrides')
   }
   ratios: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
+  # A row is found through the member that compiled it: only those members are planned.
+  named = {r['name'] for r in by_key.values()}
   seen = set()
   for _, c in member_configs():
+    if c.name not in named:
+      continue
     smaller = hardware.parse(c.mesh.slice).one_size_smaller()
     for slice_name in [c.mesh.slice, GPU_NODE] + ([smaller.name] if smaller else []):
       try:
