@@ -92,34 +92,67 @@ def member_configs():
     yield c.name, c
 
 
+def _resolved(config, slice_name: str):
+  """`config` compiled for `slice_name`: its layout planned and its batch as run."""
+  from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
+  from ling_jax import layout  # pylint: disable=import-outside-toplevel
+
+  return layout.resolve(compile_lib.for_slice(config, slice_name))
+
+
 def _shape(config, slice_name: str) -> tuple[str, int]:
   """A member's compile key on the slice and the optimizer steps it runs there."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from ling_jax import layout  # pylint: disable=import-outside-toplevel
   from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
 
-  resolved = layout.resolve(compile_lib.for_slice(config, slice_name))
+  resolved = _resolved(config, slice_name)
   steps = config_lib.num_steps(resolved, spec_lib.architecture(resolved))
   return compile_lib.shape_key(resolved), steps
 
 
-def distinct_shapes(node: bool = False) -> dict[str, dict[str, list[int]]]:
+class Plans:
+  """Paper members, each planned at most once per slice the report asks about.
+
+  The report asks about every member on its own slice and on GPU_NODE (the study tables) and
+  about the members that compiled a row one size smaller too (the memory-model table); planning
+  is the slow part of the report, so a (member, slice) is planned when first asked and kept.
+  """
+
+  def __init__(self, members=None):
+    """`members`: (study or single run's name, config) pairs; every paper member by default."""
+    self.members = list(member_configs() if members is None else members)
+    self._planned: dict[tuple[int, str], tuple[str, int] | Exception] = {}
+
+  def shape(self, index: int, slice_name: str, required: bool = False) -> tuple[str, int] | None:
+    """(compile key, optimizer steps) of member `index` on the slice; None when no layout of
+    it fits there, or with `required` the planner's error raised."""
+    from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+
+    if (index, slice_name) not in self._planned:
+      try:
+        self._planned[index, slice_name] = _shape(self.members[index][1], slice_name)
+      except config_lib.ConfigError as e:
+        self._planned[index, slice_name] = e
+    planned = self._planned[index, slice_name]
+    if isinstance(planned, Exception):
+      if required:
+        raise planned
+      return None
+    return planned
+
+
+def distinct_shapes(plans: Plans, node: bool = False) -> dict[str, dict[str, list[int]]]:
   """{study or single run's name: {compile key: the steps of each member of that shape}}, its
   members on their own slices or on GPU_NODE (members the planner cannot place there left out).
   Members share a shape when only their learning rate or seed differs."""
-  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-
   out: dict[str, dict[str, list[int]]] = collections.defaultdict(dict)
-  for study, c in member_configs():
+  for index, (study, c) in enumerate(plans.members):
     shapes = out[study]
-    try:
-      key, steps = _shape(c, GPU_NODE if node else c.mesh.slice)
-    except config_lib.ConfigError:
-      if not node:
-        raise
-      continue
-    shapes.setdefault(key, []).append(steps)
+    planned = plans.shape(index, GPU_NODE if node else c.mesh.slice, required=not node)
+    if planned is not None:
+      key, steps = planned
+      shapes.setdefault(key, []).append(steps)
   return dict(out)
 
 
@@ -151,16 +184,18 @@ def study_lines(
 ) -> list[str]:
   """Per study, its members on their own slices (or, with `node`, on GPU_NODE). A shape's
   chip-hours count every member of that shape, each at its own steps."""
-  from ling_jax import hardware  # pylint: disable=import-outside-toplevel
-
-  hbm = hardware.parse(GPU_NODE if node else 'v5p-128').hbm_bytes / GIB
+  picked = is_on_node if node else is_member
+  hbm = ' or '.join(
+      f'{b / GIB:.0f}'
+      for b in sorted({r['hbm_bytes'] for r in rows if picked(r) and 'hbm_bytes' in r})
+  )
   unit = 'GPU' if node else 'chip'
   lines = [
-      f'| study | shapes compiled | slices | layouts | peak GiB per {unit} (HBM {hbm:.0f}) | fit '
+      f'| study | shapes compiled | slices | layouts | peak GiB per {unit}'
+      f'{f" (HBM {hbm})" if hbm else ""} | fit '
       f'| MFU bound | est. {unit}-hours of the members compiled that fit |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
-  picked = is_on_node if node else is_member
   for study in shapes:
     # By shape, not by the study a row was compiled under: studies share shapes (the paper
     # MoE is a member of the granularity study).
@@ -274,11 +309,10 @@ def _modelled_peak(config, row: dict) -> float:
   return layout.memory_bytes(spec_lib.architecture(config), config, chosen)['total']
 
 
-def memory_model_lines(rows: list[dict]) -> list[str]:
+def memory_model_lines(rows: list[dict], plans: Plans) -> list[str]:
   """The planner's memory model against the compiled peak, per chip and layout family, over
   every member row compiled on its own slice, one size smaller or on GPU_NODE."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
-  from ling_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from ling_jax import hardware  # pylint: disable=import-outside-toplevel
 
   by_key = {
@@ -288,15 +322,15 @@ def memory_model_lines(rows: list[dict]) -> list[str]:
   # A row is found through the member that compiled it: only those members are planned.
   named = {r['name'] for r in by_key.values()}
   seen = set()
-  for _, c in member_configs():
+  for index, (_, c) in enumerate(plans.members):
     if c.name not in named:
       continue
     smaller = hardware.parse(c.mesh.slice).one_size_smaller()
     for slice_name in [c.mesh.slice, GPU_NODE] + ([smaller.name] if smaller else []):
-      try:
-        key, _ = _shape(c, slice_name)
-      except config_lib.ConfigError:  # no layout fits the smaller slice
+      planned = plans.shape(index, slice_name)
+      if planned is None:  # no layout fits the slice
         continue
+      key, _ = planned
       row = by_key.get((key, slice_name))
       if row is None or (key, slice_name) in seen:
         continue
@@ -324,7 +358,6 @@ def _row_config(row: dict, members: dict):
   """The resolved config a row was compiled from (its member, --config.* flags and slice), or
   None when no paper member gives the row's shape any more."""
   from experiments import compile as compile_lib  # pylint: disable=import-outside-toplevel
-  from ling_jax import layout  # pylint: disable=import-outside-toplevel
 
   config = members.get(row['name'])
   if config is None:
@@ -334,7 +367,7 @@ def _row_config(row: dict, members: dict):
     config.unlock()
     config.update_from_flattened_dict(row['overrides'])
     config.lock()
-  resolved = layout.resolve(compile_lib.for_slice(config, row['slice']))
+  resolved = _resolved(config, row['slice'])
   return resolved if compile_lib.shape_key(resolved) == row['key'] else None
 
 
@@ -364,15 +397,15 @@ def reestimate(path: str) -> tuple[int, list[str]]:
   return done, stale
 
 
-def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str, set[str]]) -> str:
+def report(rows: list[dict], plans: Plans) -> str:
   return '\n'.join(
-      study_lines(rows, shapes)
+      study_lines(rows, distinct_shapes(plans))
       + [
           '',
           f'The same members compiled for one {GPU_NODE} node (8 GPUs; estimates):',
           '',
       ]
-      + study_lines(rows, node_shapes, node=True)
+      + study_lines(rows, distinct_shapes(plans, node=True), node=True)
       + [
           '',
           "Runs off a member's own design: another slice (one size smaller: the margin) or "
@@ -394,7 +427,7 @@ def report(rows: list[dict], shapes: dict[str, set[str]], node_shapes: dict[str,
           f'smaller or on {GPU_NODE}:',
           '',
       ]
-      + memory_model_lines(rows)
+      + memory_model_lines(rows, plans)
   )
 
 
@@ -419,7 +452,7 @@ def main(argv):
         file=sys.stderr,
     )
   rows = load(_TABLE.value)
-  text = report(rows, distinct_shapes(), distinct_shapes(node=True))
+  text = report(rows, Plans())
   if _DOCS.value:
     path = epath.Path(_DOCS.value)
     metrics.write_whole(path, with_report(path.read_text(), text, len(rows)))

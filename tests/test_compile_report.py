@@ -23,6 +23,10 @@ def _first_granularity_member():
   return config
 
 
+def _plans_of(config) -> compile_report.Plans:
+  return compile_report.Plans([('granularity', config)])
+
+
 def _planted_row(config, peak_over_model: float) -> dict:
   """A row for `config` on its own slice whose compiled peak is `peak_over_model` times the
   memory model of the layout the planner chooses, worked out here without the report."""
@@ -50,7 +54,7 @@ def _planted_row(config, peak_over_model: float) -> dict:
 def test_the_memory_model_table_divides_the_compiled_peak_by_the_model_of_the_rows_layout():
   config = _first_granularity_member()
   row = _planted_row(config, 2.5)
-  lines = compile_report.memory_model_lines([row])
+  lines = compile_report.memory_model_lines([row], _plans_of(config))
   assert len(lines) == 3, lines  # the header, its rule and one family
   family = compile_report._layout_family(row)  # pylint: disable=protected-access
   assert lines[2].startswith(f'| {family} | 1 | 2.50, 2.50, 2.50 |'), lines[2]
@@ -61,7 +65,9 @@ def test_the_memory_model_table_leaves_out_variants_and_rows_of_no_member():
   config = _first_granularity_member()
   variant = dict(_planted_row(config, 2.5), overrides={'moe.dispatch': 'ragged'})
   stranger = dict(_planted_row(config, 2.5), key='0' * 16)
-  assert len(compile_report.memory_model_lines([variant, stranger])) == 2  # the header alone
+  assert (
+      len(compile_report.memory_model_lines([variant, stranger], _plans_of(config))) == 2
+  )  # the header alone
 
 
 def test_a_layout_family_names_the_axes_that_split_the_state():
@@ -95,9 +101,7 @@ def test_the_docs_tables_are_the_report_of_the_committed_table():
   with open(os.path.join(ROOT, 'docs', 'paper_scale.md')) as f:
     doc = f.read()
   rows = compile_report.load(TABLE)
-  report = compile_report.report(
-      rows, compile_report.distinct_shapes(), compile_report.distinct_shapes(node=True)
-  )
+  report = compile_report.report(rows, compile_report.Plans())
   assert compile_report.with_report(doc, report, len(rows)) == doc, (
       'docs/paper_scale.md is not the report of results/paper/compile.jsonl: regenerate it with '
       'python -m experiments.compile_report --docs=docs/paper_scale.md'
