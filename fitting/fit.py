@@ -51,13 +51,6 @@ def _plot(fn, *args):
   return getattr(plots, fn)(*args)
 
 
-def _by_study(rows):
-  out = collections.defaultdict(list)
-  for row in rows:
-    out[row.get('study')].append(row)
-  return out
-
-
 def fit_dense_baseline(rows, loss_key, out_dir, n_bootstrap):
   cost, loss, best = el_lib.frontier_points(rows, loss_key)
   frontier_runs = el_lib.frontier_runs(rows, loss_key)
@@ -759,8 +752,7 @@ def measured_seed_sd(rows: list[dict], loss_key: str) -> dict[str, float]:
 
 def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out_dir) -> dict:
   os.makedirs(out_dir, exist_ok=True)
-  rows, excluded = _known_rows(results_path, loss_key)
-  by_study = _by_study(rows)
+  by_study, excluded = rows_by_study(results_path, loss_key)
   known = known_studies()
   wanted = [s for s in known if s in by_study] if study == 'all' else [study]
   if study != 'all' and study not in known:
@@ -775,35 +767,40 @@ def _run(results_path, study, loss_key, n_bootstrap, activation, seeds_from, out
       activation_definition=el_lib.ACTIVATION_DEFINITIONS[activation],
       objective='huber (delta 1e-3, summed) on ' 'log residuals unless stated',
       bootstrap=n_bootstrap,
-      excluded=[
-          dict(study=r.get('study'), member=r.get('member'), reason=r['reason']) for r in excluded
-      ],
+      excluded=excluded,
       studies={},
   )
-  seed_sd, source = _seed_sd(rows, loss_key, results_path, seeds_from)
+  seed_sd, source = _seed_sd(by_study.get('seeds', []), loss_key, results_path, seeds_from)
   report['seed_sd'] = (
       dict(seed_sd, source=source)
       if seed_sd
       else dict(source='not measured: intervals omit the seed spread')
   )
   context = Context(by_study, loss_key, out_dir, n_bootstrap, activation, seed_sd)
-  el_all = []
   for name in wanted:
     if not by_study.get(name):
       raise core.FitError(f'--study={name}: no usable run of this study in {results_path}.')
     try:
-      entry = fitter(name)(name, context)
-      report['studies'][name] = entry
-      if name in studies_lib.EL_STUDIES and studies_lib.EL_STUDIES[name].unified:
-        el_all += entry['points']
+      report['studies'][name] = fitter(name)(name, context)
     except core.FitError as error:
       if study != 'all':
         raise
       report['studies'][name] = dict(error=str(error))
-  if el_all:
-    _fit_across_studies(report, el_all, by_study, loss_key, n_bootstrap, out_dir)
+  fit_across_studies(report, by_study, loss_key, n_bootstrap, out_dir)
   _write_json(report, os.path.join(out_dir, 'report.json'))
   return report
+
+
+def rows_by_study(results_path, loss_key) -> tuple[dict[str, list[dict]], list[dict]]:
+  """({study: its usable rows}, the excluded rows as a report lists them: study, member and
+  reason) of a results table."""
+  rows, excluded = _known_rows(results_path, loss_key)
+  by_study = collections.defaultdict(list)
+  for row in rows:
+    by_study[row['study']].append(row)
+  return by_study, [
+      dict(study=r.get('study'), member=r.get('member'), reason=r['reason']) for r in excluded
+  ]
 
 
 def _known_rows(results_path, loss_key) -> tuple[list[dict], list[dict]]:
@@ -834,9 +831,18 @@ def _seed_sd(rows, loss_key, results_path, seeds_from) -> tuple[dict, str]:
   return seed_sd, source
 
 
-def _fit_across_studies(report, el_all, by_study, loss_key, n_bootstrap, out_dir) -> None:
-  """The laws fitted to the EL points of several studies together (Eq. 13 and the direct loss
-  law), written into `report`, and the fitted Eq. 13's heat map."""
+def fit_across_studies(report, by_study, loss_key, n_bootstrap, out_dir) -> None:
+  """The laws fitted to the EL points of the studies in `report` that enter the unified law
+  together (Eq. 13 and the direct loss law), written into `report`, and the fitted Eq. 13's heat
+  map; nothing when `report` holds no such study's points."""
+  el_all = [
+      point
+      for name, entry in report['studies'].items()
+      if name in studies_lib.EL_STUDIES and studies_lib.EL_STUDIES[name].unified
+      for point in entry.get('points', [])
+  ]
+  if not el_all:
+    return
   try:
     report['el_laws'] = fit_el_laws(el_all, 'EL laws', n_bootstrap)
   except core.FitError as error:
