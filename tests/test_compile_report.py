@@ -61,6 +61,23 @@ def test_the_memory_model_table_divides_the_compiled_peak_by_the_model_of_the_ro
   assert config.name in lines[2]
 
 
+def test_the_report_plans_each_member_once_per_slice(monkeypatch):
+  """The study tables and the memory-model table share one planning pass: the member is planned
+  on its own slice, on the GPU node and one size smaller, once each."""
+  config = _first_granularity_member()
+  planned = []
+  shape = compile_report._shape  # pylint: disable=protected-access
+
+  def counted(c, slice_name):
+    planned.append(slice_name)
+    return shape(c, slice_name)
+
+  monkeypatch.setattr(compile_report, '_shape', counted)
+  compile_report.report([dict(_planted_row(config, 1.0), kind='moe')], _plans_of(config))
+  smaller = hardware.parse(config.mesh.slice).one_size_smaller().name
+  assert sorted(planned) == sorted([config.mesh.slice, compile_report.GPU_NODE, smaller])
+
+
 def test_the_memory_model_table_leaves_out_variants_and_rows_of_no_member():
   config = _first_granularity_member()
   variant = dict(_planted_row(config, 2.5), overrides={'moe.dispatch': 'ragged'})
