@@ -325,6 +325,19 @@ def _parameters(config) -> int:
   return flops.total_params(spec_lib.architecture(config))
 
 
+def _why_unfit(row: dict) -> str:
+  """Why one member does not fit, with what to change: the planner's refusal whole (it names the
+  memory its model needs, the budget and the fix), else the compiled peak or the compiler's
+  refusal."""
+  if 'key' not in row:  # the planner placed no layout, nothing was compiled
+    return f'{row["name"]} ({row["error"]})'
+  fix = 'use a larger slice (--slice) or let the planner shard more (config.mesh.plan=auto)'
+  if row.get('peak_bytes'):
+    needed = f'needs {row["peak_bytes"] / GIB:.1f} GiB per chip of {row["hbm_bytes"] / GIB:.0f}'
+    return f'{row["name"]} {needed}: {fix}'
+  return f'{row["name"]} ({row.get("error", "")}): {fix}'
+
+
 def main(argv):
   del argv
   console.show_progress()
@@ -391,15 +404,8 @@ def main(argv):
     )
   unfit = [r for r in rows if not r.get('fits')]
   if unfit:
-    names = '; '.join(
-        f'{r["name"]} needs {r["peak_bytes"] / GIB:.1f} GiB per chip of {r["hbm_bytes"] / GIB:.0f}'
-        if r.get('peak_bytes')
-        else f'{r["name"]} ({r.get("error", "")[:160]})'
-        for r in unfit
-    )
     sys.exit(
-        f'{len(unfit)} member(s) do not fit {slices}: {names}. Use a larger slice (--slice), '
-        'or let the planner shard more (config.mesh.plan=auto).'
+        f'{len(unfit)} member(s) do not fit {slices}: {"; ".join(_why_unfit(r) for r in unfit)}'
     )
 
 

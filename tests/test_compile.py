@@ -5,6 +5,7 @@ TPU slices through libtpu, an 8-GPU H100 node through the CUDA plugin (both from
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -409,6 +410,9 @@ def test_a_slice_with_no_layout_for_a_member_is_reported_without_compiling():
   assert done.returncode == 1, done.stdout + done.stderr
   assert 'moe_paper' in done.stdout and 'NO LAYOUT' in done.stdout
   assert 'do not fit v5e-4: moe_paper (config.mesh.plan=auto: no layout' in done.stderr
+  # The planner's refusal whole: the memory its model needs, the budget and the fix.
+  assert re.search(r'needs [\d.]+ GiB of the memory model per chip', done.stderr), done.stderr
+  assert 'use a larger slice (config.mesh.slice)' in done.stderr
 
 
 @pytest.mark.parametrize('run', ['moe', 'ling_mini_beta', 'dense_6p1b', 'dense'])
