@@ -82,9 +82,8 @@ def test_the_memory_model_table_leaves_out_variants_and_rows_of_no_member():
   config = _first_granularity_member()
   variant = dict(_planted_row(config, 2.5), overrides={'moe.dispatch': 'ragged'})
   stranger = dict(_planted_row(config, 2.5), key='0' * 16)
-  assert (
-      len(compile_report.memory_model_lines([variant, stranger], _plans_of(config))) == 2
-  )  # the header alone
+  lines = compile_report.memory_model_lines([variant, stranger], _plans_of(config))
+  assert len(lines) == 2, lines  # the header alone
 
 
 def test_a_layout_family_names_the_axes_that_split_the_state():

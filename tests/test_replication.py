@@ -50,6 +50,9 @@ def _refit_across_studies(committed: dict, reports: dict, results: str, out_dir:
   for name, entry in committed['studies'].items():
     assert name in reports, f'{name}: no folder of its own whose refit checks this entry'
     assert entry == reports[name]['studies'][name], f'{name}: differs from its own report'
+    # ... and fitted under the same settings, which that refit then checks.
+    for setting in ('loss', 'activation_definition', 'bootstrap', 'seed_sd'):
+      assert reports[name][setting] == committed[setting], f'{name}: another {setting}'
   by_study, excluded = fit_cli.rows_by_study(results, committed['loss'])
   refit = {k: v for k, v in committed.items() if k not in ('el_laws', 'direct_loss')}
   refit['excluded'] = excluded
