@@ -282,10 +282,7 @@ def wall_clock_lines(rows: list[dict]) -> list[str]:
       if dense:
         ratios.setdefault(r['slice'], []).append(dense / r['estimate']['seconds_per_flop_of_C'])
     for slice_name, values in sorted(ratios.items()):
-      lines.append(
-          f'| {study} | {slice_name} | {len(values)} | {min(values):.2f}, '
-          f'{statistics.median(values):.2f}, {max(values):.2f} |'
-      )
+      lines.append(f'| {study} | {slice_name} | {len(values)} | {_spread(values)} |')
   return lines
 
 
@@ -294,8 +291,8 @@ def _layout_family(row: dict) -> str:
   return f"{row['chip']}: " + (' + '.join(split) if split else 'data only (replicated state)')
 
 
-def _modelled_peak(config, row: dict) -> float:
-  """`layout.memory_bytes`'s total for the row's layout, in bytes."""
+def _modelled_memory(config, row: dict) -> dict[str, float]:
+  """`layout.memory_bytes` of the row's layout, in bytes."""
   from ling_jax import layout  # pylint: disable=import-outside-toplevel
   from ling_jax import spec as spec_lib  # pylint: disable=import-outside-toplevel
 
@@ -306,7 +303,7 @@ def _modelled_peak(config, row: dict) -> float:
       requested_batch_size=row['requested_batch_size'],
       remat=row['remat'],
   )
-  return layout.memory_bytes(spec_lib.architecture(config), config, chosen)['total']
+  return layout.memory_bytes(spec_lib.architecture(config), config, chosen)
 
 
 def memory_model_lines(rows: list[dict], plans: Plans) -> list[str]:
@@ -335,23 +332,38 @@ def memory_model_lines(rows: list[dict], plans: Plans) -> list[str]:
       if row is None or (key, slice_name) in seen:
         continue
       seen.add((key, slice_name))
-      modelled = _modelled_peak(compile_lib.for_slice(c, slice_name), row)
+      modelled = _modelled_memory(compile_lib.for_slice(c, slice_name), row)
       label = (
-          f'{c.name} on {slice_name}: {row["peak_bytes"] / GIB:.1f} GiB, model {modelled / GIB:.1f}'
+          f'{c.name} on {slice_name}: {row["peak_bytes"] / GIB:.1f} GiB, '
+          f'model {modelled["total"] / GIB:.1f}'
       )
-      ratios[_layout_family(row)].append((row['peak_bytes'] / modelled, label))
+      # The train step's arguments are the parameters and Adam's moments; its temporaries hold
+      # everything else the model counts (gradients, activations, transients).
+      parts = (
+          row['memory']['argument_bytes'] / modelled['arguments'],
+          row['memory']['temp_bytes'] / (modelled['total'] - modelled['arguments']),
+      )
+      ratios[_layout_family(row)].append((row['peak_bytes'] / modelled['total'], label, parts))
   lines = [
-      '| layout family | rows | compiled peak / model: min, median, max | highest |',
-      '| --- | --- | --- | --- |',
+      '| layout family | rows | compiled peak / model: min, median, max | arguments / model: '
+      'min, max | temporaries / model: min, median, max | highest peak / model |',
+      '| --- | --- | --- | --- | --- | --- |',
   ]
   for family, values in sorted(ratios.items(), key=lambda kv: -len(kv[1])):
-    values.sort()
-    median = statistics.median(v for v, _ in values)
+    values.sort(key=lambda v: v[0])
+    arguments = [p[0] for _, _, p in values]
+    temporaries = [p[1] for _, _, p in values]
     lines.append(
-        f'| {family} | {len(values)} | {values[0][0]:.2f}, {median:.2f}, {values[-1][0]:.2f} | '
+        f'| {family} | {len(values)} | {_spread(v for v, _, _ in values)} | '
+        f'{min(arguments):.2f}, {max(arguments):.2f} | {_spread(temporaries)} | '
         f'{values[-1][1]} |'
     )
   return lines
+
+
+def _spread(values) -> str:
+  values = sorted(values)
+  return f'{values[0]:.2f}, {statistics.median(values):.2f}, {values[-1]:.2f}'
 
 
 def _row_config(row: dict, members: dict):

@@ -131,7 +131,8 @@ def _expert_params(arch: flops.Architecture) -> int:
 
 def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, float]:
   """The per-chip memory model of a layout, in bytes: the train state (parameters, gradients and
-  Adam's two moments, sharded as the sharding rules shard them), one layer's gathered weights,
+  Adam's two moments, sharded as the sharding rules shard them; of these, `arguments` are what
+  the compiled step takes as its inputs: all but the gradients), one layer's gathered weights,
   the activations a remat policy of 'dots_no_batch' keeps for the backward pass (every layer's
   projections), and the largest transients (one layer's attention scores, the logits)."""
   m, t = config.model, config.train
@@ -139,7 +140,10 @@ def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, 
   data, fsdp, expert, tensor = layout.mesh
   experts = _expert_params(arch)
   others = flops.total_params(arch) - experts
-  state = 4 * param * (experts / (expert * fsdp * tensor) + others / (fsdp * tensor))
+  # Four parameter-sized copies: the parameters and Adam's two moments (the step's arguments)
+  # and the gradients.
+  copy = param * (experts / (expert * fsdp * tensor) + others / (fsdp * tensor))
+  state = 4 * copy
   gathered = 2 * compute * (experts / max(arch.num_moe_layers, 1) / (expert * tensor))
   sequences = layout.batch_size / layout.microbatches / layout.batch_shards
   tokens = sequences * t.seq_len
@@ -160,7 +164,7 @@ def memory_bytes(arch: flops.Architecture, config, layout: Layout) -> dict[str, 
   logits = tokens * arch.vocab_size / tensor * 3 * 4
   transient = max(scores + 4 * tokens * per_token_layer, logits)
   total = state + gathered + saved + transient
-  return dict(state=state, activations=saved, transient=transient, total=total)
+  return dict(state=state, arguments=3 * copy, activations=saved, transient=transient, total=total)
 
 
 def step_seconds(

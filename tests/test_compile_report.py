@@ -27,13 +27,20 @@ def _plans_of(config) -> compile_report.Plans:
   return compile_report.Plans([('granularity', config)])
 
 
-def _planted_row(config, peak_over_model: float) -> dict:
-  """A row for `config` on its own slice whose compiled peak is `peak_over_model` times the
-  memory model of the layout the planner chooses, worked out here without the report."""
+def _planted_row(
+    config, peak_over_model: float, arguments_over_model: float = 1.0, temps_over_model: float = 1.0
+) -> dict:
+  """A row for `config` on its own slice whose compiled peak, arguments and temporaries are the
+  given multiples of the memory model of the layout the planner chooses (its total, its
+  parameters and moments, and the rest), worked out here without the report."""
   c = compile_lib.for_slice(config, config.mesh.slice)
   config_lib.validate(c)
   chosen = layout.choose(c)
-  modelled = layout.memory_bytes(spec_lib.architecture(c), c, chosen)['total']
+  model = layout.memory_bytes(spec_lib.architecture(c), c, chosen)
+  modelled = model['total']
+  # An independent count of the step's arguments: the parameters and Adam's two moments, a
+  # quarter of the model's state being the gradients.
+  arguments = 3 / 4 * model['state']
   resolved = layout.resolve(c)
   return dict(
       name=config.name,
@@ -48,16 +55,20 @@ def _planted_row(config, peak_over_model: float) -> dict:
       requested_batch_size=chosen.requested_batch_size,
       remat=resolved.model.remat,
       peak_bytes=peak_over_model * modelled,
+      memory=dict(
+          argument_bytes=arguments_over_model * arguments,
+          temp_bytes=temps_over_model * (modelled - arguments),
+      ),
   )
 
 
 def test_the_memory_model_table_divides_the_compiled_peak_by_the_model_of_the_rows_layout():
   config = _first_granularity_member()
-  row = _planted_row(config, 2.5)
+  row = _planted_row(config, 2.5, arguments_over_model=1.25, temps_over_model=0.4)
   lines = compile_report.memory_model_lines([row], _plans_of(config))
   assert len(lines) == 3, lines  # the header, its rule and one family
   family = compile_report._layout_family(row)  # pylint: disable=protected-access
-  assert lines[2].startswith(f'| {family} | 1 | 2.50, 2.50, 2.50 |'), lines[2]
+  assert lines[2].startswith(f'| {family} | 1 | 2.50, 2.50, 2.50 | 1.25, 1.25 | 0.40, 0.40, 0.40 |')
   assert config.name in lines[2]
 
 
