@@ -38,8 +38,8 @@ def _planted_row(
   chosen = layout.choose(c)
   model = layout.memory_bytes(spec_lib.architecture(c), c, chosen)
   modelled = model['total']
-  # An independent count of the step's arguments: the parameters and Adam's two moments, a
-  # quarter of the model's state being the gradients.
+  # The step's arguments counted from the model's state, not read from its `arguments`: the
+  # parameters and Adam's two moments, three of the state's four parameter-sized copies.
   arguments = 3 / 4 * model['state']
   resolved = layout.resolve(c)
   return dict(
